@@ -1,0 +1,214 @@
+"""The ``advbench`` command line.
+
+Importing this module does not import TensorFlow: the commands import what they need
+when they run, so ``advbench --help`` and ``advbench plugins`` stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import advbench
+from advbench.errors import AdvbenchError
+
+app = typer.Typer(
+    name="advbench",
+    help="How robust is this classifier, really? Certified lower and empirical upper bounds, ranked.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Leaderboard tables are wide: outside a terminal (CI logs, pipes) do not wrap them at 80.
+console = Console() if sys.stdout.isatty() else Console(width=160)
+errors = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=160)
+
+Strict = Annotated[bool, typer.Option("--strict", help="Treat a plugin that fails to load as fatal.")]
+RankBy = Annotated[str, typer.Option("--rank-by", help="Ranking key: certified, empirical or clean robust accuracy at the largest eps.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"advbench {advbench.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = None,
+) -> None:
+    """How robust is this classifier, really?"""
+
+
+@contextmanager
+def reported():
+    """Turn advbench's errors into a message and an exit code, never a traceback; show
+    plugin warnings as one line each."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        errors.print(f"[yellow]warning:[/] {message}", highlight=False)
+
+    previous = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    except AdvbenchError as exc:
+        errors.print(f"[red]error:[/] {exc}" if "\n" not in str(exc) else f"[red]error:[/]\n{exc}", highlight=False, markup=True)
+        raise typer.Exit(exc.exit_code) from None
+    finally:
+        warnings.showwarning = previous
+
+
+@app.command()
+def run(
+    spec: Annotated[Path, typer.Argument(help="The YAML spec to run.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory (default: runs/<name>/).")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Delete earlier results in the run directory and start over.")] = False,
+    strict: Strict = False,
+    rank_by: RankBy = "certified",
+) -> None:
+    """Train or load every model, attack and certify it, and write the leaderboard.
+
+    Finished jobs are skipped on a rerun of the same spec; an interrupted run resumes.
+    """
+    with reported():
+        from advbench.spec import load_spec
+
+        loaded = load_spec(spec, strict=strict)
+        from advbench.pipeline import Pipeline
+        from advbench.progress import RichReporter
+        from advbench.store import RunStore
+
+        store = RunStore(out or Path("runs") / loaded.name)
+        pipeline = Pipeline(loaded, store)
+        pipeline.preflight()
+        store.prepare(loaded.name, loaded.hash, loaded.as_dict(), fresh)
+        reporter = RichReporter(errors)
+        pipeline.reporter = reporter
+        try:
+            with reporter:
+                summary = pipeline.run()
+        except KeyboardInterrupt:
+            errors.print(f"[yellow]interrupted[/]: finished jobs are saved in {store.root}; rerun the same command to resume")
+            raise typer.Exit(130) from None
+        from advbench.leaderboard import write_leaderboard
+
+        path, results = write_leaderboard(store.root, rank_by=rank_by)
+        _print_tables(results, rank_by)
+        console.print(
+            f"{summary.done} job(s) run, {summary.skipped} already done. Leaderboard: [bold]{path}[/]", highlight=False
+        )
+        if summary.errors:
+            errors.print(f"[red]{len(summary.errors)} job(s) failed[/]; see the leaderboard and {store.jobs}")
+            raise typer.Exit(1)
+        if any(b.errors for b in results.bounds):
+            errors.print("[red]the leaderboard reports errors[/] (a certified radius above an empirical one, or a failed job)")
+            raise typer.Exit(1)
+
+
+@app.command()
+def validate(spec: Annotated[Path, typer.Argument(help="The YAML spec to check.")], strict: Strict = False) -> None:
+    """Check a spec (fields, plugins, parameters, data, pretrained models) without running it."""
+    with reported():
+        from advbench.pipeline import Pipeline
+        from advbench.spec import load_spec
+        from advbench.store import RunStore
+
+        loaded = load_spec(spec, strict=strict)
+        Pipeline(loaded, RunStore(Path("runs") / loaded.name)).preflight()
+        jobs = len(loaded.models) * (2 + len(loaded.threat_models) * (len(loaded.attacks) + len(loaded.certifiers)))
+        console.print(f"{spec}: valid ({len(loaded.models)} models, {jobs} jobs)", highlight=False)
+
+
+@app.command()
+def schema(strict: Strict = False) -> None:
+    """Print the JSON schema of a spec, including the loaded plugins' parameters."""
+    with reported():
+        from advbench.plugins import load_plugins
+        from advbench.schema import spec_schema
+
+        console.print_json(json.dumps(spec_schema(load_plugins(strict=strict).registry)))
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The CSV file to write.")],
+) -> None:
+    """Write one CSV row per (model, norm, test example) with every radius."""
+    with reported():
+        from advbench.results import export_csv
+
+        rows = export_csv(run_dir, output)
+        console.print(f"{rows} rows written to {output}", highlight=False)
+
+
+@app.command()
+def leaderboard(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Markdown file (default: <run_dir>/leaderboard.md); plots go beside it.")] = None,
+    rank_by: RankBy = "certified",
+) -> None:
+    """Render the markdown leaderboard (and its plots) from a run directory."""
+    with reported():
+        from advbench.leaderboard import RANK_KEYS, write_leaderboard
+
+        if rank_by not in RANK_KEYS:
+            raise AdvbenchError(f"--rank-by: expected one of {', '.join(RANK_KEYS)}, got {rank_by!r}")
+        path, results = write_leaderboard(run_dir, output, rank_by)
+        _print_tables(results, rank_by)
+        console.print(f"Leaderboard: [bold]{path}[/]", highlight=False)
+
+
+@app.command()
+def plugins(strict: Strict = False) -> None:
+    """List every plugin with its version and the components it registers."""
+    with reported():
+        from advbench.plugins import load_plugins
+
+        host = load_plugins(strict=strict)
+        table = Table(title="advbench plugins")
+        for column in ("plugin", "from", "version", "registers"):
+            table.add_column(column)
+        for info in host.plugins.values():
+            registers = ", ".join(f"{kind} {name}" for kind, name in info.components)
+            if info.error:
+                registers = f"[red]not loaded: {info.error}[/]"
+            table.add_row(info.name, info.source, info.version, registers)
+        console.print(table)
+        if host.failures:
+            raise typer.Exit(0)
+
+
+def _print_tables(results, rank_by: str) -> None:
+    from advbench.leaderboard import table
+
+    for threat in results.spec["threat_models"]:
+        bounds = results.for_norm(threat["norm"])
+        if not bounds:
+            continue
+        header, rows = table(bounds, rank_by)
+        rich_table = Table(title=f"{results.spec['name']}: {threat['norm']} (cert = lower bound, emp = upper bound, %)")
+        for i, column in enumerate(header):
+            rich_table.add_column(column, justify="right" if i == 0 or 3 <= i < len(header) - 1 else "left")
+        for row in rows:
+            rich_table.add_row(*row.cells, style="red" if row.bounds.errors else None)
+        console.print(rich_table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

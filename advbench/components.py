@@ -1,0 +1,218 @@
+"""Base classes of everything a plugin can register.
+
+Each component declares its spec parameters as a nested pydantic ``Params`` model
+(typed, with defaults and descriptions): the spec is validated against it before any
+work starts, and ``advbench schema`` publishes it.  A component is constructed with a
+validated ``Params`` instance, available as ``self.params``.
+
+This module does not import TensorFlow; the methods receive and return TensorFlow
+tensors or NumPy arrays as documented.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # pragma: no cover
+    from advbench.target import Target
+
+NORMS = ("linf", "l2")
+"""The threat-model norms advbench knows: ``linf`` and ``l2``."""
+
+
+class Params(BaseModel):
+    """Base of every component's parameter model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Component:
+    """Common base: a name given at registration and validated parameters."""
+
+    Params: ClassVar[type[Params]] = Params
+    name: str = ""  # the registered name; set by the registry on a subclass copy
+
+    def __init__(self, params: Params | None = None, **kwargs: Any):
+        self.params = params if params is not None else self.Params(**kwargs)
+
+    @classmethod
+    def summary(cls) -> str:
+        """First line of the class docstring, shown by ``advbench plugins``."""
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+    def settings(self) -> dict:
+        """The parameters as plain data, recorded with every result."""
+        return self.params.model_dump(mode="json", by_alias=True)
+
+
+# -- datasets ---------------------------------------------------------------------------
+
+
+@dataclass
+class DatasetArrays:
+    """A dataset's full train and test splits.
+
+    Images are float32 in [0, 1], NHWC; labels are int64 class indices.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    class_names: list[str]
+    info: dict = field(default_factory=dict)  # provenance: source files, batches read, ...
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+class DatasetParams(Params):
+    train_size: int | None = Field(
+        None, gt=0, description="Training examples to use (stratified by class, chosen by the spec's seed); all when unset."
+    )
+    test_size: int | None = Field(
+        None, gt=0, description="Test examples to keep (stratified by class, chosen by the spec's seed); all when unset."
+    )
+
+
+class Dataset(Component):
+    """A source of labelled images.  ``train_size`` and ``test_size`` are applied by
+    advbench (stratified, by seed); :meth:`load` returns the full splits."""
+
+    Params: ClassVar[type[Params]] = DatasetParams
+
+    def load(self) -> DatasetArrays:
+        """Return the full train and test splits (float32 in [0, 1], NHWC)."""
+        raise NotImplementedError
+
+
+# -- architectures ----------------------------------------------------------------------
+
+
+class Architecture(Component):
+    """A Keras model family whose models output logits for inputs in [0, 1]."""
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int):
+        """Return an unbuilt-or-built ``keras.Model`` mapping ``input_shape`` to ``num_classes`` logits."""
+        raise NotImplementedError
+
+
+# -- defenses ---------------------------------------------------------------------------
+
+
+class Defense(Component):
+    """A change to how a model is trained or used.
+
+    The training step calls, in this order and inside one compiled ``tf.function``:
+    ``training_batch`` (may replace the inputs, e.g. by adversarial examples), the
+    forward pass, and ``regularizer`` (added to the mean cross-entropy).  Before
+    training, ``prepare_model`` may extend the architecture; at evaluation,
+    ``inference_model`` may wrap it.  A defense whose inference model draws random
+    numbers must say so in :meth:`randomized`, so that it is attacked with EOT.
+    """
+
+    def prepare_model(self, model):
+        """Return the model to train (default: unchanged).  Called once, before training."""
+        return model
+
+    def training_batch(self, model, x, y):
+        """Return the ``(x, y)`` batch to train on (default: unchanged).  Runs inside ``tf.function``."""
+        return x, y
+
+    def regularizer(self, model, x, y, logits):
+        """Return a scalar added to the mean cross-entropy, or ``None`` (default).  Runs inside ``tf.function``."""
+        return None
+
+    def inference_model(self, model):
+        """Return the model to evaluate (default: the trained model)."""
+        return model
+
+    def randomized(self) -> bool:
+        """Whether :meth:`inference_model` is random (two identical calls may differ)."""
+        return False
+
+
+# -- attacks ----------------------------------------------------------------------------
+
+
+class Attack(Component):
+    """An attack: it finds adversarial examples and so gives empirical upper bounds.
+
+    A *fixed-budget* attack implements :meth:`perturb`: advbench calls it at each eps of
+    the threat model and bisects eps per example for the radius.  A *minimal-norm*
+    attack sets ``minimal_norm = True`` and implements :meth:`minimize`; its result's
+    norm is the radius directly.  Gradients must come from
+    :meth:`Target.loss_and_gradient` (which applies EOT to randomized models and counts
+    evaluations), logits from :meth:`Target.logits`.
+    """
+
+    norms: ClassVar[tuple[str, ...]] = NORMS
+    minimal_norm: ClassVar[bool] = False
+    uses_gradients: ClassVar[bool] = True
+
+    def perturb(self, target: "Target", x, y, eps, norm: str, seed: int):
+        """Return adversarial candidates with ``||x_adv - x||_norm <= eps`` per example
+        (``eps`` has one entry per example) inside the [0, 1] box.
+
+        ``x``, ``y``, ``eps`` are tensors of one batch; ``seed`` seeds any randomness.
+        """
+        raise NotImplementedError
+
+    def minimize(self, target: "Target", x, y, norm: str, seed: int):
+        """Return, per example, the smallest adversarial example found (inside the box)."""
+        raise NotImplementedError
+
+
+# -- certifiers -------------------------------------------------------------------------
+
+
+class Certifier(Component):
+    """A certifier: per example, a radius below which no perturbation changes the prediction.
+
+    Implement :meth:`certify`.  Set ``probabilistic = True`` when the certificate holds
+    only with a stated probability (randomized smoothing), and ``supports_randomized``
+    when it applies to randomized models.  :meth:`check` may refuse a model it cannot
+    certify soundly, with the reason.
+    """
+
+    norms: ClassVar[tuple[str, ...]] = NORMS
+    probabilistic: ClassVar[bool] = False
+    supports_randomized: ClassVar[bool] = False
+
+    def check(self, target: "Target") -> str | None:
+        """Return why this certifier cannot certify ``target`` soundly, or ``None``."""
+        return None
+
+    def certify(self, target: "Target", x, y, norm: str) -> np.ndarray:
+        """Return the certified radius of each example around label ``y`` (NumPy float array).
+
+        ``x`` and ``y`` are NumPy arrays of one batch; advbench sets the radius of
+        misclassified examples to 0 afterwards.
+        """
+        raise NotImplementedError
+
+
+KINDS: dict[str, type[Component]] = {
+    "dataset": Dataset,
+    "architecture": Architecture,
+    "defense": Defense,
+    "attack": Attack,
+    "certifier": Certifier,
+}
+"""Component kinds, each with the base class its registrations must subclass."""
+
+
+def __getattr__(name: str):
+    # `Target` needs TensorFlow at call time only; expose it here for type hints.
+    if name == "Target":
+        from advbench.target import Target
+
+        return Target
+    raise AttributeError(name)

@@ -1,0 +1,72 @@
+"""Lazy stand-ins for TensorFlow and Keras.
+
+Importing TensorFlow takes seconds, so the CLI, the registries and every plugin module
+must not import it at module level.  Code that needs it writes
+``from advbench.lazy import tf, keras`` and uses them as usual inside functions; the
+real import happens on first attribute access.  (Module-level ``@tf.function`` or Keras
+layer subclasses would defeat this: compile inside functions and keep layer classes in
+modules that are themselves imported lazily, like :mod:`advbench.layers`.)
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import tempfile
+import types
+
+
+class LazyModule(types.ModuleType):
+    """A module proxy that imports the real module on first attribute access."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+
+    def __getattr__(self, attribute: str):
+        if attribute.startswith("__") or attribute.startswith("advbench_"):
+            # Probes by introspection (pluggy, inspect, copy) must not trigger the import.
+            raise AttributeError(attribute)
+        module = _import(self.__name__)
+        value = getattr(module, attribute)
+        setattr(self, attribute, value)  # later lookups skip __getattr__
+        return value
+
+    def __dir__(self):
+        return dir(_import(self.__name__))
+
+
+# What TensorFlow's C++ runtime prints while probing for CUDA on a machine without a
+# GPU; TF_CPP_MIN_LOG_LEVEL does not silence it because absl logging is not set up yet.
+_IMPORT_NOISE = ("absl::InitializeLog", "cudart_stub.cc", "cuda_platform.cc", "cuInit", "cuda_dnn.cc",
+                 "cuda_fft.cc", "cuda_blas.cc", "computation_placer.cc", "cpu_feature_guard.cc",
+                 "This TensorFlow binary is optimized", "To enable the following instructions",
+                 "oneDNN custom operations are on")
+
+
+def _import(name: str):
+    if name.split(".")[0] in sys.modules:
+        return importlib.import_module(name)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Capture file descriptor 2 during the first import and replay all but the noise.
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            module = importlib.import_module(name)
+            tensorflow = sys.modules.get("tensorflow")
+            if tensorflow is not None:
+                tensorflow.config.list_physical_devices()  # the CUDA probe prints here
+            return module
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not any(noise in line for noise in _IMPORT_NOISE):
+                    sys.stderr.write(line)
+
+
+tf = LazyModule("tensorflow")
+keras = LazyModule("keras")

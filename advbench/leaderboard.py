@@ -1,0 +1,205 @@
+"""The leaderboard: one ranked table per threat model, plots, and the provenance.
+
+Rendered from :mod:`advbench.results` only, so a table can never disagree with the
+records it comes from.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from advbench.results import Bounds, Results, load_results
+
+RANK_KEYS = ("certified", "empirical", "clean")
+
+
+@dataclass
+class Row:
+    rank: int
+    bounds: Bounds
+    cells: list[str]
+
+
+def ranked(bounds: list[Bounds], rank_by: str = "certified") -> list[Bounds]:
+    """Sort by the chosen accuracy at the largest eps (certified, then empirical, then
+    clean break ties); models without that number rank last."""
+    if rank_by not in RANK_KEYS:
+        raise ValueError(f"rank_by must be one of {', '.join(RANK_KEYS)}")
+    order = [rank_by] + [k for k in RANK_KEYS if k != rank_by]
+
+    def key(b: Bounds):
+        eps = max(b.eps)
+        values = {"certified": b.certified_accuracy(eps), "empirical": b.empirical_accuracy(eps), "clean": b.clean_accuracy()}
+        return tuple(-(values[k] if values[k] is not None else -1.0) for k in order)
+
+    return sorted(bounds, key=key)
+
+
+def table(bounds: list[Bounds], rank_by: str = "certified") -> tuple[list[str], list[Row]]:
+    """Header and rows of one threat model's table (shared by markdown and the terminal)."""
+    eps_list = bounds[0].eps if bounds else []
+    header = ["#", "model", "defense", "clean"]
+    header += [f"ε={_fmt_eps(e)} cert / emp" for e in eps_list]
+    header += ["median r cert", "median r emp", "median gap", "flags"]
+    rows = []
+    for rank, b in enumerate(ranked(bounds, rank_by), start=1):
+        cells = [str(rank), b.model, b.defense, _pct(b.clean_accuracy())]
+        cells += [f"{_pct(b.certified_accuracy(e))} / {_pct(b.empirical_accuracy(e))}" for e in eps_list]
+        cells += [_radius(b.median_radius("certified")), _radius(b.median_radius("empirical")), _radius(b.median_gap())]
+        flags = list(b.flags) + (["ERROR"] if b.errors else [])
+        cells.append(", ".join(flags) or "")
+        rows.append(Row(rank, b, cells))
+    return header, rows
+
+
+def render_markdown(results: Results, rank_by: str = "certified", plots: dict[str, str] | None = None) -> str:
+    spec = results.spec
+    dataset = spec["dataset"]
+    evaluated = {len(b.label) for b in results.bounds}
+    lines = [
+        f"# advbench leaderboard: {spec['name']}",
+        "",
+        f"Dataset `{dataset['name']}`"
+        + (f" (train {dataset.get('train_size') or 'all'}, test {dataset.get('test_size') or 'all'})")
+        + f", {', '.join(map(str, sorted(evaluated))) or 0} evaluated test examples, seed {spec['seed']}.",
+        "",
+        "For every model and budget ε, two bounds on the true robust accuracy: **cert** is the certified robust "
+        "accuracy (a lower bound: no perturbation within ε changes these predictions), **emp** the empirical robust "
+        "accuracy (an upper bound: the attacks found no adversarial example within ε). The radii are per-example "
+        "medians over the evaluated examples (0 for misclassified ones): the certified radius is the largest any "
+        "certifier proved, the empirical radius the smallest adversarial perturbation any attack found; the gap is "
+        "what is not known yet. "
+        f"Ranked by {rank_by} robust accuracy at the largest ε.",
+        "",
+    ]
+    for threat in spec["threat_models"]:
+        norm = threat["norm"]
+        bounds = results.for_norm(norm)
+        lines += [f"## {norm} threat model: ε ∈ {{{', '.join(_fmt_eps(e) for e in threat['eps'])}}}", ""]
+        if not bounds:
+            lines += ["No results yet.", ""]
+            continue
+        header, rows = table(bounds, rank_by)
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join(["---:" if i == 0 or i >= 3 and i < len(header) - 1 else "---" for i in range(len(header))]) + "|")
+        lines += ["| " + " | ".join(row.cells) + " |" for row in rows]
+        lines.append("")
+        if plots and norm in plots:
+            lines += [f"![{norm}: robust accuracy against ε]({plots[norm]})", ""]
+        details = []
+        for b in ranked(bounds, rank_by):
+            details += [f"- **ERROR** `{b.model}`: {e}" for e in b.errors]
+            details += [f"- `{b.model}`: {n}" for n in b.notes]
+            if b.probabilistic:
+                details.append(
+                    f"- `{b.model}`: the certificates of {', '.join(sorted(b.probabilistic))} hold for the smoothed "
+                    "classifier with probability at least 1 - alpha, not for the base network"
+                )
+        if details:
+            lines += details + [""]
+    lines += _provenance(results)
+    return "\n".join(lines) + "\n"
+
+
+def _provenance(results: Results) -> list[str]:
+    spec = results.spec
+    records = [r for r in results.records.values() if r.get("status") == "ok"]
+    spec_hashes = sorted({r["spec_hash"][:12] for r in records})
+    versions = records[-1]["versions"] if records else {}
+    lines = ["## Provenance", ""]
+    lines.append(f"- spec `{spec['name']}`, hash `{spec_hashes[-1] if spec_hashes else '?'}`, seed {spec['seed']}")
+    lines.append(f"- evaluation: `{_inline(spec['evaluation'])}`")
+    for model in spec["models"]:
+        train = results.training.get(model["name"], {})
+        described = _inline({k: v for k, v in model.items() if k != "name"})
+        accuracy = f", test accuracy {_pct(train['test_accuracy'])}%" if "test_accuracy" in train else ""
+        lines.append(f"- model `{model['name']}`: `{described}`{accuracy}")
+    for kind in ("attacks", "certifiers"):
+        for method in spec[kind]:
+            lines.append(f"- {kind[:-1]} `{method.get('label', method['name'])}`: `{_inline(method)}`")
+    attack_records = [r for r in records if r.get("kind") == "attack"]
+    if attack_records:
+        calls = sum(r["evaluations"]["gradient"] for r in attack_records)
+        lines.append(
+            f"- fixed-budget attacks: radius by per-example bisection over ε to relative tolerance "
+            f"{spec['evaluation']['radius_tolerance']}; {calls:,} gradient evaluations in all"
+        )
+    if versions:
+        lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())))
+    lines.append(f"- generated {dt.date.today().isoformat()} by `advbench leaderboard`")
+    return lines
+
+
+def plot(results: Results, norm: str, path: Path) -> None:
+    """Robust accuracy against eps for every model; the band between the certified
+    (lower) and empirical (upper) curve shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bounds = results.for_norm(norm)
+    top = max(max(b.eps) for b in bounds) * 1.25
+    grid = np.linspace(0, top, 200)
+    figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for i, b in enumerate(ranked(bounds)):
+        color = f"C{i % 10}"
+        upper = np.array([b.empirical_accuracy(e) for e in grid]) if b.empirical else None
+        lower = np.array([b.certified_accuracy(e) for e in grid]) if b.certified else None
+        if upper is not None:
+            axes.plot(grid, upper * 100, color=color, linestyle="--", label=f"{b.model} (empirical)")
+        if lower is not None:
+            axes.plot(grid, lower * 100, color=color, label=f"{b.model} (certified)")
+        if upper is not None and lower is not None:
+            axes.fill_between(grid, lower * 100, upper * 100, color=color, alpha=0.15)
+    for e in bounds[0].eps:
+        axes.axvline(e, color="grey", linewidth=0.5, linestyle=":")
+    axes.set_xlabel(f"ε ({norm})")
+    axes.set_ylabel("robust accuracy (%)")
+    axes.set_ylim(0, 100)
+    axes.set_xlim(0, top)
+    axes.set_title(f"{results.spec['name']}: {norm}: certified (solid) ≤ true ≤ empirical (dashed)", fontsize=9)
+    axes.legend(fontsize=7, loc="upper right")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def write_leaderboard(run_dir: str | Path, output: str | Path | None = None, rank_by: str = "certified") -> tuple[Path, Results]:
+    """Write the markdown leaderboard (default ``<run_dir>/leaderboard.md``) and its plots beside it."""
+    results = load_results(run_dir)
+    output = Path(output) if output else Path(run_dir) / "leaderboard.md"
+    plots = {}
+    for threat in results.spec["threat_models"]:
+        norm = threat["norm"]
+        if results.for_norm(norm):
+            name = f"{output.stem}-{norm}.png"
+            plot(results, norm, output.parent / name)
+            plots[norm] = name
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(render_markdown(results, rank_by, plots))
+    return output, results
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def _radius(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return "∞" if math.isinf(value) else f"{value:.3g}"
+
+
+def _fmt_eps(eps: float) -> str:
+    return f"{eps:g}"
+
+
+def _inline(data: dict) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in data.items())

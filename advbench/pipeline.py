@@ -1,0 +1,349 @@
+"""From a validated spec to finished job records.
+
+The work is split into jobs, each a self-contained unit whose inputs (the spec, the
+dataset, a trained model file) and output (one record) live in the run directory:
+
+* ``<model>/train``: train the model (or load the pretrained file) and save it;
+* ``<model>/clean``: clean predictions on the evaluated examples, randomness check;
+* ``<model>/<norm>/attack-<label>`` and ``<model>/<norm>/certify-<label>``.
+
+Each job has a key, the hash of everything that determines its result; a job whose
+record exists with the same key is skipped, so an interrupted run resumes where it
+stopped and a changed spec recomputes exactly what changed.  Each job seeds its own
+random numbers from the spec's seed and its id, so the order in which jobs run (or
+whether they ran in an earlier, interrupted process) does not change any result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import time
+import traceback
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+import advbench
+from advbench.data import Subsets, make_subsets
+from advbench.errors import AdvbenchError, DataError, Problem, SpecError
+from advbench.evaluation import KEEP_ADVERSARIAL, attack_radii, certified_radii
+from advbench.lazy import keras, tf
+from advbench.spec import ModelPlan, Spec, stable_hash
+from advbench.store import RunStore, write_json
+
+RANDOMNESS_PROBE = 32
+"""Examples used to check whether two identical calls of a model differ."""
+
+
+@dataclass
+class Job:
+    id: str
+    kind: str  # train | clean | attack | certify
+    model: str
+    key: str
+    norm: str | None = None
+    method: object | None = None  # ComponentRef of the attack or certifier
+    eps: list[float] = field(default_factory=list)
+
+    @property
+    def seed(self) -> int:
+        return int(self.key[:8], 16) % (2**31 - 1)
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version(), "advbench": advbench.__version__}
+    for package in ("tensorflow", "keras", "numpy"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Pipeline:
+    """Plans and runs the jobs of one spec in one run directory."""
+
+    def __init__(self, spec: Spec, store: RunStore, reporter: "Reporter | None" = None):
+        self.spec = spec
+        self.store = store
+        self.reporter = reporter or Reporter()
+        self.data: Subsets | None = None
+        dataset = spec.dataset.as_dict()
+        evaluation = spec.evaluation.model_dump(mode="json")
+        self.data_key = stable_hash({"dataset": dataset, "seed": spec.seed, "examples": evaluation["examples"]})
+        self._evaluation_key = stable_hash({k: v for k, v in evaluation.items() if k != "examples"})
+        self.model_keys = {plan.name: self._model_key(plan) for plan in spec.models}
+
+    # -- planning ---------------------------------------------------------------------
+
+    def _model_key(self, plan: ModelPlan) -> str:
+        what: dict = {"data": self.data_key, "defense": plan.defense.as_dict(), "version": advbench.__version__}
+        if plan.path is not None:
+            what["file"] = file_digest(plan.path)
+        else:
+            what.update(architecture=plan.architecture.as_dict(), training=plan.training.model_dump(mode="json"))
+        return stable_hash(what)
+
+    def plan(self) -> list[Job]:
+        jobs: list[Job] = []
+        for plan in self.spec.models:
+            model_key = self.model_keys[plan.name]
+            jobs.append(Job(f"{plan.name}/train", "train", plan.name, model_key))
+            clean_key = stable_hash([model_key, self.data_key, self._evaluation_key])
+            jobs.append(Job(f"{plan.name}/clean", "clean", plan.name, clean_key))
+            for threat in self.spec.threat_models:
+                for kind, methods in (("attack", self.spec.attacks), ("certify", self.spec.certifiers)):
+                    for method in methods:
+                        key = stable_hash([clean_key, threat.norm, threat.eps, kind, method.as_dict()])
+                        job_id = f"{plan.name}/{threat.norm}/{kind}-{method.label}"
+                        jobs.append(Job(job_id, kind, plan.name, key, threat.norm, method, list(threat.eps)))
+        return jobs
+
+    # -- checks before any work ----------------------------------------------------------
+
+    def load_data(self) -> Subsets:
+        if self.data is None:
+            ref = self.spec.dataset
+            try:
+                arrays = ref.build().load()
+            except (AdvbenchError, FileNotFoundError) as exc:
+                raise DataError(f"dataset {ref.name!r}: {exc}") from None
+            self.data = make_subsets(
+                arrays, ref.params.train_size, ref.params.test_size, self.spec.evaluation.examples, self.spec.seed
+            )
+        return self.data
+
+    def preflight(self) -> None:
+        """Checks that need the data or TensorFlow: pretrained models must fit the dataset."""
+        data = self.load_data()
+        problems = []
+        for index, plan in enumerate(self.spec.models):
+            if plan.path is None:
+                continue
+            where = f"models[{index}].path"
+            try:
+                model = keras.models.load_model(plan.path, compile=False)
+            except Exception as exc:
+                problems.append(Problem(str(self.spec.file), where, f"cannot load {plan.path}: {exc}"))
+                continue
+            expected_in = tuple(data.data.input_shape)
+            got_in = tuple(model.input_shape[1:])
+            if got_in != expected_in:
+                problems.append(Problem(str(self.spec.file), where, f"model input shape {got_in} does not match the dataset's {expected_in}"))
+            classes = model.output_shape[-1]
+            if classes != data.data.num_classes:
+                problems.append(Problem(str(self.spec.file), where, f"model outputs {classes} classes, the dataset has {data.data.num_classes}"))
+        if problems:
+            raise SpecError(problems)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run(self) -> "RunSummary":
+        tf.config.experimental.enable_op_determinism()
+        jobs = self.plan()
+        write_json(self.store.root / "plan.json", {"spec_hash": self.spec.hash, "jobs": {j.id: j.key for j in jobs}})
+        todo = [job for job in jobs if not _finished(self.store.job_record(job.id, job.key))]
+        summary = RunSummary(total=len(jobs), skipped=len(jobs) - len(todo))
+        data = self.load_data()
+        self.reporter.start(len(jobs), summary.skipped)
+        for plan in self.spec.models:
+            target = None
+            for job in [job for job in todo if job.model == plan.name]:
+                started = time.perf_counter()
+                size = plan.training.epochs if job.kind == "train" else len(data.eval_index)
+                with self.reporter.job(job, size) as advance:
+                    try:
+                        keras.utils.set_random_seed(job.seed)
+                        if job.kind == "train":
+                            record, arrays = self._train(job, advance), None
+                        else:
+                            target = target or make_target(self._load_model(plan), plan, data, self.spec.evaluation)
+                            record, arrays = self._evaluate(job, target, advance)
+                    except KeyboardInterrupt:
+                        raise
+                    except Exception as exc:
+                        record, arrays = self._error(job, exc), None
+                self._record(job, record, started, arrays)
+                summary.done += 1
+                if record["status"] == "error":
+                    summary.errors.append(record)
+                    if job.kind == "train":
+                        break  # nothing else of this model can run
+        return summary
+
+    def _record(self, job: Job, record: dict, started: float, arrays) -> None:
+        record.update(
+            id=job.id,
+            kind=job.kind,
+            key=job.key,
+            model=job.model,
+            seconds=round(time.perf_counter() - started, 3),
+            seed=job.seed,
+            spec_hash=self.spec.hash,
+            versions=versions(),
+        )
+        if job.norm:
+            record.update(norm=job.norm, eps=job.eps, method=job.method.name, label=job.method.label, settings=job.method.as_dict())
+        self.store.save_job(record, arrays)
+
+    def _error(self, job: Job, exc: Exception) -> dict:
+        self.reporter.warn(f"{job.id} failed: {exc.__class__.__name__}: {exc}")
+        return {"status": "error", "message": f"{exc.__class__.__name__}: {exc}", "traceback": traceback.format_exc()}
+
+    # -- training ----------------------------------------------------------------------------
+
+    def _build(self, plan: ModelPlan):
+        """The trainable model: architecture, then the defense's changes."""
+        data = self.load_data()
+        architecture = plan.architecture.build()
+        model = architecture.build(data.data.input_shape, data.data.num_classes)
+        return plan.defense.build().prepare_model(model)
+
+    def _train(self, job: Job, advance) -> dict:
+        from advbench.training import train_model
+
+        plan = self.spec.model(job.model)
+        data = self.load_data()
+        record = {"status": "ok", "train_size": int(len(data.train_index))}
+        if plan.path is not None:
+            model = keras.models.load_model(plan.path, compile=False)
+            record.update(pretrained=str(plan.path), sha256=file_digest(plan.path))
+            advance(plan.training.epochs)
+        else:
+            model = self._build(plan)
+            defense = plan.defense.build()
+            history = train_model(
+                model, defense, plan.training, data.x_train, data.y_train, job.seed,
+                on_epoch=lambda epoch, logs: advance(1, f"epoch {epoch + 1}: loss {logs['loss']:.3f}"),
+            )
+            record["history"] = history
+        target = make_target(model, plan, data, self.spec.evaluation)
+        predicted = target.predict(data.x_test)
+        record["test_accuracy"] = float(np.mean(predicted == data.y_test))
+        record["parameters"] = int(model.count_params())
+        self.store.save_model(model, plan.name, job.key, record)
+        return record
+
+    def _load_model(self, plan: ModelPlan):
+        key = self.model_keys[plan.name]
+        path = self.store.model_path(plan.name, key)
+        if self.store.model_record(plan.name, key) is None:
+            raise AdvbenchError(f"model {plan.name!r} has no trained file for key {key[:12]}; its train job failed")
+        if plan.path is not None:
+            return keras.models.load_model(path, compile=False)
+        model = self._build(plan)  # our own code defines the model; the file holds the weights
+        model.load_weights(path)
+        return model
+
+    # -- evaluation --------------------------------------------------------------------------
+
+    def _evaluate(self, job: Job, target, advance) -> tuple[dict, dict | None]:
+        data = self.load_data()
+        x, y = data.x_eval, data.y_eval
+        predicted = target.predict(x)
+        if job.kind == "clean":
+            advance(len(x))
+            return {
+                "status": "ok",
+                "index": data.eval_index.tolist(),
+                "label": y.tolist(),
+                "predicted": predicted.tolist(),
+                "clean_accuracy": float(np.mean(predicted == y)),
+                "randomness": target.randomness,
+                "eot": target.protocol(),
+                "examples": int(len(x)),
+            }, None
+        method = job.method.build()
+        record: dict = {"examples": int(len(x)), "eot": target.protocol()}
+        if job.norm not in method.norms:
+            advance(len(x))
+            return {**record, "status": "not_applicable", "message": f"{job.method.name} supports {', '.join(method.norms)}, not {job.norm}"}, None
+        target.reset_counts()
+        evaluation = self.spec.evaluation
+        if job.kind == "certify":
+            reason = None
+            if target.randomized and not method.supports_randomized:
+                reason = "the model is randomized; this certifier needs a deterministic model"
+            reason = reason or method.check(target)
+            if reason:
+                advance(len(x))
+                return {**record, "status": "not_applicable", "message": reason}, None
+            radius = certified_radii(method, target, x, y, predicted, job.norm, evaluation.batch_size, advance)
+            record.update(status="ok", radius=radius.tolist(), probabilistic=method.probabilistic)
+            return record, None
+        outcome = attack_radii(
+            method, target, x, y, predicted, job.norm, job.eps, evaluation.radius_tolerance, job.seed, evaluation.batch_size, advance
+        )
+        record.update(
+            status="ok",
+            minimal_norm=method.minimal_norm,
+            radius=outcome.radius.tolist(),
+            success=outcome.success.tolist(),
+            fixed_budget_success=outcome.fixed_budget_success.tolist(),
+            tolerance=None if method.minimal_norm else evaluation.radius_tolerance,
+            attack_calls=outcome.attack_calls,
+            evaluations=target.evaluations(),
+        )
+        keep = slice(0, KEEP_ADVERSARIAL)
+        return record, {"index": data.eval_index[keep], "original": x[keep], "adversarial": outcome.adversarial[keep]}
+
+
+def _finished(record: dict | None) -> bool:
+    """A job is done when its record exists for its key and did not fail (failures are retried)."""
+    return record is not None and record.get("status") != "error"
+
+
+def make_target(model, plan: ModelPlan, data: Subsets, evaluation):
+    """Wrap a trained model for evaluation: the defense's inference model, its declared
+    randomness checked against two identical calls, EOT settings from the spec."""
+    from advbench.target import Target
+
+    defense = plan.defense.build()
+    inference = defense.inference_model(model)
+    declared = bool(defense.randomized())
+    probe = Target(inference, num_classes=data.data.num_classes, batch_size=evaluation.batch_size)
+    observed = probe.differs_between_calls(data.x_eval[:RANDOMNESS_PROBE])
+    target = Target(
+        inference,
+        num_classes=data.data.num_classes,
+        randomized=declared or observed,
+        eot=evaluation.eot,
+        eot_samples=evaluation.eot_samples,
+        final_draws=evaluation.final_draws,
+        batch_size=evaluation.batch_size,
+        base_model=model,
+    )
+    target.randomness = {"declared": declared, "observed": observed}
+    return target
+
+
+@dataclass
+class RunSummary:
+    total: int = 0
+    skipped: int = 0
+    done: int = 0
+    errors: list[dict] = field(default_factory=list)
+
+
+class Reporter:
+    """Progress reporting; the default reports nothing (the CLI passes a Rich one)."""
+
+    def start(self, total: int, skipped: int) -> None:
+        pass
+
+    def job(self, job: Job, size: int):
+        """A context manager yielding ``advance(n, description=None)``."""
+        from contextlib import nullcontext
+
+        return nullcontext(lambda n, description=None: None)
+
+    def warn(self, message: str) -> None:
+        pass

@@ -1,0 +1,195 @@
+"""Results as data: job records merged per (model, threat model), with the two bounds
+per example, robust accuracies, the soundness check, and the CSV export.
+
+Everything the leaderboard shows is computed here from the records, nothing else.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from advbench.errors import AdvbenchError
+from advbench.store import RunStore, read_json
+
+BUDGET_RTOL = 1e-5
+"""An example counts as broken at eps when its empirical radius is <= eps (1 + BUDGET_RTOL)."""
+
+VIOLATION_RTOL = 1e-4
+"""A certified radius above an empirical one by more than this relative slack is a violation."""
+
+
+@dataclass
+class Bounds:
+    """Both bounds for one model under one threat model."""
+
+    model: str
+    defense: str
+    norm: str
+    eps: list[float]
+    index: np.ndarray
+    label: np.ndarray
+    predicted: np.ndarray
+    certified: dict[str, np.ndarray] = field(default_factory=dict)  # certifier label -> radii
+    empirical: dict[str, np.ndarray] = field(default_factory=dict)  # attack label -> radii
+    probabilistic: set[str] = field(default_factory=set)  # certifiers whose radius holds with probability 1 - alpha
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.predicted == self.label
+
+    @property
+    def certified_radius(self) -> np.ndarray:
+        """Per example, the best (largest) certified radius; 0 where nothing certified."""
+        radii = [np.zeros(len(self.label))] + list(self.certified.values())
+        return np.max(radii, axis=0) * self.correct
+
+    @property
+    def empirical_radius(self) -> np.ndarray:
+        """Per example, the best (smallest) attack radius; inf where nothing was found."""
+        radii = [np.full(len(self.label), np.inf)] + list(self.empirical.values())
+        return np.where(self.correct, np.min(radii, axis=0), 0.0)
+
+    def clean_accuracy(self) -> float:
+        return float(np.mean(self.correct))
+
+    def certified_accuracy(self, eps: float) -> float | None:
+        if not self.certified:
+            return None
+        return float(np.mean(self.correct & (self.certified_radius >= eps)))
+
+    def empirical_accuracy(self, eps: float) -> float | None:
+        if not self.empirical:
+            return None
+        return float(np.mean(self.correct & (self.empirical_radius > eps * (1 + BUDGET_RTOL))))
+
+    def median_radius(self, which: str) -> float | None:
+        radii = self.certified_radius if which == "certified" else self.empirical_radius
+        present = self.certified if which == "certified" else self.empirical
+        return float(np.median(radii)) if present and len(radii) else None
+
+    def median_gap(self) -> float | None:
+        """Median over correctly classified examples of empirical minus certified radius."""
+        if not (self.certified and self.empirical) or not self.correct.any():
+            return None
+        return float(np.median((self.empirical_radius - self.certified_radius)[self.correct]))
+
+    def violations(self) -> list[tuple[str, str, int]]:
+        """(certifier, attack, examples) where a certified radius exceeds an empirical one."""
+        found = []
+        for certifier, r_cert in self.certified.items():
+            for attack, r_emp in self.empirical.items():
+                bad = self.correct & (r_cert > r_emp * (1 + VIOLATION_RTOL) + 1e-9)
+                if bad.any():
+                    found.append((certifier, attack, int(bad.sum())))
+        return found
+
+
+@dataclass
+class Results:
+    spec: dict
+    records: dict[str, dict]
+    bounds: list[Bounds]
+    training: dict[str, dict]
+
+    def for_norm(self, norm: str) -> list[Bounds]:
+        return [b for b in self.bounds if b.norm == norm]
+
+
+def load_results(run_dir: str | Path) -> Results:
+    """Merge the records of a run directory that belong to its current plan."""
+    store = RunStore.open(run_dir)
+    spec = store.spec()
+    plan_path = store.root / "plan.json"
+    if not plan_path.is_file():
+        raise AdvbenchError(f"{store.root}: no plan.json; run the spec first")
+    plan = read_json(plan_path)["jobs"]
+    records = {}
+    for job_id, key in plan.items():
+        record = store.job_record(job_id, key)
+        if record is not None:
+            records[job_id] = record
+    bounds = []
+    training = {}
+    for model in spec["models"]:
+        name = model["name"]
+        defense = model["defense"]["name"]
+        training[name] = records.get(f"{name}/train", {})
+        clean = records.get(f"{name}/clean")
+        for threat in spec["threat_models"]:
+            norm = threat["norm"]
+            if clean is None or clean.get("status") != "ok":
+                continue
+            b = Bounds(
+                model=name, defense=defense, norm=norm, eps=threat["eps"],
+                index=np.asarray(clean["index"]), label=np.asarray(clean["label"]), predicted=np.asarray(clean["predicted"]),
+            )
+            _flags(b, clean)
+            for kind, methods, target in (("attack", spec["attacks"], b.empirical), ("certify", spec["certifiers"], b.certified)):
+                for method in methods:
+                    label = method.get("label", method["name"])
+                    record = records.get(f"{name}/{norm}/{kind}-{label}")
+                    if record is None:
+                        b.notes.append(f"{label}: not run yet")
+                    elif record["status"] == "ok":
+                        target[label] = np.asarray(record["radius"], dtype=np.float64)
+                        if record.get("probabilistic"):
+                            b.probabilistic.add(label)
+                    elif record["status"] == "error":
+                        b.errors.append(f"{label} failed: {record['message']}")
+                    else:
+                        b.notes.append(f"{label}: {record['message']}")
+            for certifier, attack, count in b.violations():
+                b.errors.append(
+                    f"certified > empirical on {count} example(s): {certifier} certifies a radius larger than the "
+                    f"adversarial example {attack} found; one of them is wrong"
+                )
+            bounds.append(b)
+    return Results(spec=spec, records=records, bounds=bounds, training=training)
+
+
+def _flags(b: Bounds, clean: dict) -> None:
+    randomness = clean.get("randomness", {})
+    eot = clean.get("eot", {})
+    if eot.get("randomized"):
+        b.flags.append("randomized")
+        if not eot.get("eot_enabled", True):
+            b.flags.append("EOT disabled: invalid evaluation")
+    if randomness.get("observed") and not randomness.get("declared"):
+        b.flags.append("undeclared randomness")
+    if randomness.get("declared") and not randomness.get("observed"):
+        b.flags.append("declared randomized, but two calls agreed")
+
+
+def export_csv(run_dir: str | Path, output: str | Path) -> int:
+    """One row per (model, norm, example); returns the number of rows written."""
+    results = load_results(run_dir)
+    certifiers = [m.get("label", m["name"]) for m in results.spec["certifiers"]]
+    attacks = [m.get("label", m["name"]) for m in results.spec["attacks"]]
+    header = ["model", "norm", "index", "label", "predicted", "certified_radius", "empirical_radius"]
+    header += [f"cert:{c}" for c in certifiers] + [f"attack:{a}" for a in attacks]
+    rows = 0
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(header)
+        for b in results.bounds:
+            certified, empirical = b.certified_radius, b.empirical_radius
+            for i in range(len(b.label)):
+                row = [b.model, b.norm, int(b.index[i]), int(b.label[i]), int(b.predicted[i]), _num(certified[i]), _num(empirical[i])]
+                row += [_num(b.certified[c][i]) if c in b.certified else "" for c in certifiers]
+                row += [_num(b.empirical[a][i]) if a in b.empirical else "" for a in attacks]
+                writer.writerow(row)
+                rows += 1
+    return rows
+
+
+def _num(value: float) -> str:
+    return "inf" if np.isinf(value) else repr(float(value))

@@ -1,0 +1,409 @@
+"""The YAML spec: its schema, its validation, and the resolved form the pipeline runs.
+
+Validation collects every problem before any work starts; each names the file, the
+line where it can, the field path (``models[1].architecture.hidden``) and what was
+expected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from advbench.components import NORMS, Component
+from advbench.errors import PluginError, Problem, SpecError
+from advbench.registry import UnknownComponentError
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+# -- the schema ----------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ComponentEntry(BaseModel):
+    """``{name: ..., <parameters>}``: a registered component and its parameters."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(description="The registered name of the component.")
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class MethodEntry(ComponentEntry):
+    """An attack or certifier; ``label`` tells apart two entries of the same method."""
+
+    label: str | None = Field(None, pattern=NAME_PATTERN, description="Name shown in results; defaults to `name`.")
+
+
+class TrainingSpec(_Strict):
+    epochs: int = Field(10, ge=1, description="Passes over the training set.")
+    batch_size: int = Field(64, ge=1, description="Training batch size.")
+    learning_rate: float = Field(1e-3, gt=0, description="Optimizer learning rate.")
+    optimizer: Literal["adam", "sgd"] = Field("adam", description="adam, or sgd with momentum 0.9.")
+
+
+class ModelSpec(_Strict):
+    name: str = Field(pattern=NAME_PATTERN, description="Unique name of the model in this spec.")
+    architecture: ComponentEntry | None = Field(None, description="Architecture to train (or give `path`).")
+    defense: ComponentEntry = Field(default_factory=lambda: ComponentEntry(name="none"), description="Defense used in training and inference.")
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    path: str | None = Field(None, description="A pretrained Keras model (logits out, inputs in [0, 1]), relative to the spec.")
+
+    @model_validator(mode="after")
+    def _architecture_or_path(self):
+        if (self.architecture is None) == (self.path is None):
+            raise ValueError("give exactly one of `architecture` (train a model) or `path` (load a pretrained one)")
+        return self
+
+
+class ThreatModel(_Strict):
+    norm: str = Field(description=f"One of {', '.join(NORMS)}.")
+    eps: list[float] = Field(min_length=1, description="Perturbation budgets, each > 0.")
+
+    @field_validator("norm")
+    @classmethod
+    def _known_norm(cls, norm: str) -> str:
+        if norm not in NORMS:
+            raise ValueError(f"unsupported norm {norm!r}; expected one of {', '.join(NORMS)}")
+        return norm
+
+    @field_validator("eps")
+    @classmethod
+    def _positive_sorted(cls, eps: list[float]) -> list[float]:
+        bad = [e for e in eps if not e > 0 or e == float("inf")]
+        if bad:
+            raise ValueError(f"every eps must be a finite number > 0, got {bad[0]}")
+        if len(set(eps)) != len(eps):
+            raise ValueError("eps values must be distinct")
+        return sorted(eps)
+
+
+class EvaluationSpec(_Strict):
+    examples: int | None = Field(None, ge=1, description="Test examples to attack and certify (stratified subset of the test set); all when unset.")
+    batch_size: int = Field(256, ge=1, description="Examples per attack or certifier batch.")
+    radius_tolerance: float = Field(0.02, gt=0, lt=1, description="Relative precision of the bisection that turns fixed-budget attacks into radii.")
+    eot: bool = Field(True, description="Attack randomized models with EOT and repeated final draws. Turning it off invalidates the evaluation and is flagged.")
+    eot_samples: int = Field(20, ge=1, description="Draws averaged per gradient against a randomized model.")
+    final_draws: int = Field(10, ge=1, description="Draws over which a randomized model's prediction is a majority vote.")
+
+
+class SpecModel(_Strict):
+    name: str = Field(pattern=NAME_PATTERN, description="Run name; output goes to runs/<name>/ by default.")
+    seed: int = Field(0, ge=0, description="Seeds data subsets, training and attacks.")
+    dataset: ComponentEntry
+    models: list[ModelSpec] = Field(min_length=1)
+    threat_models: list[ThreatModel] = Field(min_length=1)
+    attacks: list[MethodEntry] = Field(default_factory=list)
+    certifiers: list[MethodEntry] = Field(default_factory=list)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    plugins: list[str] = Field(default_factory=list, description="Plugin modules (.py files) next to the spec to load.")
+
+    @field_validator("models")
+    @classmethod
+    def _unique_models(cls, models: list[ModelSpec]) -> list[ModelSpec]:
+        _reject_duplicates([m.name for m in models], "model name")
+        return models
+
+    @field_validator("threat_models")
+    @classmethod
+    def _unique_norms(cls, threat_models: list[ThreatModel]) -> list[ThreatModel]:
+        _reject_duplicates([t.norm for t in threat_models], "threat-model norm (put all its eps in one list)")
+        return threat_models
+
+    @field_validator("attacks", "certifiers")
+    @classmethod
+    def _unique_labels(cls, entries: list[MethodEntry]) -> list[MethodEntry]:
+        _reject_duplicates([e.label or e.name for e in entries], "label (give repeated methods distinct `label`s)")
+        return entries
+
+    @model_validator(mode="after")
+    def _something_to_run(self):
+        if not self.attacks and not self.certifiers:
+            raise ValueError("give at least one attack or certifier")
+        return self
+
+
+def _reject_duplicates(values: list[str], what: str) -> None:
+    seen = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"duplicate {what}: {value!r}")
+        seen.add(value)
+
+
+# -- the resolved spec -----------------------------------------------------------------
+
+
+@dataclass
+class ComponentRef:
+    """A validated reference to a registered component with its parameters."""
+
+    kind: str
+    name: str
+    cls: type[Component]
+    params: Any
+    label: str
+
+    def build(self) -> Component:
+        return self.cls(self.params)
+
+    def as_dict(self) -> dict:
+        data = {"name": self.name, **self.params.model_dump(mode="json", by_alias=True)}
+        if self.label != self.name:
+            data["label"] = self.label
+        return data
+
+
+@dataclass
+class ModelPlan:
+    name: str
+    architecture: ComponentRef | None
+    defense: ComponentRef
+    training: TrainingSpec
+    path: Path | None
+
+    def as_dict(self) -> dict:
+        data: dict[str, Any] = {"name": self.name, "defense": self.defense.as_dict()}
+        if self.path is not None:
+            data["path"] = str(self.path)
+        else:
+            data["architecture"] = self.architecture.as_dict()
+            data["training"] = self.training.model_dump(mode="json")
+        return data
+
+
+@dataclass
+class Spec:
+    """A validated spec with every component resolved against the loaded plugins."""
+
+    file: Path
+    name: str
+    seed: int
+    dataset: ComponentRef
+    models: list[ModelPlan]
+    threat_models: list[ThreatModel]
+    attacks: list[ComponentRef]
+    certifiers: list[ComponentRef]
+    evaluation: EvaluationSpec
+    plugin_files: list[Path]
+    host: Any  # advbench.plugins.PluginHost
+
+    def as_dict(self) -> dict:
+        """Everything that determines the results, with defaults filled in."""
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "dataset": self.dataset.as_dict(),
+            "models": [m.as_dict() for m in self.models],
+            "threat_models": [t.model_dump(mode="json") for t in self.threat_models],
+            "attacks": [a.as_dict() for a in self.attacks],
+            "certifiers": [c.as_dict() for c in self.certifiers],
+            "evaluation": self.evaluation.model_dump(mode="json"),
+            "plugins": [str(p) for p in self.plugin_files],
+        }
+
+    @property
+    def hash(self) -> str:
+        return stable_hash(self.as_dict())
+
+    def model(self, name: str) -> ModelPlan:
+        return next(m for m in self.models if m.name == name)
+
+
+def stable_hash(data: Any) -> str:
+    """SHA-256 of a canonical JSON encoding (sorted keys)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# -- loading and validation ------------------------------------------------------------
+
+
+def load_spec(path: str | Path, strict: bool = False) -> Spec:
+    """Read, validate and resolve a spec file; raise :class:`SpecError` with every problem."""
+    from advbench.plugins import load_plugins
+
+    path = Path(path)
+    shown = str(path)
+    if not path.is_file():
+        raise SpecError([Problem(shown, "", "file not found" if not path.exists() else "not a file")])
+    text = path.read_text(encoding="utf-8")
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        raise SpecError([Problem(shown, "", f"invalid YAML: {getattr(exc, 'problem', exc)}", line)]) from None
+    locator = _Locator(shown, root)
+    problems = locator.duplicate_keys()
+    if not isinstance(data, dict):
+        raise SpecError(problems + [Problem(shown, "", "expected a mapping with name, dataset, models, threat_models, ...", 1)])
+
+    # Spec-local plugin files first: they may register components the spec uses.
+    plugin_files: list[Path] = []
+    for index, entry in enumerate(data.get("plugins") or []):
+        plugin_path = path.parent / str(entry)
+        if not plugin_path.is_file():
+            problems.append(locator.problem(("plugins", index), f"plugin file not found: {plugin_path}"))
+        else:
+            plugin_files.append(plugin_path.resolve())
+    try:
+        host = load_plugins(strict=strict)
+    except PluginError as exc:
+        raise SpecError(problems + [Problem(shown, "", str(exc))]) from None
+    for index, plugin_path in enumerate(plugin_files):
+        try:
+            host.load_file(plugin_path)
+        except PluginError as exc:
+            problems.append(locator.problem(("plugins", index), str(exc)))
+
+    try:
+        model = SpecModel.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(locator.problem(err["loc"], _describe(err)) for err in exc.errors())
+        raise SpecError(problems) from None
+    if problems:
+        raise SpecError(problems)
+
+    resolver = _Resolver(host.registry, locator)
+    spec = Spec(
+        file=path,
+        name=model.name,
+        seed=model.seed,
+        dataset=resolver.resolve("dataset", model.dataset, ("dataset",)),
+        models=[
+            ModelPlan(
+                name=m.name,
+                architecture=resolver.resolve("architecture", m.architecture, ("models", i, "architecture")) if m.architecture else None,
+                defense=resolver.resolve("defense", m.defense, ("models", i, "defense")),
+                training=m.training,
+                path=(path.parent / m.path) if m.path else None,
+            )
+            for i, m in enumerate(model.models)
+        ],
+        threat_models=model.threat_models,
+        attacks=[resolver.resolve("attack", a, ("attacks", i)) for i, a in enumerate(model.attacks)],
+        certifiers=[resolver.resolve("certifier", c, ("certifiers", i)) for i, c in enumerate(model.certifiers)],
+        evaluation=model.evaluation,
+        plugin_files=plugin_files,
+        host=host,
+    )
+    for i, plan in enumerate(spec.models):
+        if plan.path is not None and not plan.path.is_file():
+            resolver.problems.append(locator.problem(("models", i, "path"), f"model file not found: {plan.path}"))
+    if resolver.problems:
+        raise SpecError(resolver.problems)
+    return spec
+
+
+class _Resolver:
+    def __init__(self, registry, locator: "_Locator"):
+        self.registry = registry
+        self.locator = locator
+        self.problems: list[Problem] = []
+
+    def resolve(self, kind: str, entry: ComponentEntry, loc: tuple) -> ComponentRef | None:
+        try:
+            cls = self.registry.get(kind, entry.name)
+        except UnknownComponentError as exc:
+            self.problems.append(self.locator.problem(loc + ("name",), str(exc)))
+            return None
+        try:
+            params = cls.Params.model_validate(entry.options)
+        except ValidationError as exc:
+            for err in exc.errors():
+                self.problems.append(self.locator.problem(loc + tuple(err["loc"]), _describe(err, cls.Params)))
+            return None
+        label = getattr(entry, "label", None) or entry.name
+        return ComponentRef(kind, entry.name, cls, params, label)
+
+
+def _describe(err: dict, params_model: type[BaseModel] | None = None) -> str:
+    """Turn a pydantic error into 'what was expected (got what)'."""
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        field = err["loc"][-1] if err["loc"] else "?"
+        if params_model is not None:
+            known = ", ".join(params_model.model_fields) or "none"
+            return f"unknown parameter {field!r} (known: {known})"
+        return f"unknown field {field!r}"
+    if kind == "missing":
+        return "required field missing"
+    message = err["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    if "input" in err and kind not in ("value_error", "assertion_error") and not isinstance(err["input"], dict):
+        message += f" (got {err['input']!r})"
+    return message
+
+
+class _Locator:
+    """Maps a field path to its line in the YAML file."""
+
+    def __init__(self, file: str, root: yaml.Node | None):
+        self.file = file
+        self.root = root
+
+    def problem(self, loc: tuple, message: str) -> Problem:
+        return Problem(self.file, _format_path(loc), message, self.line(loc))
+
+    def line(self, loc: tuple) -> int | None:
+        node = self.root
+        line = node.start_mark.line + 1 if node is not None else None
+        for part in loc:
+            child = None
+            if isinstance(node, yaml.MappingNode):
+                for key, value in node.value:
+                    if key.value == part:
+                        child, line = value, key.start_mark.line + 1
+                        break
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+                child = node.value[part]
+                line = child.start_mark.line + 1
+            if child is None:
+                break
+            node = child
+        return line
+
+    def duplicate_keys(self) -> list[Problem]:
+        problems: list[Problem] = []
+
+        def walk(node: yaml.Node, loc: tuple) -> None:
+            if isinstance(node, yaml.MappingNode):
+                seen = set()
+                for key, value in node.value:
+                    if key.value in seen:
+                        problems.append(Problem(self.file, _format_path(loc + (key.value,)), "duplicate key", key.start_mark.line + 1))
+                    seen.add(key.value)
+                    walk(value, loc + (key.value,))
+            elif isinstance(node, yaml.SequenceNode):
+                for index, value in enumerate(node.value):
+                    walk(value, loc + (index,))
+
+        if self.root is not None:
+            walk(self.root, ())
+        return problems
+
+
+def _format_path(loc: tuple) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif str(part).startswith(("function-", "list[", "dict[")):
+            continue  # pydantic's internal union/validator labels
+        else:
+            text += f".{part}" if text else str(part)
+    return text

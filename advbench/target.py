@@ -1,0 +1,142 @@
+"""The model under evaluation, as attacks and certifiers see it.
+
+A :class:`Target` hides whether the model is randomized: against a randomized model,
+:meth:`Target.loss_and_gradient` averages over ``eot_samples`` draws (Expectation over
+Transformation) and :meth:`Target.predict` takes the most frequent class over
+``final_draws`` draws.  It also counts the forward and gradient evaluations attacks
+spend, so every result records its cost.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from advbench.lazy import tf
+
+
+class Target:
+    """A Keras logits model plus how to query it soundly.
+
+    :param model: maps a batch of inputs in [0, 1] to logits.
+    :param randomized: whether two identical calls may differ.
+    :param eot_samples: draws averaged per gradient when randomized.
+    :param final_draws: draws per prediction when randomized (most frequent class wins,
+        ties to the lowest class index).
+    :param eot: ``False`` turns EOT and repeated draws off for a randomized model: an
+        invalid evaluation, recorded as such in :meth:`protocol`.
+    :param base_model: the deterministic trained network inside a randomized wrapper
+        (what a structural certifier would look at); defaults to ``model``.
+    """
+
+    def __init__(
+        self,
+        model,
+        *,
+        num_classes: int,
+        randomized: bool = False,
+        eot_samples: int = 20,
+        final_draws: int = 10,
+        batch_size: int = 256,
+        eot: bool = True,
+        base_model=None,
+    ):
+        self.model = model
+        self.base_model = base_model if base_model is not None else model
+        self.num_classes = int(num_classes)
+        self.randomized = bool(randomized)
+        self.eot = bool(eot)
+        self.eot_samples = int(eot_samples) if randomized and eot else 1
+        self.final_draws = int(final_draws) if randomized and eot else 1
+        self.randomness = {"declared": self.randomized, "observed": None}
+        self.batch_size = int(batch_size)
+        self.forward_evaluations = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.gradient_evaluations = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self._logits_fn = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.model.input_shape[1:])
+
+    # -- inside attacks (may run inside tf.function) -------------------------------------
+
+    def logits(self, x):
+        """One draw of the logits of a batch (counted as forward evaluations)."""
+        self.forward_evaluations.assign_add(tf.cast(tf.shape(x)[0], tf.int64))
+        return self.model(x, training=False)
+
+    def loss_and_gradient(self, loss_fn, x, y):
+        """Per-example ``loss_fn(logits, y)`` and its input gradient, averaged over EOT draws.
+
+        Returns ``(loss, gradient, logits)``; ``logits`` are those of the last draw.
+        """
+        draws = self.eot_samples
+
+        def one_draw():
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                logits = self.model(x, training=False)
+                loss = loss_fn(logits, y)
+                total = tf.reduce_sum(loss)
+            return loss, tape.gradient(total, x), logits
+
+        self.gradient_evaluations.assign_add(tf.cast(tf.shape(x)[0] * draws, tf.int64))
+        if draws == 1:
+            return one_draw()
+
+        def body(i, loss_sum, grad_sum, _):
+            loss, grad, logits = one_draw()
+            return i + 1, loss_sum + loss, grad_sum + grad, logits
+
+        batch = tf.shape(x)[0]
+        zeros_logits = tf.zeros([batch, self.num_classes], x.dtype)
+        _, loss_sum, grad_sum, logits = tf.while_loop(
+            lambda i, *_: i < draws,
+            body,
+            [tf.constant(0), tf.zeros([batch], x.dtype), tf.zeros_like(x), zeros_logits],
+        )
+        return loss_sum / draws, grad_sum / draws, logits
+
+    # -- outside attacks (NumPy in, NumPy out) -------------------------------------------
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predicted labels; for a randomized model, the most frequent class over draws."""
+        votes = np.zeros((len(x), self.num_classes), dtype=np.int64)
+        for start in range(0, len(x), self.batch_size):
+            batch = tf.convert_to_tensor(x[start : start + self.batch_size])
+            for _ in range(self.final_draws):
+                labels = np.argmax(self._logits_fn(batch).numpy(), axis=1)
+                votes[start + np.arange(len(labels)), labels] += 1
+        self.forward_evaluations.assign_add(len(x) * self.final_draws)
+        return np.argmax(votes, axis=1)
+
+    def logits_numpy(self, x: np.ndarray) -> np.ndarray:
+        """One draw of the logits, batched, as NumPy."""
+        parts = [self._logits_fn(tf.convert_to_tensor(x[s : s + self.batch_size])).numpy() for s in range(0, len(x), self.batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.num_classes), np.float32)
+
+    def differs_between_calls(self, x: np.ndarray) -> bool:
+        """Whether two identical calls on ``x`` give different logits (the randomness check)."""
+        first, second = self.logits_numpy(x), self.logits_numpy(x)
+        return bool(np.any(first != second))
+
+    def protocol(self) -> dict:
+        """How the model was queried, recorded with every result."""
+        if not self.randomized:
+            return {"randomized": False, "rule": "deterministic model: one draw per query"}
+        return {
+            "randomized": True,
+            "eot_enabled": self.eot,
+            "eot_samples": self.eot_samples,
+            "final_draws": self.final_draws,
+            "rule": (
+                f"gradients averaged over {self.eot_samples} draws; prediction = most frequent class over "
+                f"{self.final_draws} draws (ties: lowest class index); adversarial when it differs from the label"
+            ),
+        }
+
+    def evaluations(self) -> dict[str, int]:
+        return {"forward": int(self.forward_evaluations.numpy()), "gradient": int(self.gradient_evaluations.numpy())}
+
+    def reset_counts(self) -> None:
+        self.forward_evaluations.assign(0)
+        self.gradient_evaluations.assign(0)
