@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import advbench
@@ -55,14 +56,15 @@ def reported():
     plugin warnings as one line each."""
 
     def show(message, category, filename, lineno, file=None, line=None):
-        errors.print(f"[yellow]warning:[/] {message}", highlight=False)
+        errors.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
     previous = warnings.showwarning
     warnings.showwarning = show
     try:
         yield
     except AdvbenchError as exc:
-        errors.print(f"[red]error:[/] {exc}" if "\n" not in str(exc) else f"[red]error:[/]\n{exc}", highlight=False, markup=True)
+        text = escape(str(exc))
+        errors.print(f"[red]error:[/] {text}" if "\n" not in text else f"[red]error:[/]\n{text}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     finally:
         warnings.showwarning = previous

@@ -21,7 +21,7 @@ def cross_entropy(logits, y):
 
 def cw_margin(logits, y):
     """Carlini-Wagner margin ``max_{j != y} f_j - f_y``: positive exactly when misclassified."""
-    true_mask = tf.one_hot(tf.cast(y, tf.int32), tf.shape(logits)[1], dtype=tf.bool)
+    true_mask = tf.one_hot(tf.cast(y, tf.int32), tf.shape(logits)[1]) > 0.5
     true_logit = tf.reduce_max(tf.where(true_mask, logits, -float("inf")), axis=1)
     other_logit = tf.reduce_max(tf.where(true_mask, -float("inf"), logits), axis=1)
     return other_logit - true_logit

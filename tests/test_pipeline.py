@@ -1,0 +1,180 @@
+"""The pipeline end to end through the CLI: leaderboard, export, resume, kill -9,
+changed specs, failures and the certified <= empirical check."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from advbench.cli import app
+from advbench.testing import run_spec, tiny_spec
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("quick")
+    spec = tiny_spec(
+        directory,
+        models=[
+            {"name": "plain", "architecture": {"name": "mlp", "hidden": 32}, "training": {"epochs": 3, "learning_rate": 0.01}},
+            {"name": "decay", "architecture": {"name": "mlp", "hidden": 32}, "defense": {"name": "weight_decay", "lambda": 0.001},
+             "training": {"epochs": 3, "learning_rate": 0.01}},
+            {"name": "cnn", "architecture": {"name": "cnn", "filters": [8], "hidden": 16}, "defense": {"name": "dropout"},
+             "training": {"epochs": 3, "learning_rate": 0.01}},
+        ],
+        attacks=[{"name": "fgsm"}, {"name": "pgd", "steps": 10}],
+    )
+    run = run_spec(spec, directory / "run")
+    return spec, run
+
+
+def test_run_writes_a_ranked_leaderboard_with_both_bounds(finished):
+    spec, run = finished
+    assert run.exit_code == 0, run.output
+    board = (run.run_dir / "leaderboard.md").read_text()
+    for piece in ("## linf threat model", "## l2 threat model", "ε=0.05 cert / emp", "median r cert", "## Provenance",
+                  "pgd", "steps: 10", "lipschitz", "tensorflow", "![linf", "leaderboard-linf.png"):
+        assert piece in board, piece
+    assert (run.run_dir / "leaderboard-linf.png").stat().st_size > 1000
+    for bounds in run.results.bounds:
+        assert set(bounds.empirical) == {"fgsm", "pgd"} and set(bounds.certified) == {"lipschitz"}
+        assert not bounds.errors
+        assert (bounds.certified_radius <= bounds.empirical_radius).all()
+        for eps in bounds.eps:
+            assert bounds.certified_accuracy(eps) <= bounds.empirical_accuracy(eps) <= bounds.clean_accuracy()
+    assert "plain" in run.output and "cert / emp" in run.output  # the Rich table
+
+
+def test_leaderboard_ranking_follows_certified_accuracy(finished):
+    from advbench.leaderboard import ranked
+
+    _, run = finished
+    for norm in ("linf", "l2"):
+        bounds = run.results.for_norm(norm)
+        order = ranked(bounds, "certified")
+        top = max(bounds[0].eps)
+        values = [(b.certified_accuracy(top), b.empirical_accuracy(top)) for b in order]
+        assert values == sorted(values, reverse=True)
+    result = CliRunner().invoke(app, ["leaderboard", str(run.run_dir), "-o", str(run.run_dir / "by-emp.md"), "--rank-by", "empirical"])
+    assert result.exit_code == 0, result.output
+    assert "Ranked by empirical" in (run.run_dir / "by-emp.md").read_text()
+
+
+def test_export_has_one_row_per_model_norm_and_example(finished, tmp_path):
+    from advbench import load_dataset
+
+    _, run = finished
+    out = tmp_path / "out.csv"
+    result = CliRunner().invoke(app, ["export", str(run.run_dir), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == ["model", "norm", "index", "label", "predicted", "certified_radius", "empirical_radius",
+                             "cert:lipschitz", "attack:fgsm", "attack:pgd"]
+    assert len(rows) == 3 * 2 * 30
+    data = load_dataset("digits")
+    for row in rows[:30]:
+        assert int(row["label"]) == data.y_test[int(row["index"])]  # the index finds the example again
+        assert float(row["empirical_radius"]) == min(float(row["attack:fgsm"]), float(row["attack:pgd"]))
+        assert float(row["certified_radius"]) <= float(row["empirical_radius"])
+
+
+def test_rerun_skips_finished_jobs_and_a_changed_spec_recomputes_only_what_changed(finished, tmp_path):
+    spec, run = finished
+    again = run_spec(spec, run.run_dir)
+    assert again.exit_code == 0 and "0 job(s) run, 24 already done" in again.output
+    train_record = (run.run_dir / "jobs/plain/train.json").read_text()
+    text = spec.read_text().replace("steps: 10", "steps: 11")
+    changed = spec.with_name("changed.yaml")
+    changed.write_text(text)
+    rerun = run_spec(changed, run.run_dir)
+    assert rerun.exit_code == 0
+    assert "6 job(s) run, 18 already done" in rerun.output  # pgd on 3 models x 2 norms
+    assert (run.run_dir / "jobs/plain/train.json").read_text() == train_record
+    assert "steps: 11" in (run.run_dir / "leaderboard.md").read_text()
+
+
+def export(run_dir, out):
+    subprocess.run([sys.executable, "-m", "advbench.cli", "export", str(run_dir), "-o", str(out)], check=True, capture_output=True)
+    return out.read_text()
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_same_results(tmp_path):
+    spec = tiny_spec(
+        tmp_path,
+        models=[{"name": f"m{i}", "architecture": {"name": "mlp", "hidden": 16 + i}, "training": {"epochs": 4, "learning_rate": 0.01}}
+                for i in range(3)],
+    )
+    command = [sys.executable, "-m", "advbench.cli", "run", str(spec), "--out"]
+    subprocess.run(command + [str(tmp_path / "clean")], check=True, capture_output=True)
+    victim = subprocess.Popen(command + [str(tmp_path / "killed")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    jobs = tmp_path / "killed" / "jobs"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(jobs.rglob("*.json"))) < 5:
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    finished_before = len(list(jobs.rglob("*.json")))
+    assert 5 <= finished_before < 15, "the run should have been killed midway"
+    subprocess.run(command + [str(tmp_path / "killed")], check=True, capture_output=True)
+    assert export(tmp_path / "clean", tmp_path / "a.csv") == export(tmp_path / "killed", tmp_path / "b.csv")
+
+
+def test_fresh_starts_over(finished, tmp_path):
+    spec = tiny_spec(tmp_path, models=[{"name": "one", "architecture": {"name": "linear"}, "training": {"epochs": 2}}])
+    first = run_spec(spec, tmp_path / "run")
+    assert first.exit_code == 0, first.output
+    fresh = run_spec(spec, tmp_path / "run", "--fresh")
+    assert "6 job(s) run, 0 already done" in fresh.output
+
+
+def test_refuses_to_write_into_a_foreign_directory(tmp_path):
+    spec = tiny_spec(tmp_path)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    result = run_spec(spec, tmp_path / "mine")
+    assert result.exit_code != 0 and "not an advbench run directory" in result.output
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
+
+
+PLUGINS = textwrap.dedent("""
+    import numpy as np
+    from advbench import Attack, Certifier, hookimpl
+
+    class Crash(Attack):
+        \"\"\"Always fails.\"\"\"
+        def perturb(self, target, x, y, eps, norm, seed):
+            raise RuntimeError("boom")
+
+    class Boastful(Certifier):
+        \"\"\"Claims far too much.\"\"\"
+        def certify(self, target, x, y, norm):
+            return np.full(len(x), 10.0)
+
+    @hookimpl
+    def advbench_register_attacks(register):
+        register("crash", Crash)
+
+    @hookimpl
+    def advbench_register_certifiers(register):
+        register("boastful", Boastful)
+""")
+
+
+def test_a_failing_attack_and_an_unsound_certifier_are_reported_not_hidden(tmp_path, clean_sys_path):
+    (tmp_path / "bad.py").write_text(PLUGINS)
+    spec = tiny_spec(tmp_path, plugins=["bad.py"], attacks=[{"name": "crash"}, {"name": "pgd", "steps": 5}],
+                     certifiers=[{"name": "boastful"}, {"name": "lipschitz"}])
+    run = run_spec(spec, tmp_path / "run")
+    assert run.exit_code == 1
+    board = (run.run_dir / "leaderboard.md").read_text()
+    assert "**ERROR** `plain`: crash failed: RuntimeError: boom" in board
+    assert "certified > empirical" in board and "boastful" in board
+    bounds = run.results.for_norm("linf")[0]
+    assert set(bounds.empirical) == {"pgd"}  # the rest of the run went on
