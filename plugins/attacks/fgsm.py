@@ -23,7 +23,7 @@ class FGSM(PGD):
     Params = FGSMParams
 
     def search_settings(self) -> dict:
-        return {"steps": 1, "step_size": 1.0, "random_start": False, "restarts": 1}
+        return {"steps": 1, "step_size": 1.0, "random_start": False, "restarts": 1, "early_stop": False}
 
 
 @hookimpl

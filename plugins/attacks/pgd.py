@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 from pydantic import Field
 
 from advbench import Attack, Params, hookimpl
@@ -30,61 +31,64 @@ def cw_margin(logits, y):
 LOSSES = {"ce": cross_entropy, "cw": cw_margin}
 
 
-def pgd_search(loss_and_gradient, x, y, eps, norm, *, steps, step_size, random_start, restarts, seed):
-    """Maximize a loss over the p-ball of radius ``eps`` (per example) intersected with [0, 1].
+def pgd_steps(loss_and_gradient, x, y, eps, norm, delta, *, steps, step_size, stop_when_adversarial=False):
+    """Run ``steps`` PGD steps from ``delta`` (compilable; the loop is a ``tf.while_loop``).
 
     :param loss_and_gradient: ``f(x, y) -> (loss, gradient, logits)`` per example.
-    :param step_size: step length as a fraction of ``eps``.
-    :param seed: a ``[2]`` int tensor; restarts and random starts derive from it.
-    :return: per example, the smallest adversarial iterate seen over all steps and
-        restarts, or, where none was adversarial, the last iterate of the restart with
-        the highest loss.  Always inside the ball and the box.
+    :param step_size: step length as a fraction of ``eps`` (per example).
+    :param stop_when_adversarial: leave the loop early once every example has had an
+        adversarial iterate.
+    :return: ``(delta, adversarial_norm, adversarial)``: the last iterate, and per example
+        the norm of the smallest adversarial iterate seen (inf if none) and that point.
+        Every iterate lies in the ball and the box.
     """
     batch = tf.shape(x)[0]
-    best_adv_norm = tf.fill([batch], float("inf"))
-    best_adv = x
-    best_loss = tf.fill([batch], -float("inf"))
-    best_other = x
+    found_norm = tf.fill([batch], float("inf"))
+    found = x
 
-    def keep_smaller_adversarial(delta, logits, best_adv_norm, best_adv):
+    def keep_smaller_adversarial(delta, logits, found_norm, found):
         is_adv = tf.not_equal(tf.argmax(logits, axis=1, output_type=tf.int64), tf.cast(y, tf.int64))
         size = lp.norm(delta, norm)
-        better = tf.logical_and(is_adv, size < best_adv_norm)
-        return tf.where(better, size, best_adv_norm), tf.where(lp.broadcast(better, x), x + delta, best_adv)
+        better = tf.logical_and(is_adv, size < found_norm)
+        point = tf.clip_by_value(x + delta, 0.0, 1.0)  # guards against float rounding only
+        return tf.where(better, size, found_norm), tf.where(lp.broadcast(better, x), point, found)
 
-    for restart in range(restarts):
-        restart_seed = tf.random.experimental.stateless_fold_in(seed, restart)
-        if random_start:
-            delta = lp.clip_to_box(x, lp.random_in_ball(tf.shape(x), eps, norm, restart_seed))
-        else:
-            delta = tf.zeros_like(x)
+    def step(i, delta, found_norm, found):
+        _, grad, logits = loss_and_gradient(x + delta, y)
+        found_norm, found = keep_smaller_adversarial(delta, logits, found_norm, found)
+        delta = delta + lp.broadcast(step_size * eps, x) * lp.steepest_ascent(grad, norm)
+        delta = lp.clip_to_box(x, lp.project(delta, eps, norm))
+        return i + 1, delta, found_norm, found
 
-        def step(i, delta, best_adv_norm, best_adv):
-            _, grad, logits = loss_and_gradient(x + delta, y)
-            best_adv_norm, best_adv = keep_smaller_adversarial(delta, logits, best_adv_norm, best_adv)
-            delta = delta + lp.broadcast(step_size * eps, x) * lp.steepest_ascent(grad, norm)
-            delta = lp.clip_to_box(x, lp.project(delta, eps, norm))
-            return i + 1, delta, best_adv_norm, best_adv
+    def keep_going(i, delta, found_norm, found):
+        if stop_when_adversarial:
+            return tf.logical_and(i < steps, tf.logical_not(tf.reduce_all(tf.math.is_finite(found_norm))))
+        return i < steps
 
-        _, delta, best_adv_norm, best_adv = tf.while_loop(
-            lambda i, *_: i < steps, step, [tf.constant(0), delta, best_adv_norm, best_adv]
-        )
-        loss, _, logits = loss_and_gradient(x + delta, y)
-        best_adv_norm, best_adv = keep_smaller_adversarial(delta, logits, best_adv_norm, best_adv)
-        higher = loss > best_loss
-        best_loss = tf.where(higher, loss, best_loss)
-        best_other = tf.where(lp.broadcast(higher, x), x + delta, best_other)
+    _, delta, found_norm, found = tf.while_loop(keep_going, step, [tf.constant(0), delta, found_norm, found])
+    return delta, found_norm, found
 
-    found = lp.broadcast(tf.math.is_finite(best_adv_norm), x)
-    return tf.where(found, best_adv, best_other)
+
+def pgd_start(x, eps, norm, random_start, seed):
+    """The starting perturbation: uniform in the ball (then clipped to the box), or zero."""
+    if not random_start:
+        return tf.zeros_like(x)
+    return lp.clip_to_box(x, lp.random_in_ball(tf.shape(x), eps, norm, seed))
 
 
 class PGDParams(Params):
     steps: int = Field(40, ge=1, description="Gradient steps per restart.")
-    restarts: int = Field(1, ge=1, description="Random restarts; the best per example is kept.")
+    restarts: int = Field(1, ge=1, description="Random restarts, each on the examples still unbroken.")
     step_size: float | None = Field(None, gt=0, description="Step length as a fraction of eps; default 2.5 / steps.")
     loss: Literal["ce", "cw"] = Field("ce", description="Cross-entropy or the Carlini-Wagner margin.")
     random_start: bool = Field(True, description="Start from a uniform random point in the ball.")
+    early_stop: bool = Field(
+        True, description="Stop attacking an example once an adversarial iterate is found (off: every example runs every step)."
+    )
+
+
+CHUNK = 10
+"""Steps between two compactions of the batch to the examples still unbroken."""
 
 
 class PGD(Attack):
@@ -103,21 +107,64 @@ class PGD(Attack):
             "step_size": p.step_size if p.step_size is not None else 2.5 / p.steps,
             "random_start": p.random_start,
             "restarts": p.restarts,
+            "early_stop": p.early_stop,
         }
 
-    def perturb(self, target, x, y, eps, norm, seed):
+    def _functions(self, target, norm):
         key = (id(target), norm)
         if key not in self._compiled:
             loss = LOSSES[self.params.loss]
             settings = self.search_settings()
 
-            def run(x, y, eps, seed):
-                return pgd_search(
-                    lambda x, y: target.loss_and_gradient(loss, x, y), x, y, eps, norm, seed=seed, **settings
+            def run(x, y, eps, delta, steps):
+                return pgd_steps(
+                    lambda x, y: target.loss_and_gradient(loss, x, y), x, y, eps, norm, delta,
+                    steps=steps, step_size=settings["step_size"], stop_when_adversarial=settings["early_stop"],
                 )
 
-            self._compiled[key] = tf.function(run, reduce_retracing=True)
-        return self._compiled[key](x, y, eps, tf.constant([seed, 0], tf.int64))
+            def start(x, eps, seed):
+                return pgd_start(x, eps, norm, settings["random_start"], seed)
+
+            def misclassified(x, y):
+                return tf.argmax(target.logits(x), axis=1, output_type=tf.int64) != tf.cast(y, tf.int64)
+
+            self._compiled[key] = tuple(tf.function(f, reduce_retracing=True) for f in (run, start, misclassified))
+        return self._compiled[key]
+
+    def perturb(self, target, x, y, eps, norm, seed):
+        """Restarts run only on the examples still unbroken; with ``early_stop`` the batch
+        is also compacted every few steps to the examples still unbroken."""
+        run, start, misclassified = self._functions(target, norm)
+        settings = self.search_settings()
+        x, y, eps = (np.asarray(a) for a in (x, y, eps))
+        result = x.copy()
+        broken = np.zeros(len(x), dtype=bool)
+        chunk = CHUNK if settings["early_stop"] else settings["steps"]
+        for restart in range(settings["restarts"]):
+            active = np.flatnonzero(~broken)
+            if not len(active):
+                break
+            delta = start(x[active], eps[active], tf.constant([seed, restart], tf.int64)).numpy()
+            done = 0
+            while done < settings["steps"] and len(active):
+                n = min(chunk, settings["steps"] - done)
+                delta, found_norm, found = (
+                    t.numpy() for t in run(x[active], y[active], eps[active], delta, tf.constant(n))
+                )
+                done += n
+                hit = np.isfinite(found_norm)
+                result[active[hit]] = found[hit]
+                broken[active[hit]] = True
+                if settings["early_stop"]:
+                    active, delta = active[~hit], delta[~hit]
+            # The last iterate is checked too; examples still unbroken keep it.
+            if len(active):
+                last = np.clip(x[active] + delta, 0.0, 1.0)
+                hit = misclassified(last, y[active]).numpy()
+                unbroken = ~broken[active]
+                result[active[unbroken]] = last[unbroken]
+                broken[active[hit]] = True
+        return result
 
 
 @hookimpl
