@@ -111,7 +111,8 @@ def test_resolved_spec_fills_defaults_and_hash_tracks_changes(tmp_path):
     path.write_text(GOOD)
     spec = load_spec(path)
     resolved = spec.as_dict()
-    assert resolved["attacks"][0] == {"name": "pgd", "steps": 5, "restarts": 1, "step_size": None, "loss": "ce", "random_start": True}
+    assert resolved["attacks"][0] == {"name": "pgd", "steps": 5, "restarts": 1, "step_size": None, "loss": "ce", "random_start": True,
+                                    "early_stop": True}
     assert resolved["threat_models"][0]["eps"] == [0.05, 0.1]
     path.write_text(GOOD.replace("steps: 5", "steps: 6"))
     assert load_spec(path).hash != spec.hash
