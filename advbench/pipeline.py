@@ -163,7 +163,7 @@ class Pipeline:
                     try:
                         keras.utils.set_random_seed(job.seed)
                         if job.kind == "train":
-                            record, arrays = self._train(job, advance), None
+                            record, arrays = self._train(job, advance)
                         else:
                             target = target or make_target(self._load_model(plan), plan, data, self.spec.evaluation)
                             record, arrays = self._evaluate(job, target, advance)
@@ -207,12 +207,12 @@ class Pipeline:
         model = architecture.build(data.data.input_shape, data.data.num_classes)
         return plan.defense.build().prepare_model(model)
 
-    def _train(self, job: Job, advance) -> dict:
+    def _train(self, job: Job, advance) -> tuple[dict, dict]:
         from advbench.training import train_model
 
         plan = self.spec.model(job.model)
         data = self.load_data()
-        record = {"status": "ok", "train_size": int(len(data.train_index))}
+        record = {"status": "ok", "train_size": int(len(data.train_index)), "dataset": data.data.info}
         if plan.path is not None:
             model = keras.models.load_model(plan.path, compile=False)
             record.update(pretrained=str(plan.path), sha256=file_digest(plan.path))
@@ -230,7 +230,7 @@ class Pipeline:
         record["test_accuracy"] = float(np.mean(predicted == data.y_test))
         record["parameters"] = int(model.count_params())
         self.store.save_model(model, plan.name, job.key, record)
-        return record
+        return record, {"train_index": data.train_index, "test_index": data.test_index}
 
     def _load_model(self, plan: ModelPlan):
         key = self.model_keys[plan.name]
