@@ -87,6 +87,7 @@ class Dataset(Component):
     advbench (stratified, by seed); :meth:`load` returns the full splits."""
 
     Params: ClassVar[type[Params]] = DatasetParams
+    mirror_invariant: ClassVar[bool] = False  # may training flip images horizontally?
 
     def load(self) -> DatasetArrays:
         """Return the full train and test splits (float32 in [0, 1], NHWC)."""
@@ -122,6 +123,9 @@ class Defense(Component):
         """Return the model to train (default: unchanged).  Called once, before training."""
         return model
 
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        """Called before each training epoch (e.g. to ramp up a budget)."""
+
     def training_batch(self, model, x, y):
         """Return the ``(x, y)`` batch to train on (default: unchanged).  Runs inside ``tf.function``."""
         return x, y
@@ -137,6 +141,12 @@ class Defense(Component):
     def randomized(self) -> bool:
         """Whether :meth:`inference_model` is random (two identical calls may differ)."""
         return False
+
+    def diagnostics(self, target: "Target", x, y, directory, stem: str) -> dict:
+        """Optional measurements of the trained model on the evaluated examples, recorded
+        with its clean results.  Figures go into ``directory`` (a :class:`pathlib.Path`)
+        as ``<stem>-*.png``; list their file names under ``"figures"``."""
+        return {}
 
 
 # -- attacks ----------------------------------------------------------------------------

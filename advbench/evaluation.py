@@ -184,3 +184,15 @@ def certified_radii(
         advance(stop - start)
     radius[predicted != y] = 0.0
     return radius
+
+
+def gradient_heatmap(target, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Mean absolute input gradient of the cross-entropy over examples and channels, (H, W)."""
+    from advbench.losses import cross_entropy
+
+    total = np.zeros(x.shape[1:3])
+    for start in range(0, len(x), target.batch_size):
+        batch = tf.constant(x[start : start + target.batch_size])
+        _, grad, _ = target.loss_and_gradient(cross_entropy, batch, tf.constant(y[start : start + target.batch_size]))
+        total += np.abs(grad.numpy()).sum(axis=(0, 3))
+    return total / (len(x) * x.shape[3])

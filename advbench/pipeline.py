@@ -250,8 +250,12 @@ class Pipeline:
         x, y = data.x_eval, data.y_eval
         predicted = target.predict(x)
         if job.kind == "clean":
+            defense = self.spec.model(job.model).defense.build()
+            diagnostics = defense.diagnostics(target, x, y, self.store.root / "diagnostics", job.model)
             advance(len(x))
             return {
+                "diagnostics": diagnostics,
+                "dataset": data.data.info,
                 "status": "ok",
                 "index": data.eval_index.tolist(),
                 "label": y.tolist(),

@@ -47,11 +47,18 @@ class MethodEntry(ComponentEntry):
     label: str | None = Field(None, pattern=NAME_PATTERN, description="Name shown in results; defaults to `name`.")
 
 
+class AugmentationSpec(_Strict):
+    crop: int = Field(0, ge=0, description="Random translations by up to this many pixels (zero fill), as random crops of a padded image.")
+    flip: bool = Field(False, description="Random horizontal flips (only for datasets whose classes are mirror-invariant).")
+
+
 class TrainingSpec(_Strict):
     epochs: int = Field(10, ge=1, description="Passes over the training set.")
     batch_size: int = Field(64, ge=1, description="Training batch size.")
     learning_rate: float = Field(1e-3, gt=0, description="Optimizer learning rate.")
     optimizer: Literal["adam", "sgd"] = Field("adam", description="adam, or sgd with momentum 0.9.")
+    schedule: Literal["constant", "cosine"] = Field("constant", description="Learning-rate schedule over the training steps.")
+    augmentation: AugmentationSpec = Field(default_factory=AugmentationSpec, description="Data augmentation of the training images.")
 
 
 class ModelSpec(_Strict):
@@ -303,6 +310,11 @@ def load_spec(path: str | Path, strict: bool = False) -> Spec:
     for i, plan in enumerate(spec.models):
         if plan.path is not None and not plan.path.is_file():
             resolver.problems.append(locator.problem(("models", i, "path"), f"model file not found: {plan.path}"))
+        if plan.training.augmentation.flip and spec.dataset and not spec.dataset.cls.mirror_invariant:
+            resolver.problems.append(locator.problem(
+                ("models", i, "training", "augmentation", "flip"),
+                f"dataset {spec.dataset.name!r} does not allow horizontal flips (its classes are not mirror-invariant)",
+            ))
     if resolver.problems:
         raise SpecError(resolver.problems)
     return spec

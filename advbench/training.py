@@ -15,10 +15,24 @@ def cross_entropy(logits, y):
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(y, tf.int32), logits=logits))
 
 
-def make_optimizer(training):
+def make_optimizer(training, steps: int):
+    rate = training.learning_rate
+    if training.schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=max(1, steps))
     if training.optimizer == "sgd":
-        return keras.optimizers.SGD(training.learning_rate, momentum=0.9)
-    return keras.optimizers.Adam(training.learning_rate)
+        return keras.optimizers.SGD(rate, momentum=0.9)
+    return keras.optimizers.Adam(rate)
+
+
+def augmenter(augmentation, input_shape, seed: int):
+    """A Keras pipeline of random translations and flips, or ``None``."""
+    layers = []
+    if augmentation.crop:
+        height, width = input_shape[:2]
+        layers.append(keras.layers.RandomTranslation(augmentation.crop / height, augmentation.crop / width, fill_mode="constant", seed=seed))
+    if augmentation.flip:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed + 1))
+    return keras.Sequential(layers) if layers else None
 
 
 def train_model(
@@ -35,11 +49,15 @@ def train_model(
     Each step: ``x, y = defense.training_batch(model, x, y)``, then minimize the mean
     cross-entropy plus ``defense.regularizer(...)``.
     """
-    optimizer = make_optimizer(training)
+    steps_per_epoch = -(-len(x) // training.batch_size)
+    optimizer = make_optimizer(training, steps_per_epoch * training.epochs)
     optimizer.build(model.trainable_variables)
+    augment = augmenter(training.augmentation, x.shape[1:], seed)
 
     @tf.function(reduce_retracing=True)
     def step(x, y):
+        if augment is not None:
+            x = augment(x, training=True)
         x, y = defense.training_batch(model, x, y)
         with tf.GradientTape() as tape:
             logits = model(x, training=True)
@@ -55,6 +73,7 @@ def train_model(
     history = {"loss": [], "accuracy": []}
     started = time.perf_counter()
     for epoch in range(training.epochs):
+        defense.on_epoch_start(epoch, training.epochs)
         order = rng.permutation(len(x))
         loss_sum, correct_sum = 0.0, 0.0
         for start in range(0, len(x), training.batch_size):

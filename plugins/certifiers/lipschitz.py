@@ -30,6 +30,7 @@ import numpy as np
 
 from advbench import Certifier, hookimpl
 from advbench.lazy import keras
+from advbench.structure import UnsupportedModel, activation_name, flatten_layers
 
 ROUNDING_MARGIN = 1e-6
 """Relative safety margin on each layer norm against float rounding."""
@@ -65,38 +66,17 @@ class LipschitzMargin(Certifier):
         return np.maximum(ratios.min(axis=1), 0.0)
 
 
-class UnsupportedModel(ValueError):
-    """The model contains a layer the certifier cannot bound soundly."""
-
-
 def pair_constants(model, norm: str) -> np.ndarray:
     """Upper bounds ``L[c, j]`` on the Lipschitz constant of ``f_c - f_j`` w.r.t. ``norm``."""
-
     layers = flatten_layers(model)
     head = layers[-1]
-    if not isinstance(head, keras.layers.Dense) or _activation_name(head) != "linear":
+    if not isinstance(head, keras.layers.Dense) or activation_name(head) != "linear":
         raise UnsupportedModel(f"the last layer must be a linear Dense layer (logits), got {head.__class__.__name__} {head.name!r}")
     body = math.prod(layer_norm(layer, norm) for layer in layers[:-1])
     kernel = np.asarray(head.kernel.numpy(), dtype=np.float64)  # (features, K)
     diff = kernel[:, :, None] - kernel[:, None, :]  # (features, K, K)
     order = 2 if norm == "l2" else 1  # the dual norm of the head's input norm
     return np.linalg.norm(diff, ord=order, axis=0) * body * (1 + ROUNDING_MARGIN)
-
-
-def flatten_layers(model) -> list:
-    """The model's layers as one chain, nested models expanded; refuses branching graphs."""
-
-    chain = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        if isinstance(layer, keras.Model):
-            chain.extend(flatten_layers(layer))
-            continue
-        if isinstance(layer.input, (list, tuple)):
-            raise UnsupportedModel(f"layer {layer.name!r} ({layer.__class__.__name__}) merges several inputs; only chains are supported")
-        chain.append(layer)
-    return chain
 
 
 def layer_norm(layer, norm: str) -> float:
@@ -164,13 +144,8 @@ def conv_spectral_norm_bound(kernel: np.ndarray, spatial: tuple[int, int]) -> fl
     return float(singular.max())
 
 
-def _activation_name(layer) -> str:
-    activation = getattr(layer, "activation", None)
-    return getattr(activation, "__name__", "linear") if activation is not None else "linear"
-
-
 def _slope(layer) -> float:
-    name = _activation_name(layer)
+    name = activation_name(layer)
     if name not in ACTIVATION_SLOPE:
         raise UnsupportedModel(f"layer {layer.name!r}: activation {name!r} is not supported by the Lipschitz bound")
     return ACTIVATION_SLOPE[name]

@@ -29,6 +29,7 @@ class CIFAR10(Dataset):
     """CIFAR-10 (Krizhevsky 2009): 50,000 train / 10,000 test, 32x32 RGB; reads the training batches present."""
 
     Params = CIFAR10Params
+    mirror_invariant = True
 
     def load(self) -> DatasetArrays:
         root = locate(self.params.data_dir, "cifar10", lambda d: (d / "cifar-10-batches-py").is_dir())

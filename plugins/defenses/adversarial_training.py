@@ -1,0 +1,79 @@
+"""Adversarial training: Madry et al.'s PGD training (`pgd_training`) for linf and l2,
+reusing the PGD implementation of the attack plugin."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from advbench import Defense, Params, hookimpl
+from advbench.lazy import tf
+
+
+class PGDTrainingParams(Params):
+    norm: Literal["linf", "l2"] = Field("linf", description="Norm of the training threat model.")
+    eps: float = Field(0.3, gt=0, description="Training budget.")
+    steps: int = Field(40, ge=1, description="PGD steps per batch.")
+    step_size: float | None = Field(None, gt=0, description="PGD step as a fraction of eps; default 2.5 / steps.")
+    random_start: bool = Field(True, description="Start PGD from a random point in the ball.")
+    loss: Literal["ce", "cw"] = Field("ce", description="Loss PGD maximizes.")
+    share: float = Field(1.0, gt=0, le=1, description="Share of each batch replaced by adversarial examples (1: Madry et al.; 0.5: half clean).")
+    ramp_epochs: int = Field(0, ge=0, description="Epochs over which eps grows linearly from eps / ramp_epochs to eps (0: full eps from the start).")
+
+
+class PGDTraining(Defense):
+    """Madry et al.'s adversarial training: train on PGD adversarial examples (linf or l2)."""
+
+    Params = PGDTrainingParams
+
+    def __init__(self, params=None, **kwargs):
+        super().__init__(params, **kwargs)
+        self._scale = None
+        self._calls = None
+
+    def _state(self):
+        if self._scale is None:
+            self._scale = tf.Variable(1.0, trainable=False)
+            self._calls = tf.Variable(0, dtype=tf.int64, trainable=False)
+        return self._scale, self._calls
+
+    def on_epoch_start(self, epoch, epochs):
+        scale, _ = self._state()
+        ramp = self.params.ramp_epochs
+        scale.assign(min(1.0, (epoch + 1) / ramp) if ramp else 1.0)
+
+    def training_batch(self, model, x, y):
+        from advbench_plugins.attacks.pgd import LOSSES, pgd_start, pgd_steps
+
+        p = self.params
+        scale, calls = self._state()
+        calls.assign_add(1)
+        batch = tf.shape(x)[0]
+        count = tf.cast(tf.math.ceil(p.share * tf.cast(batch, tf.float32)), tf.int32)
+        x_adv, y_adv = x[:count], y[:count]
+        eps = tf.fill([count], p.eps * scale)
+        loss = LOSSES[p.loss]
+
+        def loss_and_gradient(inputs, labels):
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                logits = model(inputs, training=False)
+                values = loss(logits, labels)
+                total = tf.reduce_sum(values)
+            return values, tape.gradient(total, inputs), logits
+
+        seed = tf.stack([tf.constant(7, tf.int64), calls])
+        delta = pgd_start(x_adv, eps, p.norm, p.random_start, seed)
+        step_size = p.step_size if p.step_size is not None else 2.5 / p.steps
+        delta, _, _ = pgd_steps(loss_and_gradient, x_adv, y_adv, eps, p.norm, delta, steps=p.steps, step_size=step_size)
+        adversarial = tf.stop_gradient(tf.clip_by_value(x_adv + delta, 0.0, 1.0))
+        return tf.concat([adversarial, x[count:]], axis=0), y
+
+    def settings(self):
+        return {**super().settings(), "cost": f"about {self.params.steps + 1} forward-backward passes per batch"}
+
+
+@hookimpl
+def advbench_register_defenses(register):
+    register("pgd_training", PGDTraining)

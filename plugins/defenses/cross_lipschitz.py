@@ -1,0 +1,82 @@
+"""Cross-Lipschitz regularization (Hein & Andriushchenko 2017).
+
+Adds to the cross-entropy
+
+    lambda / (n K^2) * sum_i sum_{l,m} ||grad f_l(x_i) - grad f_m(x_i)||_2^2,
+
+computed as ``2K sum_l ||g_l||^2 - 2 ||sum_l g_l||^2`` from the K input gradients of each
+example.  For a one-hidden-layer network it uses the closed form from the weights
+(gradients ``U diag(sigma'(z)) W2``); otherwise the K gradients come from one batched
+Jacobian (``batch_jacobian``), not K separate tapes.  Both are evaluated on the
+inference function (no dropout), so they agree exactly.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from advbench import Defense, Params, hookimpl
+from advbench.lazy import tf
+
+
+class CrossLipschitzParams(Params):
+    lambda_: float = Field(0.01, gt=0, alias="lambda", description="Weight of the Cross-Lipschitz regularizer.")
+
+
+class CrossLipschitz(Defense):
+    """Cross-entropy plus lambda times the Cross-Lipschitz regularizer (closed form for one hidden layer)."""
+
+    Params = CrossLipschitzParams
+
+    def regularizer(self, model, x, y, logits):
+        return self.params.lambda_ * cross_lipschitz(model, x)
+
+
+def cross_lipschitz(model, x, closed_form: bool | None = None):
+    """Mean over the batch of ``(1 / K^2) sum_{l,m} ||grad f_l(x) - grad f_m(x)||^2``.
+
+    ``closed_form=None`` picks the closed form when the model has one hidden layer.
+    """
+    from advbench.structure import OneHiddenLayer, UnsupportedModel
+
+    if closed_form is not False:
+        try:
+            return _one_hidden_layer(OneHiddenLayer(model), x)
+        except UnsupportedModel:
+            if closed_form:
+                raise
+    return _generic(model, x)
+
+
+def pairwise_sum(squared_norms, squared_norm_of_sum, classes):
+    """sum_{l,m} ||g_l - g_m||^2 = 2K sum_l ||g_l||^2 - 2 ||sum_l g_l||^2, per example."""
+    return 2.0 * classes * squared_norms - 2.0 * squared_norm_of_sum
+
+
+def _generic(model, x):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        logits = model(x, training=False)
+    jacobian = tape.batch_jacobian(logits, x)  # (B, K, ...)
+    classes = jacobian.shape[1]
+    gradients = tf.reshape(jacobian, [tf.shape(x)[0], classes, -1])
+    squared = tf.reduce_sum(tf.square(gradients), axis=[1, 2])
+    total = tf.reduce_sum(tf.square(tf.reduce_sum(gradients, axis=1)), axis=1)
+    return tf.reduce_mean(pairwise_sum(squared, total, classes)) / classes**2
+
+
+def _one_hidden_layer(net, x):
+    U, b, W2 = net.U, net.b, net.W2  # (d, h), (h,), (h, K)
+    classes = W2.shape[1]
+    z = tf.matmul(tf.reshape(x, [tf.shape(x)[0], -1]), U) + b
+    s = net.slope(z)  # (B, h): grad f_r = U (s * W2[:, r])
+    gram = tf.matmul(U, U, transpose_a=True)  # U^T U, (h, h)
+    squared = tf.einsum("bh,hk,bk->b", s, gram * tf.matmul(W2, W2, transpose_b=True), s)
+    weighted = s * tf.reduce_sum(W2, axis=1)  # s * (W2 1)
+    total = tf.einsum("bh,hk,bk->b", weighted, gram, weighted)
+    return tf.reduce_mean(pairwise_sum(squared, total, classes)) / classes**2
+
+
+@hookimpl
+def advbench_register_defenses(register):
+    register("cross_lipschitz", CrossLipschitz)

@@ -1,0 +1,140 @@
+"""Defenses and architectures: each trains and predicts; the Cross-Lipschitz regularizer
+is exact; PGD training buys robustness; PRM concentrates gradients; randomized defenses
+are detected as randomized."""
+
+import numpy as np
+import pytest
+
+from advbench.lazy import keras, tf
+from advbench.plugins import load_plugins
+from advbench.spec import AugmentationSpec, TrainingSpec
+from advbench.target import Target
+from advbench.training import train_model
+
+REGISTRY = load_plugins(strict=True).registry
+
+
+def build(kind, name, **params):
+    cls = REGISTRY.get(kind, name)
+    return cls(cls.Params(**params))
+
+
+@pytest.mark.parametrize("name", REGISTRY.names("architecture"))
+def test_every_architecture_outputs_logits(name):
+    params = {"resnet32": {"depth": 8}}.get(name, {})
+    model = build("architecture", name, **params).build((16, 16, 3), 7)
+    assert model(np.zeros((2, 16, 16, 3), np.float32)).shape == (2, 7)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from advbench import load_dataset
+    from advbench.data import make_subsets
+
+    return make_subsets(load_dataset("digits"), 600, 200, 100, seed=0)
+
+
+DEFENSES = {"weight_decay": {}, "dropout": {}, "cross_lipschitz": {}, "pgd_training": {"eps": 0.1, "steps": 3},
+            "gaussian_noise": {}, "randomization": {}, "prm": {}, "none": {}}
+
+
+@pytest.mark.parametrize("name", REGISTRY.names("defense"))
+def test_every_defense_trains_and_predicts(name, digits):
+    keras.utils.set_random_seed(0)
+    defense = build("defense", name, **DEFENSES.get(name, {}))
+    model = defense.prepare_model(build("architecture", "cnn", filters=[4], hidden=16).build((8, 8, 1), 10))
+    history = train_model(model, defense, TrainingSpec(epochs=2, learning_rate=0.01), digits.x_train, digits.y_train, seed=0)
+    assert np.isfinite(history["loss"]).all()
+    inference = defense.inference_model(model)
+    target = Target(inference, num_classes=10, randomized=defense.randomized())
+    assert target.predict(digits.x_test[:20]).shape == (20,)
+    assert target.differs_between_calls(digits.x_test[:20]) == defense.randomized()
+
+
+def random_network(kind, seed=0):
+    keras.utils.set_random_seed(seed)
+    if kind == "cnn":
+        return build("architecture", "cnn", filters=[3], hidden=8, activation="softplus").build((6, 6, 1), 4)
+    return build("architecture", "mlp", hidden=12, activation=kind, alpha=3.0).build((5, 5, 1), 4)
+
+
+def brute_force_cross_lipschitz(model, x):
+    """K separate gradients per example, every pair explicitly."""
+    x = tf.constant(x)
+    grads = []
+    for k in range(4):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = model(x)[:, k]
+        grads.append(tape.gradient(out, x).numpy().reshape(len(x), -1))
+    total = sum(np.sum((grads[l] - grads[m]) ** 2, axis=1) for l in range(4) for m in range(4))
+    return np.mean(total) / 16
+
+
+@pytest.mark.parametrize("kind", ["softplus", "relu", "cnn"])
+def test_cross_lipschitz_equals_brute_force(kind):
+    from advbench_plugins.defenses.cross_lipschitz import cross_lipschitz
+
+    model = random_network(kind)
+    x = np.random.default_rng(1).uniform(size=(9,) + model.input_shape[1:]).astype(np.float32)
+    expected = brute_force_cross_lipschitz(model, x)
+    generic = float(cross_lipschitz(model, tf.constant(x), closed_form=False))
+    np.testing.assert_allclose(generic, expected, rtol=1e-4)
+    if kind != "cnn":
+        closed = float(cross_lipschitz(model, tf.constant(x), closed_form=True))
+        np.testing.assert_allclose(closed, generic, rtol=1e-4)
+
+
+def test_training_with_cross_lipschitz_lowers_the_regularizer(digits):
+    from advbench_plugins.defenses.cross_lipschitz import cross_lipschitz
+
+    values = {}
+    for name, params in (("none", {}), ("cross_lipschitz", {"lambda": 0.1})):
+        keras.utils.set_random_seed(0)
+        model = build("architecture", "hein_mlp", hidden=64).build((8, 8, 1), 10)
+        train_model(model, build("defense", name, **params), TrainingSpec(epochs=10, learning_rate=0.01), digits.x_train, digits.y_train, seed=0)
+        values[name] = float(cross_lipschitz(model, tf.constant(digits.x_test)))
+    assert values["cross_lipschitz"] < 0.5 * values["none"]
+
+
+def test_pgd_training_raises_pgd_robust_accuracy(digits):
+    from advbench.evaluation import attack_radii
+
+    accuracy = {}
+    for name, params in (("none", {}), ("pgd_training", {"eps": 0.1, "steps": 7})):
+        keras.utils.set_random_seed(0)
+        model = build("architecture", "mlp", hidden=64, activation="relu").build((8, 8, 1), 10)
+        train_model(model, build("defense", name, **params), TrainingSpec(epochs=15, learning_rate=0.005), digits.x_train, digits.y_train, seed=0)
+        target = Target(model, num_classes=10)
+        predicted = target.predict(digits.x_eval)
+        outcome = attack_radii(build("attack", "pgd", steps=20), target, digits.x_eval, digits.y_eval, predicted, "linf", [0.1], 0.05, 0, 100)
+        accuracy[name] = 1 - outcome.success[0].mean()
+    assert accuracy["pgd_training"] > accuracy["none"] + 0.2, accuracy
+
+
+def test_prm_gradient_iou_rises_with_lambda(digits, tmp_path):
+    ious = {}
+    for lam in (0.0, 0.9):
+        keras.utils.set_random_seed(0)
+        defense = build("defense", "prm", **{"lambda": lam})
+        model = defense.prepare_model(build("architecture", "cnn", filters=[8], hidden=32).build((8, 8, 1), 10))
+        train_model(model, defense, TrainingSpec(epochs=8, learning_rate=0.01), digits.x_train, digits.y_train, seed=0)
+        result = defense.diagnostics(Target(model, num_classes=10), digits.x_eval, digits.y_eval, tmp_path, f"l{lam}")
+        ious[lam] = result["gradient_iou"]
+        assert (tmp_path / result["figures"][0]).is_file()
+    assert ious[0.9] > ious[0.0] + 0.2, ious
+
+
+def test_augmentation_translates_and_flip_needs_a_mirror_invariant_dataset(tmp_path, digits):
+    from typer.testing import CliRunner
+
+    from advbench.cli import app
+    from advbench.testing import tiny_spec
+
+    keras.utils.set_random_seed(0)
+    model = build("architecture", "mlp", hidden=16).build((8, 8, 1), 10)
+    spec = TrainingSpec(epochs=1, augmentation=AugmentationSpec(crop=2))
+    assert np.isfinite(train_model(model, build("defense", "none"), spec, digits.x_train, digits.y_train, seed=0)["loss"]).all()
+    path = tiny_spec(tmp_path, models=[{"name": "m", "architecture": {"name": "mlp"}, "training": {"augmentation": {"flip": True}}}])
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2 and "does not allow horizontal flips" in result.output
