@@ -45,6 +45,12 @@ class Component:
         doc = (cls.__doc__ or "").strip()
         return doc.splitlines()[0] if doc else ""
 
+    @classmethod
+    def check_spec(cls, params, spec) -> str | None:
+        """Return what is wrong with these parameters in this spec (e.g. a model name that
+        does not exist), or ``None``.  Runs during validation, before any work."""
+        return None
+
     def settings(self) -> dict:
         """The parameters as plain data, recorded with every result."""
         return self.params.model_dump(mode="json", by_alias=True)
@@ -165,13 +171,20 @@ class Attack(Component):
 
     norms: ClassVar[tuple[str, ...]] = NORMS
     minimal_norm: ClassVar[bool] = False
-    uses_gradients: ClassVar[bool] = True
+    uses_gradients: ClassVar[bool] = True  # False for black-box attacks (they only query logits)
+
+    def prepare(self, target: "Target", x, y, context) -> None:
+        """Called once per job with all the evaluated examples (NumPy) before the batches:
+        e.g. to rank pixels over the dataset.  ``context.target(name)`` gives another
+        model of the spec (trained by then), for transfer attacks."""
 
     def perturb(self, target: "Target", x, y, eps, norm: str, seed: int):
         """Return adversarial candidates with ``||x_adv - x||_norm <= eps`` per example
         (``eps`` has one entry per example) inside the [0, 1] box.
 
-        ``x``, ``y``, ``eps`` are tensors of one batch; ``seed`` seeds any randomness.
+        ``x``, ``y``, ``eps`` are NumPy arrays of one batch; ``seed`` seeds any randomness.
+        May return ``(x_adv, found_by)`` with ``found_by`` a per-example array of labels
+        (which part of a composite attack found each example), recorded with the result.
         """
         raise NotImplementedError
 

@@ -40,6 +40,7 @@ class AttackOutcome:
     fixed_budget_success: np.ndarray  # (len(eps), n) bool: the run *at* eps succeeded
     adversarial: np.ndarray  # the smallest adversarial example found per example (x where none)
     attack_calls: int  # batched calls of the attack, bisection included
+    found_by: list | None = None  # per example: which part of a composite attack found it
 
 
 def attack_radii(
@@ -54,13 +55,16 @@ def attack_radii(
     seed: int,
     batch_size: int,
     advance: Callable[[int], None] = lambda n: None,
+    context=None,
 ) -> AttackOutcome:
     """Run ``attack`` on all examples in batches and return per-example outcomes."""
     n = len(x)
+    attack.prepare(target, x, y, context)
     radius = np.where(predicted == y, np.inf, 0.0)
     fixed = np.zeros((len(eps_list), n), dtype=bool)
     fixed[:, predicted != y] = True
     adversarial = x.copy()
+    found_by = np.full(n, None, dtype=object)
     calls = 0
     for start in range(0, n, batch_size):
         index = np.arange(start, min(n, start + batch_size))
@@ -73,10 +77,12 @@ def attack_radii(
                 fixed[:, index] = search.fixed_budget(eps_list, tolerance)
             radius[index] = search.best_norm
             adversarial[index] = search.best_adv
+            found_by[index] = search.found_by
             calls += search.calls
         advance(min(n, start + batch_size) - start)
     success = radius[None, :] <= np.asarray(eps_list)[:, None] * (1 + BUDGET_RTOL)
-    return AttackOutcome(radius, success, fixed, adversarial, calls)
+    labels = found_by.tolist() if any(f is not None for f in found_by) else None
+    return AttackOutcome(radius, success, fixed, adversarial, calls, labels)
 
 
 class _RadiusSearch:
@@ -87,12 +93,13 @@ class _RadiusSearch:
         self.seed = seed
         self.best_norm = np.full(len(x), np.inf)
         self.best_adv = x.copy()
+        self.found_by = np.full(len(x), None, dtype=object)
         self.calls = 0
         self.cap = lp.box_diameter(x.shape[1:], norm)
 
     def minimal(self) -> None:
-        adv = self._call(np.arange(len(self.x)), None)
-        self._record(np.arange(len(self.x)), adv)
+        everyone = np.arange(len(self.x))
+        self._record(everyone, *self._call(everyone, None))
 
     def fixed_budget(self, eps_list, tolerance) -> np.ndarray:
         n = len(self.x)
@@ -118,24 +125,23 @@ class _RadiusSearch:
         return fixed
 
     def _attempt(self, index, eps, lower) -> np.ndarray:
-        adv = self._call(index, eps)
-        success = self._record(index, adv)
+        success = self._record(index, *self._call(index, eps))
         failed = index[~success]
         lower[failed] = np.maximum(lower[failed], eps[~success])
         return success
 
     def _call(self, index, eps):
-        x = tf.convert_to_tensor(self.x[index])
-        y = tf.convert_to_tensor(self.y[index])
+        x, y = self.x[index], self.y[index]
         seed = (self.seed * 1_000_003 + self.calls) % (2**31 - 1)
         self.calls += 1
         if eps is None:
-            adv = self.attack.minimize(self.target, x, y, self.norm, seed)
+            result = self.attack.minimize(self.target, x, y, self.norm, seed)
         else:
-            adv = self.attack.perturb(self.target, x, y, tf.convert_to_tensor(eps, tf.float32), self.norm, seed)
+            result = self.attack.perturb(self.target, x, y, np.asarray(eps, np.float32), self.norm, seed)
+        adv, found_by = result if isinstance(result, tuple) else (result, None)
         adv = np.asarray(adv, dtype=np.float32)
         self._check(index, adv, eps)
-        return adv
+        return adv, found_by
 
     def _check(self, index, adv, eps) -> None:
         name = self.attack.name or type(self.attack).__name__
@@ -152,12 +158,14 @@ class _RadiusSearch:
                     f"attack {name!r} left its budget: {self.norm} norm {size[k]:.6g} > eps {eps[k]:.6g}"
                 )
 
-    def _record(self, index, adv) -> np.ndarray:
+    def _record(self, index, adv, found_by=None) -> np.ndarray:
         success = self.target.predict(adv) != self.y[index]
         size = lp.numpy_norm(adv - self.x[index], self.norm)
         better = success & (size < self.best_norm[index])
         self.best_norm[index[better]] = size[better]
         self.best_adv[index[better]] = adv[better]
+        if found_by is not None:
+            self.found_by[index[better]] = np.asarray(found_by, dtype=object)[better]
         return success
 
 
@@ -196,3 +204,37 @@ def gradient_heatmap(target, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         _, grad, _ = target.loss_and_gradient(cross_entropy, batch, tf.constant(y[start : start + target.batch_size]))
         total += np.abs(grad.numpy()).sum(axis=(0, 3))
     return total / (len(x) * x.shape[3])
+
+
+def shrink_to_boundary(target, x: np.ndarray, y: np.ndarray, adversarial: np.ndarray, steps: int = 12) -> np.ndarray:
+    """Move each adversarial example back along its ray from ``x`` to the decision
+    boundary: the smallest scale t in (0, 1] (to 2^-steps) with ``x + t (adv - x)``
+    still misclassified.  Points stay in the box (it is convex and contains ``x``).
+    Examples that are not adversarial are returned unchanged."""
+    delta = adversarial - x
+    broken = target.predict(adversarial) != y
+    low, high = np.zeros(len(x)), np.ones(len(x))
+    for _ in range(steps):
+        middle = (low + high) / 2
+        candidate = (x + middle[:, None, None, None] * delta).astype(np.float32)
+        success = target.predict(candidate) != y
+        high = np.where(success, middle, high)
+        low = np.where(success, low, middle)
+    result = (x + high[:, None, None, None] * delta).astype(np.float32)
+    return np.where(broken[:, None, None, None], np.clip(result, 0, 1), adversarial)
+
+
+def gradient_check(target, x: np.ndarray, y: np.ndarray) -> dict:
+    """Shares of examples whose cross-entropy input gradient is all zero, or not finite:
+    signs of gradient masking (or of saturated softmax, which also blinds CE attacks)."""
+    from advbench.losses import cross_entropy
+
+    zero = nonfinite = 0
+    for start in range(0, len(x), target.batch_size):
+        batch = tf.constant(x[start : start + target.batch_size])
+        _, grad, _ = target.loss_and_gradient(cross_entropy, batch, tf.constant(y[start : start + target.batch_size]))
+        flat = grad.numpy().reshape(len(batch), -1)
+        finite = np.isfinite(flat).all(axis=1)
+        nonfinite += int((~finite).sum())
+        zero += int((finite & (np.abs(flat).max(axis=1) == 0)).sum())
+    return {"zero": zero / max(1, len(x)), "nonfinite": nonfinite / max(1, len(x))}

@@ -58,6 +58,8 @@ def _import(name: str):
             tensorflow = sys.modules.get("tensorflow")
             if tensorflow is not None:
                 tensorflow.config.list_physical_devices()  # the CUDA probe prints here
+                # Retracing warnings for batches of varying size are expected here, not actionable.
+                tensorflow.get_logger().setLevel("ERROR")
             return module
         finally:
             os.dup2(saved, 2)

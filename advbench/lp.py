@@ -83,3 +83,45 @@ def box_diameter(input_shape, p: str) -> float:
     """The largest p-distance between two points of [0, 1]^d: no budget needs to exceed it."""
     dim = int(np.prod(input_shape))
     return {"linf": 1.0, "l2": float(np.sqrt(dim)), "l1": float(dim)}[p]
+
+
+def box_constrained_l2_step(v, c, x):
+    """The exactly minimal L2 perturbation that lowers a linear function by ``c``
+    inside the box, per example::
+
+        min ||delta||_2  s.t.  <v, delta> = -c,  0 <= x + delta <= 1
+
+    (Hein & Andriushchenko 2017).  The solution is the clipped ray
+    ``clip(-lam v, -x, 1 - x)``; ``lam`` is found exactly by sorting the breakpoints at
+    which coordinates hit the box.  ``v`` and ``x`` have shape (batch, ...), ``c``
+    (batch,) with ``c >= 0``.  Returns ``(delta, feasible)``; where even the whole box
+    cannot lower the function by ``c``, ``feasible`` is False and ``delta`` the farthest
+    clipped point.
+    """
+    shape = tf.shape(x)
+    v = tf.reshape(v, [shape[0], -1])
+    x_flat = tf.reshape(x, [shape[0], -1])
+    magnitude = tf.abs(v)
+    room = tf.where(v > 0, x_flat, 1.0 - x_flat)  # how far each coordinate can move along -v
+    # coordinate i saturates at lam_i = room_i / |v_i| (never, for v_i = 0)
+    breakpoint_ = tf.where(magnitude > 0, room / tf.maximum(magnitude, 1e-30), float("inf"))
+    order = tf.argsort(breakpoint_, axis=1)
+    t = tf.gather(breakpoint_, order, batch_dims=1)
+    v2 = tf.gather(tf.square(v), order, batch_dims=1)
+    saturated = tf.gather(magnitude * room, order, batch_dims=1)
+    # g(lam) = lam * sum_{t_i > lam} v_i^2 + sum_{t_i <= lam} |v_i| room_i, increasing in lam
+    saturated_before = tf.cumsum(saturated, axis=1, exclusive=True)
+    free_from = tf.cumsum(v2, axis=1, reverse=True)  # sum_{j >= k} v_j^2
+    finite_t = tf.where(tf.math.is_finite(t), t, 0.0)
+    g_at = finite_t * (free_from - v2) + saturated_before + saturated  # g(t_k)
+    g_at = tf.where(tf.math.is_finite(t), g_at, float("inf"))
+    c = tf.reshape(tf.cast(c, x_flat.dtype), [-1, 1])
+    k = tf.argmax(tf.cast(g_at >= c, tf.int32), axis=1, output_type=tf.int32)  # first segment end reaching c
+    feasible = tf.reduce_any(g_at >= c, axis=1)
+    before = tf.gather(saturated_before, k[:, None], batch_dims=1)[:, 0]
+    free = tf.gather(free_from, k[:, None], batch_dims=1)[:, 0]
+    lam = (c[:, 0] - before) / tf.maximum(free, 1e-30)
+    lam = tf.where(feasible, lam, float("inf"))
+    step = -tf.minimum(lam[:, None], 1e30) * v
+    delta = tf.clip_by_value(step, -x_flat, 1.0 - x_flat)
+    return tf.reshape(delta, shape), feasible

@@ -30,7 +30,7 @@ import numpy as np
 import advbench
 from advbench.data import Subsets, make_subsets
 from advbench.errors import AdvbenchError, DataError, Problem, SpecError
-from advbench.evaluation import KEEP_ADVERSARIAL, attack_radii, certified_radii
+from advbench.evaluation import KEEP_ADVERSARIAL, attack_radii, certified_radii, gradient_check
 from advbench.lazy import keras, tf
 from advbench.spec import ModelPlan, Spec, stable_hash
 from advbench.store import RunStore, write_json
@@ -85,7 +85,7 @@ class Pipeline:
     # -- planning ---------------------------------------------------------------------
 
     def _model_key(self, plan: ModelPlan) -> str:
-        what: dict = {"data": self.data_key, "defense": plan.defense.as_dict(), "version": advbench.__version__}
+        what: dict = {"data": self.data_key, "defense": plan.defense.as_dict(), "seed": plan.seed, "version": advbench.__version__}
         if plan.path is not None:
             what["file"] = file_digest(plan.path)
         else:
@@ -147,6 +147,8 @@ class Pipeline:
     # -- running ---------------------------------------------------------------------------
 
     def run(self) -> "RunSummary":
+        """Run every unfinished job: all training first (transfer attacks need other
+        models), then each model's evaluations."""
         tf.config.experimental.enable_op_determinism()
         jobs = self.plan()
         write_json(self.store.root / "plan.json", {"spec_hash": self.spec.hash, "jobs": {j.id: j.key for j in jobs}})
@@ -154,30 +156,48 @@ class Pipeline:
         summary = RunSummary(total=len(jobs), skipped=len(jobs) - len(todo))
         data = self.load_data()
         self.reporter.start(len(jobs), summary.skipped)
+        failed_models = set()
+        for job in [job for job in todo if job.kind == "train"]:
+            record = self._run_job(job, self.spec.model(job.model).training.epochs, lambda advance: self._train(job, advance))
+            summary.done += 1
+            if record["status"] == "error":
+                summary.errors.append(record)
+                failed_models.add(job.model)
         for plan in self.spec.models:
-            target = None
-            for job in [job for job in todo if job.model == plan.name]:
-                started = time.perf_counter()
-                size = plan.training.epochs if job.kind == "train" else len(data.eval_index)
-                with self.reporter.job(job, size) as advance:
-                    try:
-                        keras.utils.set_random_seed(job.seed)
-                        if job.kind == "train":
-                            record, arrays = self._train(job, advance)
-                        else:
-                            target = target or make_target(self._load_model(plan), plan, data, self.spec.evaluation)
-                            record, arrays = self._evaluate(job, target, advance)
-                    except KeyboardInterrupt:
-                        raise
-                    except Exception as exc:
-                        record, arrays = self._error(job, exc), None
-                self._record(job, record, started, arrays)
+            if self.spec.evaluation.eot is False:
+                self.reporter.warn(f"{plan.name}: EOT is disabled; a randomized model's evaluation is invalid and marked as such")
+            for job in [job for job in todo if job.kind != "train" and job.model == plan.name]:
+                if plan.name in failed_models:
+                    summary.errors.append(self._run_job(job, 0, lambda advance: (self._skipped_record(plan.name), None)))
+                    continue
+                record = self._run_job(job, len(data.eval_index), lambda advance: self._evaluate(job, self.targets.target(plan.name), advance))
                 summary.done += 1
                 if record["status"] == "error":
                     summary.errors.append(record)
-                    if job.kind == "train":
-                        break  # nothing else of this model can run
         return summary
+
+    @property
+    def targets(self) -> "Targets":
+        if not hasattr(self, "_targets"):
+            self._targets = Targets(self)
+        return self._targets
+
+    def _run_job(self, job: Job, size: int, work) -> dict:
+        started = time.perf_counter()
+        with self.reporter.job(job, size) as advance:
+            try:
+                keras.utils.set_random_seed(job.seed)
+                record, arrays = work(advance)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:
+                record, arrays = self._error(job, exc), None
+        self._record(job, record, started, arrays)
+        return record
+
+    @staticmethod
+    def _skipped_record(model: str) -> dict:
+        return {"status": "error", "message": f"model {model!r} could not be trained; see its train job"}
 
     def _record(self, job: Job, record: dict, started: float, arrays) -> None:
         record.update(
@@ -254,6 +274,7 @@ class Pipeline:
             diagnostics = defense.diagnostics(target, x, y, self.store.root / "diagnostics", job.model)
             advance(len(x))
             return {
+                "gradients": gradient_check(target, x, y),
                 "diagnostics": diagnostics,
                 "dataset": data.data.info,
                 "status": "ok",
@@ -284,7 +305,8 @@ class Pipeline:
             record.update(status="ok", radius=radius.tolist(), probabilistic=method.probabilistic)
             return record, None
         outcome = attack_radii(
-            method, target, x, y, predicted, job.norm, job.eps, evaluation.radius_tolerance, job.seed, evaluation.batch_size, advance
+            method, target, x, y, predicted, job.norm, job.eps, evaluation.radius_tolerance, job.seed, evaluation.batch_size, advance,
+            context=self.targets,
         )
         record.update(
             status="ok",
@@ -295,7 +317,10 @@ class Pipeline:
             tolerance=None if method.minimal_norm else evaluation.radius_tolerance,
             attack_calls=outcome.attack_calls,
             evaluations=target.evaluations(),
+            uses_gradients=method.uses_gradients,
         )
+        if outcome.found_by is not None:
+            record["found_by"] = outcome.found_by
         keep = slice(0, KEEP_ADVERSARIAL)
         return record, {"index": data.eval_index[keep], "original": x[keep], "adversarial": outcome.adversarial[keep]}
 
@@ -327,6 +352,22 @@ def make_target(model, plan: ModelPlan, data: Subsets, evaluation):
     )
     target.randomness = {"declared": declared, "observed": observed}
     return target
+
+
+class Targets:
+    """The evaluated models of a run, loaded once each: what ``Attack.prepare`` sees as
+    ``context`` (``context.target(name)``, e.g. a transfer attack's source)."""
+
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline = pipeline
+        self._loaded: dict = {}
+
+    def target(self, name: str):
+        if name not in self._loaded:
+            plan = self.pipeline.spec.model(name)
+            model = self.pipeline._load_model(plan)
+            self._loaded[name] = make_target(model, plan, self.pipeline.load_data(), self.pipeline.spec.evaluation)
+        return self._loaded[name]
 
 
 @dataclass

@@ -36,6 +36,7 @@ class Bounds:
     certified: dict[str, np.ndarray] = field(default_factory=dict)  # certifier label -> radii
     empirical: dict[str, np.ndarray] = field(default_factory=dict)  # attack label -> radii
     probabilistic: set[str] = field(default_factory=set)  # certifiers whose radius holds with probability 1 - alpha
+    attack_records: dict[str, dict] = field(default_factory=dict)  # attack label -> its record
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
@@ -67,7 +68,7 @@ class Bounds:
     def empirical_accuracy(self, eps: float) -> float | None:
         if not self.empirical:
             return None
-        return float(np.mean(self.correct & (self.empirical_radius > eps * (1 + BUDGET_RTOL))))
+        return _accuracy(self.empirical_radius, self.correct, eps)
 
     def median_radius(self, which: str) -> float | None:
         radii = self.certified_radius if which == "certified" else self.empirical_radius
@@ -141,10 +142,13 @@ def load_results(run_dir: str | Path) -> Results:
                         target[label] = np.asarray(record["radius"], dtype=np.float64)
                         if record.get("probabilistic"):
                             b.probabilistic.add(label)
+                        if kind == "attack":
+                            b.attack_records[label] = record
                     elif record["status"] == "error":
                         b.errors.append(f"{label} failed: {record['message']}")
                     else:
                         b.notes.append(f"{label}: {record['message']}")
+            b.flags.extend(masking_flags(b, clean))
             for certifier, attack, count in b.violations():
                 b.errors.append(
                     f"certified > empirical on {count} example(s): {certifier} certifies a radius larger than the "
@@ -152,6 +156,40 @@ def load_results(run_dir: str | Path) -> Results:
                 )
             bounds.append(b)
     return Results(spec=spec, records=records, bounds=bounds, training=training)
+
+
+def masking_flags(b: Bounds, clean: dict) -> list[str]:
+    """Signs of gradient masking (AutoAttack, ART, Carlini et al. 2019), from the records."""
+    flags = []
+    gradients = clean.get("gradients", {})
+    if gradients.get("nonfinite"):
+        flags.append(f"NaN/inf gradients on {100 * gradients['nonfinite']:.0f}%")
+    if gradients.get("zero"):
+        flags.append(f"zero gradients on {100 * gradients['zero']:.0f}%")
+    correct = b.correct
+    white = {k: r for k, r in b.attack_records.items() if r.get("uses_gradients", True)}
+    black = {k: r for k, r in b.attack_records.items() if not r.get("uses_gradients", True)}
+    if white and black:
+        for eps in b.eps:
+            white_acc = min(_accuracy(b.empirical[k], correct, eps) for k in white)
+            for label in black:
+                if _accuracy(b.empirical[label], correct, eps) < white_acc - 0.5 / len(correct):
+                    flags.append(f"black-box {label} beats the white-box attacks at ε={eps:g}")
+                    break
+    for label, record in b.attack_records.items():
+        rates = np.asarray(record.get("fixed_budget_success", []), dtype=float).mean(axis=1) if record.get("fixed_budget_success") else []
+        if len(rates) > 1 and np.any(np.diff(rates) < -1.5 / len(correct)):
+            flags.append(f"{label}: success falls as ε grows")
+    if b.empirical and correct.any():
+        never = np.mean(correct & np.isinf(b.empirical_radius))
+        classes = max(len(np.unique(b.label)), 2)
+        if never > 1.0 / classes:
+            flags.append(f"{100 * never:.0f}% unbroken at ε covering the whole input range")
+    return flags
+
+
+def _accuracy(radius: np.ndarray, correct: np.ndarray, eps: float) -> float:
+    return float(np.mean(correct & (radius > eps * (1 + BUDGET_RTOL))))
 
 
 def _flags(b: Bounds, clean: dict) -> None:

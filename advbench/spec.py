@@ -67,6 +67,7 @@ class ModelSpec(_Strict):
     defense: ComponentEntry = Field(default_factory=lambda: ComponentEntry(name="none"), description="Defense used in training and inference.")
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     path: str | None = Field(None, description="A pretrained Keras model (logits out, inputs in [0, 1]), relative to the spec.")
+    seed: int | None = Field(None, ge=0, description="Seed of this model's initialization and training (default: the spec's seed); e.g. an independently trained copy.")
 
     @model_validator(mode="after")
     def _architecture_or_path(self):
@@ -180,9 +181,12 @@ class ModelPlan:
     defense: ComponentRef
     training: TrainingSpec
     path: Path | None
+    seed: int | None = None
 
     def as_dict(self) -> dict:
         data: dict[str, Any] = {"name": self.name, "defense": self.defense.as_dict()}
+        if self.seed is not None:
+            data["seed"] = self.seed
         if self.path is not None:
             data["path"] = str(self.path)
         else:
@@ -297,6 +301,7 @@ def load_spec(path: str | Path, strict: bool = False) -> Spec:
                 defense=resolver.resolve("defense", m.defense, ("models", i, "defense")),
                 training=m.training,
                 path=(path.parent / m.path) if m.path else None,
+                seed=m.seed,
             )
             for i, m in enumerate(model.models)
         ],
@@ -315,6 +320,14 @@ def load_spec(path: str | Path, strict: bool = False) -> Spec:
                 ("models", i, "training", "augmentation", "flip"),
                 f"dataset {spec.dataset.name!r} does not allow horizontal flips (its classes are not mirror-invariant)",
             ))
+    # Checks a component makes against the rest of the spec (e.g. a transfer attack's source model).
+    references = [(("dataset",), spec.dataset)]
+    references += [(("models", i, part), getattr(m, part)) for i, m in enumerate(spec.models) for part in ("architecture", "defense")]
+    references += [(("attacks", i), a) for i, a in enumerate(spec.attacks)] + [(("certifiers", i), c) for i, c in enumerate(spec.certifiers)]
+    for loc, ref in references:
+        message = ref.cls.check_spec(ref.params, spec) if ref is not None else None
+        if message:
+            resolver.problems.append(locator.problem(loc, message))
     if resolver.problems:
         raise SpecError(resolver.problems)
     return spec

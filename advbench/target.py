@@ -77,7 +77,10 @@ class Target:
                 logits = self.model(x, training=False)
                 loss = loss_fn(logits, y)
                 total = tf.reduce_sum(loss)
-            return loss, tape.gradient(total, x), logits
+            gradient = tape.gradient(total, x)
+            # A model with no differentiable path to its input (e.g. rounding) has zero
+            # gradients, which the gradient-masking check then reports.
+            return loss, tf.zeros_like(x) if gradient is None else gradient, logits
 
         self.gradient_evaluations.assign_add(tf.cast(tf.shape(x)[0] * draws, tf.int64))
         if draws == 1:
@@ -95,6 +98,35 @@ class Target:
             [tf.constant(0), tf.zeros([batch], x.dtype), tf.zeros_like(x), zeros_logits],
         )
         return loss_sum / draws, grad_sum / draws, logits
+
+    def logit_jacobian(self, x):
+        """Input gradients of all K logits, shape (batch, K, ...), averaged over EOT draws,
+        and the logits of the last draw (counted as K gradient evaluations per example)."""
+        draws = self.eot_samples
+
+        def one_draw():
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                logits = self.model(x, training=False)
+            jacobian = tape.batch_jacobian(logits, x)
+            if jacobian is None:
+                jacobian = tf.zeros(tf.concat([tf.shape(x)[:1], [self.num_classes], tf.shape(x)[1:]], 0), x.dtype)
+            return jacobian, logits
+
+        self.gradient_evaluations.assign_add(tf.cast(tf.shape(x)[0] * draws * self.num_classes, tf.int64))
+        if draws == 1:
+            return one_draw()
+
+        def body(i, total, _):
+            jacobian, logits = one_draw()
+            return i + 1, total + jacobian, logits
+
+        shape = tf.concat([tf.shape(x)[:1], [self.num_classes], tf.shape(x)[1:]], 0)
+        _, total, logits = tf.while_loop(
+            lambda i, *_: i < draws, body,
+            [tf.constant(0), tf.zeros(shape, x.dtype), tf.zeros([tf.shape(x)[0], self.num_classes], x.dtype)],
+        )
+        return total / draws, logits
 
     # -- outside attacks (NumPy in, NumPy out) -------------------------------------------
 

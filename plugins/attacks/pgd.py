@@ -84,6 +84,7 @@ class PGD(Attack):
     def __init__(self, params=None, **kwargs):
         super().__init__(params, **kwargs)
         self._compiled = {}
+        self.pixel_mask = None  # (H, W, 1) of 0/1: perturb only these pixels (masked PGD)
 
     def search_settings(self) -> dict:
         p = self.params
@@ -100,15 +101,20 @@ class PGD(Attack):
         if key not in self._compiled:
             loss = LOSSES[self.params.loss]
             settings = self.search_settings()
+            mask = 1.0 if self.pixel_mask is None else tf.constant(self.pixel_mask, tf.float32)
+
+            def loss_and_gradient(x, y):
+                value, grad, logits = target.loss_and_gradient(loss, x, y)
+                return value, grad * mask, logits
 
             def run(x, y, eps, delta, steps):
                 return pgd_steps(
-                    lambda x, y: target.loss_and_gradient(loss, x, y), x, y, eps, norm, delta,
+                    loss_and_gradient, x, y, eps, norm, delta,
                     steps=steps, step_size=settings["step_size"], stop_when_adversarial=settings["early_stop"],
                 )
 
             def start(x, eps, seed):
-                return pgd_start(x, eps, norm, settings["random_start"], seed)
+                return pgd_start(x, eps, norm, settings["random_start"], seed) * mask
 
             def misclassified(x, y):
                 return tf.argmax(target.logits(x), axis=1, output_type=tf.int64) != tf.cast(y, tf.int64)
@@ -118,7 +124,11 @@ class PGD(Attack):
 
     def perturb(self, target, x, y, eps, norm, seed):
         """Restarts run only on the examples still unbroken; with ``early_stop`` the batch
-        is also compacted every few steps to the examples still unbroken."""
+        is also compacted every few steps to the examples still unbroken.  Against a
+        randomized model one draw says little about the majority verdict, so every step
+        runs and the last iterate is returned (EOT-PGD)."""
+        if target.randomized:
+            return self._perturb_randomized(target, x, y, eps, norm, seed)
         run, start, misclassified = self._functions(target, norm)
         settings = self.search_settings()
         x, y, eps = (np.asarray(a) for a in (x, y, eps))
@@ -149,6 +159,24 @@ class PGD(Attack):
                 unbroken = ~broken[active]
                 result[active[unbroken]] = last[unbroken]
                 broken[active[hit]] = True
+        return result
+
+    def _perturb_randomized(self, target, x, y, eps, norm, seed):
+        run, start, _ = self._functions(target, norm)
+        settings = self.search_settings()
+        x, y, eps = (np.asarray(a) for a in (x, y, eps))
+        restarts = []
+        for restart in range(settings["restarts"]):
+            delta = start(x, eps, tf.constant([seed, restart], tf.int64)).numpy()
+            delta = run(x, y, eps, delta, tf.constant(settings["steps"]))[0].numpy()
+            restarts.append(np.clip(x + delta, 0.0, 1.0))
+        if len(restarts) == 1:
+            return restarts[0]
+        # keep, per example, the restart the majority verdict calls adversarial, if any
+        result = restarts[-1].copy()
+        for candidate in restarts:
+            broken = target.predict(candidate) != y
+            result[broken] = candidate[broken]
         return result
 
 

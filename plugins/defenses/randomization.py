@@ -30,7 +30,7 @@ class Randomization(Defense):
 
     def transform(self, x):
         height = x.shape[1]
-        padded = max(height + 1, int(round(height * self.params.max_ratio)))
+        padded = max(height + 2, int(round(height * self.params.max_ratio)))
         size = tf.random.uniform([], height, padded, dtype=tf.int32)
         resized = tf.image.resize(x, tf.stack([size, size]), method=self.params.method)
         room = padded - size

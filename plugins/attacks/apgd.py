@@ -1,0 +1,213 @@
+"""Auto-PGD (Croce & Hein 2020): step-size-free PGD with momentum, for linf and l2.
+
+The step starts at 2 eps and is halved at checkpoints ``w_j = ceil(p_j N)``
+(``p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)``) when fewer
+than ``rho`` of the steps since the last checkpoint raised the loss, or when the step
+was not reduced at the last checkpoint and the best loss did not improve; after a
+halving the iterate restarts from the best point.  Momentum ``alpha = 0.75``.
+
+Losses: cross-entropy (``ce``), the scale-invariant difference of logits ratio (``dlr``)
+and, for targeted attacks, its targeted form, run against the ``targets`` classes with the
+highest clean logits.  Restarts and targets run only on the examples still unbroken.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from advbench import Attack, Params, hookimpl
+from advbench import lp
+from advbench.lazy import tf
+from advbench.losses import cross_entropy
+
+ALPHA = 0.75
+RHO = 0.75
+
+
+def checkpoints(steps: int) -> list[int]:
+    """The iterations at which APGD may halve its step."""
+    p = [0.0, 0.22]
+    while p[-1] < 1:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    return sorted({math.ceil(q * steps) for q in p[1:] if math.ceil(q * steps) < steps})
+
+
+def dlr(logits, y):
+    """-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3): scale-invariant, maximized by the attack."""
+    sorted_logits = tf.sort(logits, axis=1, direction="DESCENDING")
+    true = tf.one_hot(tf.cast(y, tf.int32), tf.shape(logits)[1]) > 0.5
+    z_y = tf.reduce_sum(tf.where(true, logits, 0.0), axis=1)
+    other = tf.reduce_max(tf.where(true, -float("inf"), logits), axis=1)
+    return -(z_y - other) / (sorted_logits[:, 0] - sorted_logits[:, 2] + 1e-12)
+
+
+def targeted_dlr(target_class):
+    """-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2): the targeted DLR loss towards ``target_class``."""
+
+    def loss(logits, y):
+        sorted_logits = tf.sort(logits, axis=1, direction="DESCENDING")
+        classes = tf.shape(logits)[1]
+        z_y = tf.reduce_sum(logits * tf.one_hot(tf.cast(y, tf.int32), classes), axis=1)
+        z_t = tf.reduce_sum(logits * tf.one_hot(tf.cast(target_class, tf.int32), classes), axis=1)
+        return -(z_y - z_t) / (sorted_logits[:, 0] - (sorted_logits[:, 2] + sorted_logits[:, 3]) / 2 + 1e-12)
+
+    return loss
+
+
+def apgd_search(loss_and_gradient, x, y, eps, norm, seed, *, steps, random_start=True, target_class=None, stop_early=True):
+    """One APGD run (compilable).  Returns per example the smallest adversarial iterate
+    seen (and its norm, inf if none) and the point of highest loss.  With
+    ``target_class``, an iterate counts as adversarial only when it is classified as that
+    class (a targeted success).  ``stop_early`` leaves the loop once every example has
+    an adversarial iterate (off against randomized models, where one draw decides little)."""
+    batch = tf.shape(x)[0]
+    shape = [-1] + [1] * (len(x.shape) - 1)
+    marks = np.zeros(steps + 1, bool)
+    marks[checkpoints(steps)] = True
+    previous_mark = np.zeros(steps + 1, np.float32)
+    last = 0
+    for k in range(steps + 1):
+        previous_mark[k] = last
+        if marks[k]:
+            last = k
+    marks, previous_mark = tf.constant(marks), tf.constant(previous_mark)
+
+    def project(point):
+        return tf.clip_by_value(x + lp.project(point - x, eps, norm), 0.0, 1.0)
+
+    def direction(grad):
+        return lp.steepest_ascent(grad, norm)
+
+    def adversarial(point, logits, found_norm, found):
+        predicted = tf.argmax(logits, axis=1, output_type=tf.int64)
+        if target_class is None:
+            wrong = predicted != tf.cast(y, tf.int64)
+        else:
+            wrong = predicted == tf.cast(target_class, tf.int64)
+        size = lp.norm(point - x, norm)
+        better = wrong & (size < found_norm)
+        return tf.where(better, size, found_norm), tf.where(tf.reshape(better, shape), point, found)
+
+    start = x + lp.random_in_ball(tf.shape(x), eps, norm, seed) if random_start else x
+    start = tf.clip_by_value(start, 0.0, 1.0)
+    loss, grad, logits = loss_and_gradient(start, y)
+    found_norm, found = adversarial(start, logits, tf.fill([batch], float("inf")), x)
+    step = 2.0 * eps
+    current = project(start + tf.reshape(step, shape) * direction(grad))
+    state = dict(
+        i=tf.constant(1), previous=start, current=current, step=step,
+        best_loss=loss, best=start, best_grad=grad, last_loss=loss,
+        successes=tf.zeros([batch]), checkpoint_best=loss, reduced=tf.zeros([batch], tf.bool),
+        found_norm=found_norm, found=found,
+    )
+
+    def body(s):
+        loss, grad, logits = loss_and_gradient(s["current"], y)
+        found_norm, found = adversarial(s["current"], logits, s["found_norm"], s["found"])
+        improved = loss > s["best_loss"]
+        best_loss = tf.where(improved, loss, s["best_loss"])
+        best = tf.where(tf.reshape(improved, shape), s["current"], s["best"])
+        best_grad = tf.where(tf.reshape(improved, shape), grad, s["best_grad"])
+        successes = s["successes"] + tf.cast(loss > s["last_loss"], tf.float32)
+        i = s["i"]
+        at_mark = marks[i]
+        interval = tf.cast(i, tf.float32) - previous_mark[i]
+        stalled = successes < RHO * interval
+        stuck = tf.logical_not(s["reduced"]) & (s["checkpoint_best"] >= best_loss)
+        halve = at_mark & (stalled | stuck)
+        step = tf.where(halve, s["step"] / 2, s["step"])
+        here = tf.where(tf.reshape(halve, shape), best, s["current"])
+        grad_here = tf.where(tf.reshape(halve, shape), best_grad, grad)
+        previous = tf.where(tf.reshape(halve, shape), best, s["previous"])
+        z = project(here + tf.reshape(step, shape) * direction(grad_here))
+        following = project(here + ALPHA * (z - here) + (1 - ALPHA) * (here - previous))
+        return (dict(
+            i=i + 1, previous=here, current=following, step=step,
+            best_loss=best_loss, best=best, best_grad=best_grad, last_loss=loss,
+            successes=tf.where(at_mark, 0.0, successes),
+            checkpoint_best=tf.where(at_mark, best_loss, s["checkpoint_best"]),
+            reduced=tf.where(at_mark, halve, s["reduced"]),
+            found_norm=found_norm, found=found,
+        ),)
+
+    def keep_going(s):
+        if not stop_early:
+            return s["i"] < steps
+        return (s["i"] < steps) & tf.logical_not(tf.reduce_all(tf.math.is_finite(s["found_norm"])))
+
+    final = tf.while_loop(keep_going, body, (state,))[0]
+    loss, _, logits = loss_and_gradient(final["current"], y)
+    found_norm, found = adversarial(final["current"], logits, final["found_norm"], final["found"])
+    return found_norm, found, final["best"]
+
+
+class APGDParams(Params):
+    steps: int = Field(100, ge=2, description="Iterations per restart (and per target).")
+    restarts: int = Field(1, ge=1, description="Random restarts, each on the examples still unbroken.")
+    loss: Literal["ce", "dlr"] = Field("ce", description="Cross-entropy or the difference of logits ratio.")
+    targeted: bool = Field(False, description="Targeted DLR towards each of the top `targets` classes in turn.")
+    targets: int = Field(9, ge=1, description="Targeted: how many target classes (highest clean logits first).")
+    random_start: bool = Field(True, description="Start from a random point in the ball.")
+
+
+class APGD(Attack):
+    """Auto-PGD (Croce & Hein 2020): adaptive step, momentum; CE or DLR, untargeted or targeted."""
+
+    Params = APGDParams
+
+    def __init__(self, params=None, **kwargs):
+        super().__init__(params, **kwargs)
+        self._compiled = {}
+
+    def _run(self, target, norm, loss_name):
+        key = (id(target), norm, loss_name)
+        if key not in self._compiled:
+            steps, random_start = self.params.steps, self.params.random_start
+
+            def run(x, y, eps, seed, target_class):
+                loss = {"ce": cross_entropy, "dlr": dlr, "targeted": targeted_dlr(target_class)}[loss_name]
+                return apgd_search(
+                    lambda a, b: target.loss_and_gradient(loss, a, b), x, y, eps, norm, seed, steps=steps, random_start=random_start,
+                    target_class=target_class if loss_name == "targeted" else None, stop_early=not target.randomized,
+                )
+
+            self._compiled[key] = tf.function(run, reduce_retracing=True)
+        return self._compiled[key]
+
+    def perturb(self, target, x, y, eps, norm, seed):
+        x, y, eps = np.asarray(x), np.asarray(y), np.asarray(eps, np.float32)
+        result = x.copy()
+        broken = np.zeros(len(x), bool)
+        if self.params.targeted:
+            order = np.argsort(-target.logits_numpy(x), axis=1)
+            # the top classes other than the label, best first
+            others = np.array([row[row != label] for row, label in zip(order, y)])
+            candidates = [others[:, k] for k in range(min(self.params.targets, others.shape[1]))]
+            runs = [("targeted", c) for c in candidates]
+        else:
+            runs = [(self.params.loss, np.full_like(y, -1))]  # no target class
+        for run_index, (loss_name, classes) in enumerate(runs):
+            for restart in range(self.params.restarts):
+                active = np.flatnonzero(~broken & (classes != y))
+                if not len(active):
+                    continue
+                run = self._run(target, norm, loss_name)
+                seed_pair = tf.constant([seed, run_index * 1000 + restart], tf.int64)
+                found_norm, found, best = (t.numpy() for t in run(x[active], y[active], eps[active], seed_pair, classes[active]))
+                if target.randomized:  # judge by the majority over draws, at the highest-loss point
+                    found = best
+                    hit = target.predict(best) != y[active]
+                else:
+                    hit = np.isfinite(found_norm)
+                result[active] = np.where(hit[:, None, None, None], found, np.where(broken[active, None, None, None], result[active], best))
+                broken[active[hit]] = True
+        return result
+
+
+@hookimpl
+def advbench_register_attacks(register):
+    register("apgd", APGD)

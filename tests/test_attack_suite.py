@@ -1,0 +1,200 @@
+"""The attack suite against exact answers and against each other: minimal-norm attacks on
+linear models, targeted success, APGD vs PGD, the ensemble vs its members, EOT against a
+randomized defense, masked and transfer attacks, gradient-masking flags."""
+
+import textwrap
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+
+from advbench import lp
+from advbench.evaluation import attack_radii
+from advbench.lazy import keras, tf
+from advbench.plugins import load_plugins
+from advbench.target import Target
+from advbench.testing import run_spec, tiny_spec
+from helpers import linear_model, trained_mlp
+
+REGISTRY = load_plugins(strict=True).registry
+
+
+def attack(name, **params):
+    cls = REGISTRY.get("attack", name)
+    return cls(cls.Params(**params))
+
+
+def test_box_constrained_step_matches_a_generic_solver():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(5, 3, 3, 1)).astype(np.float32)
+    x[:, 0] = rng.choice([0.01, 0.99], size=(5, 3, 1))
+    v = rng.normal(size=x.shape).astype(np.float32)
+    c = rng.uniform(0.1, 1.0, 5).astype(np.float32)
+    delta, feasible = lp.box_constrained_l2_step(tf.constant(v), tf.constant(c), tf.constant(x))
+    for i in range(5):
+        vi, xi = v[i].ravel(), x[i].ravel()
+        reference = minimize(lambda z: z @ z, np.zeros(9), jac=lambda z: 2 * z, method="SLSQP", bounds=list(zip(-xi, 1 - xi)),
+                             constraints=[{"type": "eq", "fun": lambda z: vi @ z + c[i]}], options={"ftol": 1e-14, "maxiter": 1000})
+        assert feasible[i] and reference.success
+        np.testing.assert_allclose(np.linalg.norm(delta[i]), np.sqrt(reference.fun), rtol=1e-5)
+
+
+def exact_box_radius(model, x):
+    """Exact minimal L2 adversarial perturbation of a linear model inside the box: per
+    wrong class the clipped-ray solution, then the smallest."""
+    kernel = model.layers[-1].kernel.numpy()
+    logits = model(x).numpy()
+    predicted = logits.argmax(1)
+    best = np.full(len(x), np.inf)
+    for j in range(kernel.shape[1]):
+        v = (kernel[:, predicted] - kernel[:, [j]]).T.reshape(x.shape)  # grad of f_c - f_j
+        margin = logits[np.arange(len(x)), predicted] - logits[:, j]
+        delta, feasible = lp.box_constrained_l2_step(tf.constant(v), tf.constant(margin), tf.constant(x))
+        size = np.where(feasible.numpy() & (predicted != j), lp.numpy_norm(delta.numpy(), "l2"), np.inf)
+        best = np.minimum(best, size)
+    return predicted, best
+
+
+@pytest.mark.parametrize("name, params", [("deepfool", {}), ("cw", {"steps": 300, "search_steps": 8}), ("hein_boundary", {})])
+def test_minimal_norm_attacks_on_a_linear_model_are_within_one_percent_never_below(name, params):
+    model = linear_model(classes=4, seed=2)
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0.0, 1.0, size=(40, 8, 8, 1)).astype(np.float32)
+    x[x < 0.2] = 0.0  # pixels on the box boundary, so the box binds
+    predicted, exact = exact_box_radius(model, x)
+    outcome = attack_radii(attack(name, **params), Target(model, num_classes=4), x, predicted, predicted, "l2", [0.1], 0.01, 0, 40)
+    assert np.all(outcome.radius >= exact * (1 - 1e-4))
+    assert np.all(outcome.radius <= exact * 1.01), np.max(outcome.radius / exact)
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    model, data = trained_mlp(hidden=32, epochs=15)
+    target = Target(model, num_classes=10)
+    x, y = data.x_test[:100], data.y_test[:100]
+    keep = target.predict(x) == y
+    return target, x[keep], y[keep]
+
+
+def robust_accuracy(method, target, x, y, eps, norm="linf", seed=0):
+    result = method.perturb(target, x, y, np.full(len(x), eps, np.float32), norm, seed)
+    adversarial = result[0] if isinstance(result, tuple) else result
+    return float(np.mean(target.predict(np.asarray(adversarial)) == y))
+
+
+def test_targeted_apgd_hits_its_target_when_it_reports_success(mlp):
+    from advbench_plugins.attacks.apgd import apgd_search, targeted_dlr
+
+    target, x, y = mlp
+    goal = (y + 3) % 10
+    found_norm, found, _ = apgd_search(
+        lambda a, b: target.loss_and_gradient(targeted_dlr(goal), a, b), tf.constant(x), tf.constant(y),
+        tf.fill([len(x)], 0.3), "linf", tf.constant([0, 0], tf.int64), steps=30, target_class=tf.constant(goal),
+    )
+    success = np.isfinite(found_norm.numpy())
+    assert success.mean() > 0.5
+    np.testing.assert_array_equal(target.predict(found.numpy()[success]), goal[success])
+    assert np.all(lp.numpy_norm(found.numpy()[success] - x[success], "linf") <= 0.3 + 1e-6)
+
+
+@pytest.mark.parametrize("norm, eps", [("linf", 0.08), ("l2", 0.5)])
+def test_apgd_is_at_least_as_strong_as_pgd_with_the_same_budget(mlp, norm, eps):
+    target, x, y = mlp
+    pgd = robust_accuracy(attack("pgd", steps=25), target, x, y, eps, norm)
+    apgd = robust_accuracy(attack("apgd", steps=25), target, x, y, eps, norm)
+    assert apgd <= pgd + 1 / len(x), (apgd, pgd)
+
+
+def test_ensemble_is_at_least_as_strong_as_each_member(mlp):
+    target, x, y = mlp
+    eps = 0.08
+    ensemble = attack("ensemble", steps=20, targets=3, queries=200)
+    adversarial, found_by = ensemble.perturb(target, x, y, np.full(len(x), eps, np.float32), "linf", 0)
+    combined = float(np.mean(target.predict(adversarial) == y))
+    members = {label: robust_accuracy(member, target, x, y, eps, seed=k) for k, (label, member) in enumerate(ensemble.members())}
+    assert combined <= min(members.values()) + 1 / len(x), (combined, members)
+    broken = target.predict(adversarial) != y
+    assert set(found_by[broken]) <= {"apgd-ce", "apgd-t", "square"} and all(found_by[broken])
+
+
+def test_eot_breaks_random_resize_and_pad_that_looks_robust_to_plain_pgd():
+    from advbench import load_dataset
+    from advbench.data import make_subsets
+    from advbench.spec import TrainingSpec
+    from advbench.training import train_model
+
+    data = make_subsets(load_dataset("digits"), 1000, 300, 200, 0)
+    keras.utils.set_random_seed(0)
+    cls = REGISTRY.get("defense", "randomization")
+    defense = cls(cls.Params(max_ratio=1.5, method="nearest"))
+    model = REGISTRY.get("architecture", "cnn")().build((8, 8, 1), 10)
+    train_model(model, defense, TrainingSpec(epochs=20, learning_rate=0.005), data.x_train, data.y_train, seed=0)
+    inference = defense.inference_model(model)
+    judge = Target(inference, num_classes=10, randomized=True)  # majority over 10 draws
+    x, y = data.x_eval, data.y_eval
+    pgd = attack("pgd", steps=20)
+    eps = np.full(len(x), 0.2, np.float32)
+    plain = np.mean(judge.predict(pgd.perturb(Target(inference, num_classes=10), x, y, eps, "linf", 0)) == y)
+    eot = np.mean(judge.predict(pgd.perturb(Target(inference, num_classes=10, randomized=True), x, y, eps, "linf", 0)) == y)
+    assert plain > 0.4 and eot < 0.25 * plain, (plain, eot)
+
+
+def test_masked_pgd_on_high_gradient_pixels_beats_low_gradient_pixels(mlp):
+    target, x, y = mlp
+    accuracy = {}
+    for pixels in ("top", "bottom"):
+        method = attack("masked_pgd", steps=20, pixels=pixels, share=0.25)
+        method.prepare(target, x, y, None)
+        accuracy[pixels] = robust_accuracy(method, target, x, y, 0.2)
+        adversarial = method.perturb(target, x, y, np.full(len(x), 0.2, np.float32), "linf", 0)
+        changed = np.abs(adversarial - x)[..., 0] > 0
+        assert not changed[:, method.pixel_mask[..., 0] == 0].any()  # only the masked pixels move
+    assert accuracy["top"] < accuracy["bottom"], accuracy
+
+
+MASKING = textwrap.dedent("""
+    from advbench import Defense, hookimpl
+
+    class Quantize(Defense):
+        \"\"\"Rounds inputs to 4 levels at inference: zero gradients almost everywhere.\"\"\"
+        def inference_model(self, model):
+            import keras, tensorflow as tf
+            inputs = keras.Input(model.input_shape[1:])
+            rounded = keras.layers.Lambda(lambda t: tf.round(t * 3) / 3)(inputs)
+            return keras.Model(inputs, model(rounded))
+
+    @hookimpl
+    def advbench_register_defenses(register):
+        register("quantize", Quantize)
+""")
+
+
+def test_transfer_and_gradient_masking_flags_through_the_pipeline(tmp_path, clean_sys_path):
+    (tmp_path / "masking.py").write_text(MASKING)
+    model = {"architecture": {"name": "mlp", "hidden": 32}, "training": {"epochs": 4, "learning_rate": 0.01}}
+    spec = tiny_spec(
+        tmp_path,
+        plugins=["masking.py"],
+        models=[{"name": "source", **model}, {"name": "masked", "defense": {"name": "quantize"}, **model}],
+        threat_models=[{"norm": "linf", "eps": [0.1, 0.3]}],
+        attacks=[{"name": "pgd", "steps": 10}, {"name": "square", "queries": 300}, {"name": "transfer", "source": "source", "steps": 10}],
+        certifiers=[],
+    )
+    run = run_spec(spec, tmp_path / "run")
+    assert run.exit_code == 0, run.output
+    masked = next(b for b in run.results.bounds if b.model == "masked")
+    assert any("zero gradients" in flag for flag in masked.flags), masked.flags
+    assert any("black-box" in flag for flag in masked.flags), masked.flags
+    assert "transfer" in masked.empirical
+    board = (run.run_dir / "leaderboard.md").read_text()
+    assert "zero gradients" in board
+
+
+def test_transfer_needs_a_source_model_of_the_spec(tmp_path):
+    from typer.testing import CliRunner
+
+    from advbench.cli import app
+
+    spec = tiny_spec(tmp_path, attacks=[{"name": "transfer", "source": "nowhere"}])
+    result = CliRunner().invoke(app, ["validate", str(spec)])
+    assert result.exit_code == 2 and "attacks[0]" in result.output and "source model 'nowhere'" in result.output
