@@ -21,6 +21,7 @@ hookimpl = pluggy.HookimplMarker("advbench")
 from advbench.components import (  # noqa: E402  (hookimpl must exist before plugins import us)
     Architecture,
     Attack,
+    BisectionCertifier,
     Certifier,
     Dataset,
     DatasetArrays,
@@ -47,6 +48,7 @@ def load_dataset(name: str, **params) -> DatasetArrays:
 __all__ = [
     "Architecture",
     "Attack",
+    "BisectionCertifier",
     "Certifier",
     "Dataset",
     "DatasetArrays",

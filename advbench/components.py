@@ -208,6 +208,7 @@ class Certifier(Component):
     norms: ClassVar[tuple[str, ...]] = NORMS
     probabilistic: ClassVar[bool] = False
     supports_randomized: ClassVar[bool] = False
+    certifies_smoothed: ClassVar[bool] = False  # True: the radius is of a smoothed classifier, not of the model
 
     def check(self, target: "Target") -> str | None:
         """Return why this certifier cannot certify ``target`` soundly, or ``None``."""
@@ -217,9 +218,42 @@ class Certifier(Component):
         """Return the certified radius of each example around label ``y`` (NumPy float array).
 
         ``x`` and ``y`` are NumPy arrays of one batch; advbench sets the radius of
-        misclassified examples to 0 afterwards.
+        misclassified examples to 0 afterwards.  May return ``(radius, details)`` with
+        ``details`` a dict of per-example arrays recorded with the result (e.g. the
+        smoothed classifier's predictions).
         """
         raise NotImplementedError
+
+
+class BisectionCertifier(Certifier):
+    """A certifier that answers "is every example certified at its eps?"; advbench turns
+    that into a radius by bisection on a log scale between ``diameter / 2**12`` and the
+    box diameter (the largest possible budget), keeping the last certified eps, to the
+    relative ``tolerance`` of the parameters (default 1e-3)."""
+
+    def certified(self, target: "Target", x, y, norm: str, eps: np.ndarray) -> np.ndarray:
+        """Boolean per example: certified at ``eps`` (one budget per example)."""
+        raise NotImplementedError
+
+    def certify(self, target, x, y, norm):
+        from advbench.lp import box_diameter
+
+        tolerance = getattr(self.params, "tolerance", 1e-3)
+        diameter = box_diameter(x.shape[1:], norm)
+        low = np.full(len(x), diameter / 2**12)
+        ok = self.certified(target, x, y, norm, low)
+        high = np.full(len(x), diameter)
+        top = self.certified(target, x, y, norm, high)
+        low, high = np.where(top, high, low), np.where(top, high, high)
+        todo = ok & ~top
+        while todo.any():
+            index = np.flatnonzero(todo)
+            middle = np.sqrt(low[index] * high[index])
+            hit = self.certified(target, x[index], y[index], norm, middle)
+            low[index] = np.where(hit, middle, low[index])
+            high[index] = np.where(hit, high[index], middle)
+            todo[index] = high[index] > low[index] * (1 + tolerance)
+        return np.where(ok, low, 0.0)
 
 
 KINDS: dict[str, type[Component]] = {

@@ -178,20 +178,28 @@ def certified_radii(
     norm: str,
     batch_size: int,
     advance: Callable[[int], None] = lambda n: None,
-) -> np.ndarray:
-    """Run ``certifier`` in batches; misclassified examples get radius 0."""
+) -> tuple[np.ndarray, dict]:
+    """Run ``certifier`` in batches; misclassified examples get radius 0.  Returns the
+    radii and any per-example details the certifier reported."""
     radius = np.zeros(len(x))
+    details: dict[str, list] = {}
     for start in range(0, len(x), batch_size):
         stop = min(len(x), start + batch_size)
-        result = np.asarray(certifier.certify(target, x[start:stop], y[start:stop], norm), dtype=np.float64)
+        result = certifier.certify(target, x[start:stop], y[start:stop], norm)
+        if isinstance(result, tuple):
+            result, extra = result
+            for key, values in extra.items():
+                details.setdefault(key, []).extend(np.asarray(values).tolist())
+        result = np.asarray(result, dtype=np.float64)
         if result.shape != (stop - start,):
             raise AdvbenchError(f"certifier {certifier.name!r} returned shape {result.shape}, expected ({stop - start},)")
         if np.any(np.isnan(result)) or np.any(result < 0):
             raise AdvbenchError(f"certifier {certifier.name!r} returned a negative or NaN radius")
         radius[start:stop] = result
         advance(stop - start)
-    radius[predicted != y] = 0.0
-    return radius
+    if not certifier.certifies_smoothed:
+        radius[predicted != y] = 0.0  # a smoothed classifier's prediction may differ from the model's
+    return radius, details
 
 
 def gradient_heatmap(target, x: np.ndarray, y: np.ndarray) -> np.ndarray:

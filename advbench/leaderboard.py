@@ -89,17 +89,34 @@ def render_markdown(results: Results, rank_by: str = "certified", plots: dict[st
         lines.append("|" + "|".join(["---:" if i == 0 or i >= 3 and i < len(header) - 1 else "---" for i in range(len(header))]) + "|")
         lines += ["| " + " | ".join(row.cells) + " |" for row in rows]
         lines.append("")
+        ceiling = results.robustness_limit(threat["eps"])
+        if ceiling is not None:
+            lines += [
+                "Fawzi et al.'s limit for this generator: no classifier can have a robust accuracy above "
+                + ", ".join(f"{_pct(float(c))}% at ε={_fmt_eps(e)}" for e, c in zip(threat["eps"], ceiling)) + ".",
+                "",
+            ]
         if plots and norm in plots:
             lines += [f"![{norm}: robust accuracy against ε]({plots[norm]})", ""]
+        smoothed = [(b, label) for b in ranked(bounds, rank_by) for label in b.smoothed]
+        if smoothed:
+            lines += [
+                "Randomized smoothing certifies the *smoothed* classifier g (a majority vote under Gaussian noise), "
+                "not the model above, and holds with probability at least 1 − α; abstentions count as not certified.",
+                "",
+                "| model | certifier | smoothed clean | " + " | ".join(f"ε={_fmt_eps(e)} cert" for e in threat["eps"]) + " |",
+                "|---|---|---:|" + "---:|" * len(threat["eps"]),
+            ]
+            lines += [
+                f"| {b.model} | {label} | {_pct(b.smoothed_accuracy(label, 0))} | "
+                + " | ".join(_pct(b.smoothed_accuracy(label, e)) for e in threat["eps"]) + " |"
+                for b, label in smoothed
+            ]
+            lines.append("")
         details = []
         for b in ranked(bounds, rank_by):
             details += [f"- **ERROR** `{b.model}`: {e}" for e in b.errors]
             details += [f"- `{b.model}`: {n}" for n in b.notes]
-            if b.probabilistic:
-                details.append(
-                    f"- `{b.model}`: the certificates of {', '.join(sorted(b.probabilistic))} hold for the smoothed "
-                    "classifier with probability at least 1 - alpha, not for the base network"
-                )
         if details:
             lines += details + [""]
     lines += _provenance(results)
@@ -157,6 +174,9 @@ def plot(results: Results, norm: str, path: Path) -> None:
             axes.plot(grid, lower * 100, color=color, label=f"{b.model} (certified)")
         if upper is not None and lower is not None:
             axes.fill_between(grid, lower * 100, upper * 100, color=color, alpha=0.15)
+    ceiling = results.robustness_limit(grid)
+    if ceiling is not None:
+        axes.plot(grid, ceiling * 100, color="black", linestyle=":", linewidth=1.5, label="Fawzi et al. limit (any classifier)")
     for e in bounds[0].eps:
         axes.axvline(e, color="grey", linewidth=0.5, linestyle=":")
     axes.set_xlabel(f"ε ({norm})")

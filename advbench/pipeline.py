@@ -301,8 +301,9 @@ class Pipeline:
             if reason:
                 advance(len(x))
                 return {**record, "status": "not_applicable", "message": reason}, None
-            radius = certified_radii(method, target, x, y, predicted, job.norm, evaluation.batch_size, advance)
-            record.update(status="ok", radius=radius.tolist(), probabilistic=method.probabilistic)
+            radius, details = certified_radii(method, target, x, y, predicted, job.norm, evaluation.batch_size, advance)
+            record.update(status="ok", radius=radius.tolist(), probabilistic=method.probabilistic,
+                          certifies_smoothed=method.certifies_smoothed, details=details)
             return record, None
         outcome = attack_radii(
             method, target, x, y, predicted, job.norm, job.eps, evaluation.radius_tolerance, job.seed, evaluation.batch_size, advance,

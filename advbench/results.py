@@ -36,6 +36,7 @@ class Bounds:
     certified: dict[str, np.ndarray] = field(default_factory=dict)  # certifier label -> radii
     empirical: dict[str, np.ndarray] = field(default_factory=dict)  # attack label -> radii
     probabilistic: set[str] = field(default_factory=set)  # certifiers whose radius holds with probability 1 - alpha
+    smoothed: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # label -> (radii, predictions; -1 abstain)
     attack_records: dict[str, dict] = field(default_factory=dict)  # attack label -> its record
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -75,6 +76,12 @@ class Bounds:
         present = self.certified if which == "certified" else self.empirical
         return float(np.median(radii)) if present and len(radii) else None
 
+    def smoothed_accuracy(self, label: str, eps: float) -> float:
+        """Certified accuracy of the smoothed classifier at eps (eps = 0: its clean accuracy; abstentions count as wrong)."""
+        radius, prediction = self.smoothed[label]
+        correct = prediction == self.label
+        return float(np.mean(correct & (radius >= eps))) if eps > 0 else float(np.mean(correct))
+
     def median_gap(self) -> float | None:
         """Median over correctly classified examples of empirical minus certified radius."""
         if not (self.certified and self.empirical) or not self.correct.any():
@@ -98,6 +105,13 @@ class Results:
     records: dict[str, dict]
     bounds: list[Bounds]
     training: dict[str, dict]
+    limit: dict | None = None  # Fawzi et al.'s parameters when the dataset's generator is known
+
+    def robustness_limit(self, eps):
+        """The highest robust accuracy any classifier can reach at eps, or ``None`` if unknown."""
+        if not self.limit:
+            return None
+        return fawzi_limit(eps, self.limit["lipschitz"], self.limit["class_masses"])
 
     def for_norm(self, norm: str) -> list[Bounds]:
         return [b for b in self.bounds if b.norm == norm]
@@ -118,11 +132,14 @@ def load_results(run_dir: str | Path) -> Results:
             records[job_id] = record
     bounds = []
     training = {}
+    limit = None
     for model in spec["models"]:
         name = model["name"]
         defense = model["defense"]["name"]
         training[name] = records.get(f"{name}/train", {})
         clean = records.get(f"{name}/clean")
+        if clean and clean.get("dataset", {}).get("fawzi"):
+            limit = clean["dataset"]["fawzi"]
         for threat in spec["threat_models"]:
             norm = threat["norm"]
             if clean is None or clean.get("status") != "ok":
@@ -138,6 +155,10 @@ def load_results(run_dir: str | Path) -> Results:
                     record = records.get(f"{name}/{norm}/{kind}-{label}")
                     if record is None:
                         b.notes.append(f"{label}: not run yet")
+                    elif record["status"] == "ok" and record.get("certifies_smoothed"):
+                        # certifies a smoothed classifier, not this model: kept apart
+                        prediction = np.asarray(record.get("details", {}).get("prediction", [-1] * len(b.label)))
+                        b.smoothed[label] = (np.asarray(record["radius"], dtype=np.float64), prediction)
                     elif record["status"] == "ok":
                         target[label] = np.asarray(record["radius"], dtype=np.float64)
                         if record.get("probabilistic"):
@@ -155,7 +176,14 @@ def load_results(run_dir: str | Path) -> Results:
                     f"adversarial example {attack} found; one of them is wrong"
                 )
             bounds.append(b)
-    return Results(spec=spec, records=records, bounds=bounds, training=training)
+    results = Results(spec=spec, records=records, bounds=bounds, training=training, limit=limit)
+    for b in bounds:
+        for eps in b.eps:
+            certified = b.certified_accuracy(eps)
+            ceiling = results.robustness_limit(eps)
+            if certified is not None and ceiling is not None and certified > ceiling + 1e-9:
+                b.errors.append(f"certified accuracy {100 * certified:.1f}% at ε={eps:g} exceeds the Fawzi limit {100 * float(ceiling):.1f}%")
+    return results
 
 
 def masking_flags(b: Bounds, clean: dict) -> list[str]:
@@ -203,6 +231,19 @@ def _flags(b: Bounds, clean: dict) -> None:
         b.flags.append("undeclared randomness")
     if randomness.get("declared") and not randomness.get("observed"):
         b.flags.append("declared randomized, but two calls agreed")
+
+
+def fawzi_limit(eps, lipschitz: float, class_masses: list[float]):
+    """Fawzi et al. (2018): the largest robust accuracy any classifier can have at ``eps``
+    on data from an L-Lipschitz generator of a Gaussian latent with these class masses:
+    ``1 - sum_i [Phi(a_i + eps / L) - Phi(a_i)]``, ``a_i = Phi^{-1}(1 - mass_i)``."""
+    from scipy.stats import norm
+
+    eps = np.asarray(eps, dtype=np.float64)
+    a = norm.ppf(1 - np.asarray(class_masses))
+    flat = eps.reshape(-1, 1)
+    vulnerable = np.sum(norm.cdf(a[None, :] + flat / lipschitz) - norm.cdf(a[None, :]), axis=1)
+    return np.clip(1 - vulnerable, 0.0, 1.0).reshape(eps.shape)
 
 
 def export_csv(run_dir: str | Path, output: str | Path) -> int:

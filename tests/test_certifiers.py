@@ -22,7 +22,7 @@ def test_lipschitz_equals_the_closed_form_on_a_linear_model(norm):
     model = linear_model(classes=5, seed=3)
     x = np.random.default_rng(0).uniform(0, 1, size=(50, 8, 8, 1)).astype(np.float32)
     predicted, exact = exact_linear_radius(model, x, norm)
-    radius = certified_radii(certifier("lipschitz"), Target(model, num_classes=5), x, predicted, predicted, norm, 32)
+    radius, _ = certified_radii(certifier("lipschitz"), Target(model, num_classes=5), x, predicted, predicted, norm, 32)
     np.testing.assert_allclose(radius, exact, rtol=1e-4)
 
 
@@ -84,7 +84,7 @@ def trained():
 def test_points_inside_the_certified_ball_keep_the_prediction(trained, norm):
     target, x, y = trained
     predicted = target.predict(x)
-    radius = certified_radii(certifier("lipschitz"), target, x, y, predicted, norm, 60)
+    radius, _ = certified_radii(certifier("lipschitz"), target, x, y, predicted, norm, 60)
     assert np.any(radius > 0)
     rng = np.random.default_rng(0)
     for _ in range(20):
@@ -102,7 +102,7 @@ def test_points_inside_the_certified_ball_keep_the_prediction(trained, norm):
 def test_certified_never_exceeds_empirical_on_a_trained_network(trained, norm):
     target, x, y = trained
     predicted = target.predict(x)
-    certified = certified_radii(certifier("lipschitz"), target, x, y, predicted, norm, 60)
+    certified, _ = certified_radii(certifier("lipschitz"), target, x, y, predicted, norm, 60)
     pgd = REGISTRY.get("attack", "pgd")
     outcome = attack_radii(pgd(pgd.Params(steps=20)), target, x, y, predicted, norm, [0.1], 0.02, 0, 60)
     assert np.all(certified <= outcome.radius)

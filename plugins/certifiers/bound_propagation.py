@@ -1,0 +1,100 @@
+"""`ibp` and `crown`: certified radii from interval bound propagation (Gowal et al. 2018)
+and from CROWN's linear relaxations (Zhang et al. 2018), for linf and l2 balls
+intersected with [0, 1].  The radius is the largest eps at which every margin's lower
+bound is positive, found by bisection (:class:`advbench.BisectionCertifier`).  Work is
+split into sub-batches that fit the memory budget."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from advbench import BisectionCertifier, Params, hookimpl
+from advbench.lazy import tf
+from advbench.structure import UnsupportedModel
+
+
+class BoundParams(Params):
+    tolerance: float = Field(1e-3, gt=0, lt=1, description="Relative precision of the radius bisection.")
+    memory_mb: int = Field(1024, ge=16, description="Memory budget of one sub-batch of bound computations.")
+
+
+class CrownParams(BoundParams):
+    max_neurons: int = Field(2048, ge=1, description="Layers with at most this many neurons get CROWN intermediate bounds; larger ones IBP.")
+
+
+class _Propagation(BisectionCertifier):
+    def __init__(self, params=None, **kwargs):
+        super().__init__(params, **kwargs)
+        self._compiled = {}
+
+    def check(self, target):
+        from advbench_plugins.certifiers.propagation import read_graph
+
+        try:
+            read_graph(target.model)
+        except UnsupportedModel as exc:
+            return str(exc)
+        return None
+
+    def _function(self, target, norm):
+        key = (id(target), norm)
+        if key not in self._compiled:
+            from advbench_plugins.certifiers.propagation import largest_layer, read_graph
+
+            nodes = read_graph(target.model)
+            compute = self.lower_margins(nodes, norm)
+            per_example = largest_layer(nodes, target.input_shape) * 4 * self.spec_size(nodes, target)
+            sub_batch = max(1, int(self.params.memory_mb * 2**20 // max(1, per_example)))
+            self._compiled[key] = (tf.function(compute, reduce_retracing=True), sub_batch)
+        return self._compiled[key]
+
+    def spec_size(self, nodes, target) -> int:
+        return target.num_classes
+
+    def certified(self, target, x, y, norm, eps):
+        from advbench_plugins.certifiers.propagation import margin_matrix
+
+        compute, sub_batch = self._function(target, norm)
+        result = np.zeros(len(x), dtype=bool)
+        for start in range(0, len(x), sub_batch):
+            part = slice(start, start + sub_batch)
+            C = margin_matrix(np.asarray(y[part]), target.num_classes)
+            lower = compute(tf.constant(x[part]), C, tf.constant(eps[part], tf.float32)).numpy()
+            result[part] = np.all(lower > 0, axis=1)
+        return result
+
+
+class IBP(_Propagation):
+    """Interval bound propagation: boxes through every layer, margins folded into the last layer."""
+
+    Params = BoundParams
+
+    def lower_margins(self, nodes, norm):
+        from advbench_plugins.certifiers.propagation import ibp_margins
+
+        return lambda x, C, eps: ibp_margins(nodes, x, C, eps, norm)
+
+
+class CROWN(_Propagation):
+    """CROWN: backward linear relaxation (adaptive ReLU, convex softplus), intermediate bounds by CROWN or IBP."""
+
+    Params = CrownParams
+
+    def lower_margins(self, nodes, norm):
+        from advbench_plugins.certifiers.propagation import Crown
+
+        crown = Crown(nodes, self.params.max_neurons)
+        return lambda x, C, eps: crown.margins(x, C, eps, norm)
+
+    def spec_size(self, nodes, target) -> int:
+        import numpy as np
+
+        widths = [int(np.prod(n.layer.output.shape[1:])) for n in nodes if n.layer is not None and hasattr(n.layer, "output")]
+        return 2 * max([w for w in widths if w <= self.params.max_neurons] + [target.num_classes])
+
+
+@hookimpl
+def advbench_register_certifiers(register):
+    register("ibp", IBP)
+    register("crown", CROWN)

@@ -1,0 +1,181 @@
+"""The certifiers against exact answers (linear models), against every attack, against
+random points inside their balls, against each other (CROWN vs IBP), and the Fawzi limit."""
+
+import numpy as np
+import pytest
+
+from advbench import lp
+from advbench.evaluation import attack_radii, certified_radii
+from advbench.lazy import keras
+from advbench.plugins import load_plugins
+from advbench.target import Target
+from helpers import exact_linear_radius, linear_model, trained_mlp
+
+REGISTRY = load_plugins(strict=True).registry
+
+
+def certifier(name, **params):
+    cls = REGISTRY.get("certifier", name)
+    return cls(cls.Params(**params))
+
+
+def radii(name, target, x, y, norm, **params):
+    predicted = target.predict(x)
+    return certified_radii(certifier(name, **params), target, x, y, predicted, norm, 64)[0]
+
+
+# Full CROWN on a ResNet is costly on a CPU; a coarser bisection keeps the tests quick.
+FAST = {"crown": {"tolerance": 0.01}, "ibp": {"tolerance": 0.01}}
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_on_a_linear_model_certifiers_never_exceed_the_exact_radius_and_the_tight_ones_equal_it(norm):
+    model = linear_model(classes=5, seed=4)
+    x = np.random.default_rng(0).uniform(0.4, 0.6, size=(30, 8, 8, 1)).astype(np.float32)
+    predicted, exact = exact_linear_radius(model, x, norm)
+    target = Target(model, num_classes=5)
+    box_binds = exact > 0.4 if norm == "linf" else np.zeros(len(x), bool)  # linf: the box matters beyond 0.4
+    for name in ("lipschitz", "hein2017", "crown", "ibp"):
+        radius = radii(name, target, x, predicted, norm, **({"tolerance": 1e-6} if name in ("crown", "ibp") else {}))
+        assert np.all(radius <= np.where(box_binds, np.inf, exact * (1 + 1e-4))), name
+        if name in ("lipschitz", "hein2017", "crown") or norm == "linf":
+            np.testing.assert_allclose(radius[~box_binds], exact[~box_binds], rtol=1e-4, err_msg=name)
+
+
+def test_smoothing_on_a_binary_linear_model_stays_below_the_exact_radius():
+    # With two classes the smoothed linear classifier equals the linear one, so its
+    # certified radius must not exceed the exact distance to the decision boundary.
+    model = linear_model(classes=2, seed=5)
+    x = np.random.default_rng(1).uniform(0.3, 0.7, size=(20, 8, 8, 1)).astype(np.float32)
+    predicted, exact = exact_linear_radius(model, x, "l2")
+    radius = radii("smoothing", Target(model, num_classes=2), x, predicted, "l2", sigma=0.5, n=2000, n0=50)
+    assert np.all(radius <= exact)
+    assert np.mean(radius > 0) > 0.5
+
+
+@pytest.fixture(scope="module")
+def networks():
+    """A trained softplus MLP and ReLU MLP, and a small ResNet (Add, BN) with random weights."""
+    softplus, data = trained_mlp(hidden=32, epochs=15, activation="softplus")
+    relu, _ = trained_mlp(hidden=32, epochs=15, activation="relu", seed=1)
+    keras.utils.set_random_seed(2)
+    resnet = REGISTRY.get("architecture", "resnet32")(REGISTRY.get("architecture", "resnet32").Params(depth=8)).build((8, 8, 1), 10)
+    return {"softplus": softplus, "relu": relu, "resnet": resnet}, data.x_test[:40], data.y_test[:40]
+
+
+APPLICABLE = {"softplus": ["lipschitz", "hein2017", "ibp", "crown"], "relu": ["lipschitz", "ibp", "crown"], "resnet": ["ibp", "crown"]}
+
+
+@pytest.mark.parametrize("kind", ["softplus", "relu", "resnet"])
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_every_certifier_is_below_every_attack_and_its_ball_is_safe(networks, kind, norm):
+    models, x, y = networks
+    if kind == "resnet":
+        x = x[:4]
+    target = Target(models[kind], num_classes=10)
+    predicted = target.predict(x)
+    if kind == "resnet":
+        y = predicted  # random weights: certify the model's own predictions
+    else:
+        y = y[: len(x)]
+    attacks = {}
+    for name, params in (("pgd", {"steps": 20}), ("deepfool", {}), ("apgd", {"steps": 20})):
+        cls = REGISTRY.get("attack", name)
+        attacks[name] = attack_radii(cls(cls.Params(**params)), target, x, y, predicted, norm, [0.05], 0.02, 0, len(x)).radius
+    rng = np.random.default_rng(0)
+    for name in APPLICABLE[kind]:
+        radius = certified_radii(certifier(name, **FAST.get(name, {})), target, x, y, predicted, norm, 40)[0]
+        for attack, empirical in attacks.items():
+            assert np.all(radius <= empirical), (name, attack)
+        keep = radius > 0
+        for _ in range(10):
+            delta = rng.choice([-1.0, 1.0], size=x.shape) if norm == "linf" else rng.normal(size=x.shape)
+            if norm == "l2":
+                delta /= np.linalg.norm(delta.reshape(len(x), -1), axis=1)[:, None, None, None]
+            noisy = np.clip(x + 0.999 * radius[:, None, None, None] * delta, 0, 1).astype(np.float32)
+            np.testing.assert_array_equal(target.predict(noisy)[keep], predicted[keep], err_msg=name)
+
+
+@pytest.mark.parametrize("kind", ["softplus", "relu", "resnet"])
+def test_crown_is_at_least_as_tight_as_ibp(networks, kind):
+    models, x, y = networks
+    if kind == "resnet":
+        x = x[:4]
+    target = Target(models[kind], num_classes=10)
+    y = target.predict(x)
+    for norm in ("linf", "l2"):
+        crown = radii("crown", target, x, y, norm, **FAST["crown"])
+        ibp = radii("ibp", target, x, y, norm, **FAST["ibp"])
+        assert np.all(crown >= ibp * (1 - 1e-3)), norm
+        assert crown.mean() > ibp.mean()
+
+
+def test_hein2017_refuses_relu_and_deeper_networks(networks):
+    models, x, y = networks
+    assert "ReLU" in certifier("hein2017").check(Target(models["relu"], num_classes=10))
+    assert "one-hidden-layer" in certifier("hein2017").check(Target(models["resnet"], num_classes=10))
+
+
+def test_bound_propagation_refuses_an_unsupported_layer_by_name():
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.LayerNormalization(name="my_norm")(keras.layers.Flatten()(inputs))
+    target = Target(keras.Model(inputs, keras.layers.Dense(10)(h)), num_classes=10)
+    for name in ("ibp", "crown"):
+        assert "my_norm" in certifier(name).check(target) and "LayerNormalization" in certifier(name).check(target)
+
+
+def test_synthetic_generator_is_lipschitz_and_classes_are_balanced():
+    from advbench import load_dataset
+    from advbench.results import fawzi_limit
+    from advbench_plugins.datasets.synthetic import Synthetic
+
+    dataset = Synthetic(lipschitz=2.0, latent_dim=6, classes=3)
+    rng = np.random.default_rng(0)
+    z, w = rng.normal(size=(500, 6)), rng.normal(size=(500, 6)) * rng.uniform(0.01, 3, size=(500, 1))
+    image_distance = lp.numpy_norm(dataset.generate(z) - dataset.generate(z + w), "l2")
+    assert np.all(image_distance <= 2.0 * np.linalg.norm(w, axis=1) * (1 + 1e-5))
+    assert image_distance.max() / np.linalg.norm(w, axis=1).max() > 0.5  # not a loose constant
+    data = load_dataset("synthetic", classes=3, train_examples=3000)
+    np.testing.assert_allclose(np.bincount(data.y_train) / 3000, 1 / 3, atol=0.03)
+    limit = fawzi_limit([0.0, 1.0, 100.0], 1.0, [0.5, 0.5])
+    np.testing.assert_allclose(limit, [1.0, 1 - 2 * (0.8413447 - 0.5), 0.0], atol=1e-6)
+
+
+def test_fawzi_limit_in_the_leaderboard_and_certified_accuracy_below_it(tmp_path):
+    from advbench.testing import run_spec, tiny_spec
+
+    spec = tiny_spec(
+        tmp_path,
+        dataset={"name": "synthetic", "image_size": 8, "train_examples": 1500, "test_examples": 200, "lipschitz": 1.0},
+        models=[{"name": "m", "architecture": {"name": "mlp", "hidden": 32}, "training": {"epochs": 10, "learning_rate": 0.01}}],
+        threat_models=[{"norm": "l2", "eps": [0.1, 0.5]}],
+        attacks=[{"name": "pgd", "steps": 10}],
+        certifiers=[{"name": "lipschitz"}, {"name": "crown"}],
+    )
+    run = run_spec(spec, tmp_path / "run")
+    assert run.exit_code == 0, run.output
+    results = run.results
+    bounds = results.bounds[0]
+    for eps in (0.1, 0.5):
+        assert bounds.certified_accuracy(eps) <= float(results.robustness_limit(eps))
+    board = (run.run_dir / "leaderboard.md").read_text()
+    assert "Fawzi et al.'s limit" in board
+
+
+def test_smoothing_through_the_pipeline_is_kept_apart_and_labelled(tmp_path):
+    from advbench.testing import run_spec, tiny_spec
+
+    spec = tiny_spec(
+        tmp_path,
+        models=[{"name": "noisy", "architecture": {"name": "mlp", "hidden": 32}, "defense": {"name": "gaussian_noise", "sigma": 0.25},
+                 "training": {"epochs": 5, "learning_rate": 0.01}}],
+        threat_models=[{"norm": "l2", "eps": [0.25, 0.5]}],
+        attacks=[{"name": "pgd", "steps": 10}],
+        certifiers=[{"name": "smoothing", "n": 500, "n0": 20, "sigma": 0.25}, {"name": "lipschitz"}],
+    )
+    run = run_spec(spec, tmp_path / "run")
+    assert run.exit_code == 0, run.output
+    bounds = run.results.bounds[0]
+    assert "smoothing" in bounds.smoothed and "smoothing" not in bounds.certified
+    board = (run.run_dir / "leaderboard.md").read_text()
+    assert "certifies the *smoothed* classifier" in board and "1 − α" in board
