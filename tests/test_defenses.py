@@ -138,3 +138,27 @@ def test_augmentation_translates_and_flip_needs_a_mirror_invariant_dataset(tmp_p
     path = tiny_spec(tmp_path, models=[{"name": "m", "architecture": {"name": "mlp"}, "training": {"augmentation": {"flip": True}}}])
     result = CliRunner().invoke(app, ["validate", str(path)])
     assert result.exit_code == 2 and "does not allow horizontal flips" in result.output
+
+
+def test_hein_training_points_lie_past_the_runner_up_boundary_and_training_raises_l2_radii(digits):
+    from advbench.evaluation import attack_radii
+    from advbench_plugins.defenses.adversarial_training import runner_up_boundary_points
+
+    keras.utils.set_random_seed(0)
+    model = build("architecture", "mlp", hidden=64).build((8, 8, 1), 10)
+    train_model(model, build("defense", "none"), TrainingSpec(epochs=10, learning_rate=0.01), digits.x_train, digits.y_train, seed=0)
+    x, y = digits.x_eval, digits.y_eval
+    points = runner_up_boundary_points(model, tf.constant(x), tf.constant(y), 4, 8).numpy()
+    moved = np.abs(points - x).max(axis=(1, 2, 3)) > 0
+    assert moved.mean() > 0.8 and points.min() >= 0 and points.max() <= 1
+    assert np.all(np.argmax(model(points[moved]), axis=1) != y[moved])  # on the far side of the boundary
+
+    medians = {}
+    for name in ("none", "hein_training"):
+        keras.utils.set_random_seed(0)
+        model = build("architecture", "mlp", hidden=64).build((8, 8, 1), 10)
+        train_model(model, build("defense", name), TrainingSpec(epochs=15, learning_rate=0.005), digits.x_train, digits.y_train, seed=0)
+        target = Target(model, num_classes=10)
+        outcome = attack_radii(build("attack", "deepfool"), target, x, y, target.predict(x), "l2", [0.5], 0.05, 0, 100)
+        medians[name] = np.median(outcome.radius)
+    assert medians["hein_training"] > 1.2 * medians["none"], medians

@@ -1,5 +1,6 @@
 """Adversarial training: Madry et al.'s PGD training (`pgd_training`) for linf and l2,
-reusing the PGD implementation of the attack plugin."""
+reusing the PGD implementation of the attack plugin, and Hein & Andriushchenko's l2
+training on their boundary attack (`hein_training`), reusing its exact box solver."""
 
 from __future__ import annotations
 
@@ -74,6 +75,71 @@ class PGDTraining(Defense):
         return {**super().settings(), "cost": f"about {self.params.steps + 1} forward-backward passes per batch"}
 
 
+
+
+class HeinTrainingParams(Params):
+    share: float = Field(0.5, gt=0, le=1, description="Share of each batch replaced by adversarial examples (the paper: half).")
+    growth_steps: int = Field(4, ge=0, description="Doublings of the margin scale when the linear step does not cross the boundary.")
+    bisection_steps: int = Field(6, ge=0, description="Bisection steps on the margin scale towards the boundary.")
+    max_norm: float | None = Field(None, gt=0, description="Drop adversarial examples farther than this (l2) from their image; default keep all.")
+
+
+class HeinTraining(Defense):
+    """Hein & Andriushchenko's l2 adversarial training: their box-constrained boundary attack towards the runner-up class, on half of each batch."""
+
+    Params = HeinTrainingParams
+
+    def training_batch(self, model, x, y):
+        p = self.params
+        batch = tf.shape(x)[0]
+        count = tf.cast(tf.math.ceil(p.share * tf.cast(batch, tf.float32)), tf.int32)
+        adversarial = runner_up_boundary_points(model, x[:count], y[:count], p.growth_steps, p.bisection_steps, p.max_norm)
+        return tf.concat([tf.stop_gradient(adversarial), x[count:]], axis=0), y
+
+
+def runner_up_boundary_points(model, x, y, growth_steps, bisection_steps, max_norm=None):
+    """The boundary attack of :mod:`advbench_plugins.attacks.hein_boundary` towards the
+    runner-up class only, in TensorFlow (compilable inside a training step): one
+    linearization at x, the exact box-constrained step, the margin scale searched on the
+    network (doubling, then bisection).  Examples whose scale search fails stay clean."""
+    from advbench import lp
+
+    y = tf.cast(y, tf.int32)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        logits = model(x, training=False)
+        classes = tf.shape(logits)[1]
+        true = tf.one_hot(y, classes) > 0.5
+        runner_up = tf.argmax(tf.where(true, -float("inf"), logits), axis=1, output_type=tf.int32)
+        margin = tf.gather(logits, y, batch_dims=1) - tf.gather(logits, runner_up, batch_dims=1)
+        total = tf.reduce_sum(margin)
+    direction = tape.gradient(total, x)  # grad of f_y - f_runner-up
+    margin = tf.maximum(margin, 0.0)
+
+    def crosses(scale):
+        delta, feasible = lp.box_constrained_l2_step(direction, scale * margin, x)
+        predicted = tf.argmax(model(x + delta, training=False), axis=1, output_type=tf.int32)
+        return feasible & (predicted != y), delta
+
+    low, high = tf.zeros_like(margin), tf.ones_like(margin)
+    success, _ = crosses(high)
+    for _ in range(growth_steps):
+        low = tf.where(success, low, high)
+        high = tf.where(success, high, 2 * high)
+        success, _ = crosses(high)
+    for _ in range(bisection_steps):
+        middle = (low + high) / 2
+        hit, _ = crosses(middle)
+        high = tf.where(success & hit, middle, high)
+        low = tf.where(success & ~hit, middle, low)
+    hit, delta = crosses(high)
+    keep = success & hit
+    if max_norm is not None:
+        keep = keep & (lp.norm(delta, "l2") <= max_norm)
+    return tf.clip_by_value(x + tf.where(lp.broadcast(keep, x), delta, 0.0), 0.0, 1.0)
+
+
 @hookimpl
 def advbench_register_defenses(register):
     register("pgd_training", PGDTraining)
+    register("hein_training", HeinTraining)
