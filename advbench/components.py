@@ -155,6 +155,51 @@ class Defense(Component):
         return {}
 
 
+class DefenseStack(Defense):
+    """Several defenses applied together, in the order given: each ``prepare_model`` and
+    ``training_batch`` in turn, the regularizers summed, the inference wrappers nested
+    (the last outermost); randomized if any part is."""
+
+    def __init__(self, defenses: list[Defense]):
+        super().__init__()
+        self.defenses = defenses
+
+    def settings(self) -> dict:
+        return {"stack": [d.settings() for d in self.defenses]}
+
+    def prepare_model(self, model):
+        for defense in self.defenses:
+            model = defense.prepare_model(model)
+        return model
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        for defense in self.defenses:
+            defense.on_epoch_start(epoch, epochs)
+
+    def training_batch(self, model, x, y):
+        for defense in self.defenses:
+            x, y = defense.training_batch(model, x, y)
+        return x, y
+
+    def regularizer(self, model, x, y, logits):
+        terms = [t for t in (d.regularizer(model, x, y, logits) for d in self.defenses) if t is not None]
+        return sum(terms[1:], terms[0]) if terms else None
+
+    def inference_model(self, model):
+        for defense in self.defenses:
+            model = defense.inference_model(model)
+        return model
+
+    def randomized(self) -> bool:
+        return any(d.randomized() for d in self.defenses)
+
+    def diagnostics(self, target, x, y, directory, stem: str) -> dict:
+        found = {}
+        for defense in self.defenses:
+            found.update(defense.diagnostics(target, x, y, directory, stem))
+        return found
+
+
 # -- attacks ----------------------------------------------------------------------------
 
 

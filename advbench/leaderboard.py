@@ -57,7 +57,8 @@ def table(bounds: list[Bounds], rank_by: str = "certified") -> tuple[list[str], 
     return header, rows
 
 
-def render_markdown(results: Results, rank_by: str = "certified", plots: dict[str, str] | None = None) -> str:
+def render_markdown(results: Results, rank_by: str = "certified", plots: dict[str, str] | None = None,
+                    figures: dict[str, str] | None = None) -> str:
     spec = results.spec
     dataset = spec["dataset"]
     evaluated = {len(b.label) for b in results.bounds}
@@ -98,6 +99,8 @@ def render_markdown(results: Results, rank_by: str = "certified", plots: dict[st
             ]
         if plots and norm in plots:
             lines += [f"![{norm}: robust accuracy against ε]({plots[norm]})", ""]
+        if figures and norm in figures:
+            lines += [f"![{norm}: smallest adversarial examples found]({figures[norm]})", ""]
         smoothed = [(b, label) for b in ranked(bounds, rank_by) for label in b.smoothed]
         if smoothed:
             lines += [
@@ -191,19 +194,88 @@ def plot(results: Results, norm: str, path: Path) -> None:
     plt.close(figure)
 
 
+def smallest_adversarials(results: Results, store, norm: str) -> dict[str, dict]:
+    """Per model, for the examples whose adversarial examples were kept: the smallest one
+    any attack found (by ``norm``) and its size; from the jobs' saved arrays."""
+    from advbench.lp import numpy_norm
+
+    found = {}
+    for b in results.for_norm(norm):
+        best = None
+        for label, record in b.attack_records.items():
+            arrays = store.job_arrays(record["id"])
+            if not arrays:
+                continue
+            size = numpy_norm(arrays["adversarial"] - arrays["original"], norm)
+            radius = np.asarray(record["radius"])[: len(size)]
+            size = np.where(np.isfinite(radius) & (radius > 0), size, np.inf)
+            if best is None:
+                best = {"index": arrays["index"], "original": arrays["original"], "adversarial": arrays["adversarial"].copy(), "size": size}
+            else:
+                better = size < best["size"]
+                best["adversarial"][better], best["size"][better] = arrays["adversarial"][better], size[better]
+        if best is not None:
+            found[b.model] = best
+    return found
+
+
+def examples_figure(results: Results, store, norm: str, path: Path, count: int = 6) -> bool:
+    """For a few test images, the original and the smallest adversarial example found
+    against each model, with its norm (as in the Cross-Lipschitz paper's figure)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    found = smallest_adversarials(results, store, norm)
+    if not found:
+        return False
+    models = [b.model for b in ranked(results.for_norm(norm)) if b.model in found]
+    first = found[models[0]]
+    count = min(count, len(first["index"]))
+    figure, axes = plt.subplots(len(models) + 1, count, figsize=(1.3 * count, 1.45 * (len(models) + 1)), dpi=110, squeeze=False)
+
+    def show(axis, image, title):
+        image = np.clip(image, 0, 1)
+        axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=1)
+        axis.set_title(title, fontsize=6)
+        axis.axis("off")
+
+    for column in range(count):
+        show(axes[0, column], first["original"][column], f"#{int(first['index'][column])}")
+        for row, model in enumerate(models, start=1):
+            entry = found[model]
+            size = entry["size"][column]
+            show(axes[row, column], entry["adversarial"][column] if np.isfinite(size) else entry["original"][column],
+                 f"{model}: {size:.3g}" if np.isfinite(size) else f"{model}: none")
+    figure.suptitle(f"{results.spec['name']}: smallest {norm} adversarial examples found", fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return True
+
+
 def write_leaderboard(run_dir: str | Path, output: str | Path | None = None, rank_by: str = "certified") -> tuple[Path, Results]:
-    """Write the markdown leaderboard (default ``<run_dir>/leaderboard.md``) and its plots beside it."""
+    """Write the markdown leaderboard (default ``<run_dir>/leaderboard.md``) with its
+    plots and adversarial-example figures beside it."""
+    from advbench.store import RunStore
+
     results = load_results(run_dir)
+    store = RunStore.open(run_dir)
     output = Path(output) if output else Path(run_dir) / "leaderboard.md"
-    plots = {}
+    plots, figures = {}, {}
     for threat in results.spec["threat_models"]:
         norm = threat["norm"]
         if results.for_norm(norm):
             name = f"{output.stem}-{norm}.png"
             plot(results, norm, output.parent / name)
             plots[norm] = name
+            figure_name = f"{output.stem}-{norm}-examples.png"
+            if examples_figure(results, store, norm, output.parent / figure_name):
+                figures[norm] = figure_name
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render_markdown(results, rank_by, plots))
+    output.write_text(render_markdown(results, rank_by, plots, figures))
     return output, results
 
 

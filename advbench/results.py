@@ -135,7 +135,7 @@ def load_results(run_dir: str | Path) -> Results:
     limit = None
     for model in spec["models"]:
         name = model["name"]
-        defense = model["defense"]["name"]
+        defense = model["defense"]["name"] if isinstance(model["defense"], dict) else "+".join(d["name"] for d in model["defense"])
         training[name] = records.get(f"{name}/train", {})
         clean = records.get(f"{name}/clean")
         if clean and clean.get("dataset", {}).get("fawzi"):

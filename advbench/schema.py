@@ -32,7 +32,7 @@ def spec_schema(registry: Registry) -> dict:
         "Model",
         __base__=ModelSpec,
         architecture=(Optional[_entries(registry, "architecture")], None),
-        defense=(defense, Field(default={"name": "none"}, validate_default=False)),
+        defense=(Union[defense, list[defense]], Field(default={"name": "none"}, validate_default=False)),
     )
     spec = create_model(
         "Spec",

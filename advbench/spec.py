@@ -64,7 +64,10 @@ class TrainingSpec(_Strict):
 class ModelSpec(_Strict):
     name: str = Field(pattern=NAME_PATTERN, description="Unique name of the model in this spec.")
     architecture: ComponentEntry | None = Field(None, description="Architecture to train (or give `path`).")
-    defense: ComponentEntry = Field(default_factory=lambda: ComponentEntry(name="none"), description="Defense used in training and inference.")
+    defense: ComponentEntry | list[ComponentEntry] = Field(
+        default_factory=lambda: ComponentEntry(name="none"),
+        description="Defense used in training and inference, or a list of defenses applied together (e.g. a regularizer and adversarial training).",
+    )
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     path: str | None = Field(None, description="A pretrained Keras model (logits out, inputs in [0, 1]), relative to the spec.")
     seed: int | None = Field(None, ge=0, description="Seed of this model's initialization and training (default: the spec's seed); e.g. an independently trained copy.")
@@ -175,10 +178,30 @@ class ComponentRef:
 
 
 @dataclass
+class DefenseRefs:
+    """One defense, or several applied together (see :class:`advbench.components.DefenseStack`)."""
+
+    refs: list[ComponentRef]
+
+    def build(self):
+        from advbench.components import DefenseStack
+
+        defenses = [ref.build() for ref in self.refs]
+        return defenses[0] if len(defenses) == 1 else DefenseStack(defenses)
+
+    def as_dict(self):
+        return self.refs[0].as_dict() if len(self.refs) == 1 else [ref.as_dict() for ref in self.refs]
+
+    @property
+    def name(self) -> str:
+        return "+".join(ref.name for ref in self.refs)
+
+
+@dataclass
 class ModelPlan:
     name: str
     architecture: ComponentRef | None
-    defense: ComponentRef
+    defense: DefenseRefs
     training: TrainingSpec
     path: Path | None
     seed: int | None = None
@@ -298,7 +321,11 @@ def load_spec(path: str | Path, strict: bool = False) -> Spec:
             ModelPlan(
                 name=m.name,
                 architecture=resolver.resolve("architecture", m.architecture, ("models", i, "architecture")) if m.architecture else None,
-                defense=resolver.resolve("defense", m.defense, ("models", i, "defense")),
+                defense=DefenseRefs(
+                    [resolver.resolve("defense", m.defense, ("models", i, "defense"))]
+                    if isinstance(m.defense, ComponentEntry)
+                    else [resolver.resolve("defense", d, ("models", i, "defense", k)) for k, d in enumerate(m.defense)]
+                ),
                 training=m.training,
                 path=(path.parent / m.path) if m.path else None,
                 seed=m.seed,
@@ -322,7 +349,8 @@ def load_spec(path: str | Path, strict: bool = False) -> Spec:
             ))
     # Checks a component makes against the rest of the spec (e.g. a transfer attack's source model).
     references = [(("dataset",), spec.dataset)]
-    references += [(("models", i, part), getattr(m, part)) for i, m in enumerate(spec.models) for part in ("architecture", "defense")]
+    references += [(("models", i, "architecture"), m.architecture) for i, m in enumerate(spec.models)]
+    references += [(("models", i, "defense"), ref) for i, m in enumerate(spec.models) for ref in m.defense.refs]
     references += [(("attacks", i), a) for i, a in enumerate(spec.attacks)] + [(("certifiers", i), c) for i, c in enumerate(spec.certifiers)]
     for loc, ref in references:
         message = ref.cls.check_spec(ref.params, spec) if ref is not None else None

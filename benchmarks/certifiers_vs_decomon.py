@@ -29,14 +29,16 @@ from pgd_throughput import mnist
 def models():
     import keras
 
+    # decomon converts only models with a flat input, so both take 784 pixels.
     def mlp():
-        inputs = keras.Input((28, 28, 1))
-        h = keras.layers.ReLU()(keras.layers.Dense(256)(keras.layers.Flatten()(inputs)))
+        inputs = keras.Input((784,))
+        h = keras.layers.ReLU()(keras.layers.Dense(256)(inputs))
         return keras.Model(inputs, keras.layers.Dense(10)(h), name="mlp")
 
     def cnn():
-        inputs = keras.Input((28, 28, 1))
-        h = keras.layers.ReLU()(keras.layers.Conv2D(8, 4, strides=2, padding="valid")(inputs))
+        inputs = keras.Input((784,))
+        h = keras.layers.Reshape((28, 28, 1))(inputs)
+        h = keras.layers.ReLU()(keras.layers.Conv2D(8, 4, strides=2, padding="valid")(h))
         h = keras.layers.ReLU()(keras.layers.Conv2D(16, 4, strides=2, padding="valid")(h))
         h = keras.layers.ReLU()(keras.layers.Dense(100)(keras.layers.Flatten()(h)))
         return keras.Model(inputs, keras.layers.Dense(10)(h), name="cnn")
@@ -62,6 +64,8 @@ def main() -> None:
     registry = load_plugins().registry
     keras.utils.set_random_seed(0)
     x_train, y_train, x, y, source = mnist(args.images)
+    x = x.reshape(len(x), -1)
+    x_train = None if x_train is None else x_train.reshape(len(x_train), -1)
 
     class Decomon(BisectionCertifier):
         """decomon's bound on max_j f_j - f_y over the box, as a BisectionCertifier."""
@@ -73,7 +77,7 @@ def main() -> None:
         def certified(self, target, x, y, norm, eps):
             if id(target) not in self._converted:
                 self._converted[id(target)] = clone(target.model, method=self.method)
-            e = eps.reshape(-1, 1, 1, 1)
+            e = eps.reshape(-1, 1)
             low, high = np.maximum(x - e, 0.0), np.minimum(x + e, 1.0)
             bound = get_adv_box(self._converted[id(target)], low, high, source_labels=np.asarray(y), batch_size=len(x))
             return np.asarray(bound).reshape(-1) < 0

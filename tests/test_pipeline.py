@@ -28,6 +28,9 @@ def finished(tmp_path_factory):
              "training": {"epochs": 3, "learning_rate": 0.01}},
             {"name": "cnn", "architecture": {"name": "cnn", "filters": [8], "hidden": 16}, "defense": {"name": "dropout"},
              "training": {"epochs": 3, "learning_rate": 0.01}},
+            {"name": "stacked", "architecture": {"name": "mlp", "hidden": 32},
+             "defense": [{"name": "weight_decay", "lambda": 0.001}, {"name": "gaussian_noise", "sigma": 0.1}],
+             "training": {"epochs": 3, "learning_rate": 0.01}},
         ],
         attacks=[{"name": "fgsm"}, {"name": "pgd", "steps": 10}],
     )
@@ -40,9 +43,11 @@ def test_run_writes_a_ranked_leaderboard_with_both_bounds(finished):
     assert run.exit_code == 0, run.output
     board = (run.run_dir / "leaderboard.md").read_text()
     for piece in ("## linf threat model", "## l2 threat model", "ε=0.05 cert / emp", "median r cert", "## Provenance",
-                  "pgd", "steps: 10", "lipschitz", "tensorflow", "![linf", "leaderboard-linf.png"):
+                  "pgd", "steps: 10", "lipschitz", "tensorflow", "![linf", "leaderboard-linf.png",
+                  "leaderboard-linf-examples.png", "weight_decay+gaussian_noise"):
         assert piece in board, piece
     assert (run.run_dir / "leaderboard-linf.png").stat().st_size > 1000
+    assert (run.run_dir / "leaderboard-l2-examples.png").stat().st_size > 1000
     for bounds in run.results.bounds:
         assert set(bounds.empirical) == {"fgsm", "pgd"} and set(bounds.certified) == {"lipschitz"}
         assert not bounds.errors
@@ -77,7 +82,7 @@ def test_export_has_one_row_per_model_norm_and_example(finished, tmp_path):
     rows = list(csv.DictReader(out.open()))
     assert list(rows[0]) == ["model", "norm", "index", "label", "predicted", "certified_radius", "empirical_radius",
                              "cert:lipschitz", "attack:fgsm", "attack:pgd"]
-    assert len(rows) == 3 * 2 * 30
+    assert len(rows) == 4 * 2 * 30
     data = load_dataset("digits")
     for row in rows[:30]:
         assert int(row["label"]) == data.y_test[int(row["index"])]  # the index finds the example again
@@ -88,14 +93,14 @@ def test_export_has_one_row_per_model_norm_and_example(finished, tmp_path):
 def test_rerun_skips_finished_jobs_and_a_changed_spec_recomputes_only_what_changed(finished, tmp_path):
     spec, run = finished
     again = run_spec(spec, run.run_dir)
-    assert again.exit_code == 0 and "0 job(s) run, 24 already done" in again.output
+    assert again.exit_code == 0 and "0 job(s) run, 32 already done" in again.output
     train_record = (run.run_dir / "jobs/plain/train.json").read_text()
     text = spec.read_text().replace("steps: 10", "steps: 11")
     changed = spec.with_name("changed.yaml")
     changed.write_text(text)
     rerun = run_spec(changed, run.run_dir)
     assert rerun.exit_code == 0
-    assert "6 job(s) run, 18 already done" in rerun.output  # pgd on 3 models x 2 norms
+    assert "8 job(s) run, 24 already done" in rerun.output  # pgd on 4 models x 2 norms
     assert (run.run_dir / "jobs/plain/train.json").read_text() == train_record
     assert "steps: 11" in (run.run_dir / "leaderboard.md").read_text()
 
