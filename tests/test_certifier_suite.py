@@ -179,3 +179,16 @@ def test_smoothing_through_the_pipeline_is_kept_apart_and_labelled(tmp_path):
     assert "smoothing" in bounds.smoothed and "smoothing" not in bounds.certified
     board = (run.run_dir / "leaderboard.md").read_text()
     assert "certifies the *smoothed* classifier" in board and "1 − α" in board
+
+
+@pytest.mark.parametrize("name", REGISTRY.names("certifier"))
+def test_every_certifier_returns_one_nonnegative_deterministic_radius_per_example(networks, name):
+    models, x, y = networks
+    target = Target(models["softplus"], num_classes=10)
+    x, y = x[:10], target.predict(x[:10])
+    params = {"smoothing": {"n": 200, "n0": 20}}.get(name, {})
+    for norm in REGISTRY.get("certifier", name).norms:
+        first = radii(name, target, x, y, norm, **params)
+        second = radii(name, target, x, y, norm, **params)
+        assert first.shape == (10,) and np.all(first >= 0) and np.all(np.isfinite(first))
+        np.testing.assert_array_equal(first, second)
