@@ -291,13 +291,14 @@ class BisectionCertifier(Certifier):
         top = self.certified(target, x, y, norm, high)
         low, high = np.where(top, high, low), np.where(top, high, high)
         todo = ok & ~top
+        # Every step queries the whole batch (converged examples at their certified eps), so
+        # compiled bound computations see one shape and are not traced again.
         while todo.any():
-            index = np.flatnonzero(todo)
-            middle = np.sqrt(low[index] * high[index])
-            hit = self.certified(target, x[index], y[index], norm, middle)
-            low[index] = np.where(hit, middle, low[index])
-            high[index] = np.where(hit, high[index], middle)
-            todo[index] = high[index] > low[index] * (1 + tolerance)
+            middle = np.where(todo, np.sqrt(low * high), low)
+            hit = self.certified(target, x, y, norm, middle)
+            low = np.where(todo & hit, middle, low)
+            high = np.where(todo & ~hit, middle, high)
+            todo = todo & (high > low * (1 + tolerance))
         return np.where(ok, low, 0.0)
 
 

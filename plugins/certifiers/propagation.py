@@ -194,8 +194,10 @@ def _l2_spread(layer, x, eps):
 def margin_matrix(labels, classes):
     """C with rows e_y - e_j for j != y: (batch, classes - 1, classes)."""
     eye = np.eye(classes, dtype=np.float32)
-    rows = [np.delete(eye[y][None, :] - eye, y, axis=0) for y in labels]
-    return tf.constant(np.stack(rows))
+    labels = np.asarray(labels)
+    full = eye[labels][:, None, :] - eye[None, :, :]  # (B, K, K): row j is e_y - e_j
+    keep = eye[labels] == 0
+    return tf.constant(full[keep].reshape(len(labels), classes - 1, classes))
 
 
 def ibp_margins(nodes, x, C, eps, norm):
