@@ -164,8 +164,6 @@ class Pipeline:
                 summary.errors.append(record)
                 failed_models.add(job.model)
         for plan in self.spec.models:
-            if self.spec.evaluation.eot is False:
-                self.reporter.warn(f"{plan.name}: EOT is disabled; a randomized model's evaluation is invalid and marked as such")
             for job in [job for job in todo if job.kind != "train" and job.model == plan.name]:
                 if plan.name in failed_models:
                     summary.errors.append(self._run_job(job, 0, lambda advance: (self._skipped_record(plan.name), None)))
@@ -367,7 +365,12 @@ class Targets:
         if name not in self._loaded:
             plan = self.pipeline.spec.model(name)
             model = self.pipeline._load_model(plan)
-            self._loaded[name] = make_target(model, plan, self.pipeline.load_data(), self.pipeline.spec.evaluation)
+            target = make_target(model, plan, self.pipeline.load_data(), self.pipeline.spec.evaluation)
+            if target.randomized and not target.eot:
+                self.pipeline.reporter.warn(
+                    f"{name} is randomized but the spec turns EOT off: its evaluation is invalid and marked so in the leaderboard"
+                )
+            self._loaded[name] = target
         return self._loaded[name]
 
 

@@ -183,3 +183,21 @@ def test_a_failing_attack_and_an_unsound_certifier_are_reported_not_hidden(tmp_p
     assert "certified > empirical" in board and "boastful" in board
     bounds = run.results.for_norm("linf")[0]
     assert set(bounds.empirical) == {"pgd"}  # the rest of the run went on
+
+
+def test_a_randomized_model_is_attacked_with_eot_and_turning_it_off_is_flagged(tmp_path):
+    model = {"name": "random", "architecture": {"name": "mlp", "hidden": 16}, "defense": {"name": "randomization", "max_ratio": 1.5},
+             "training": {"epochs": 2, "learning_rate": 0.01}}
+    spec = tiny_spec(tmp_path, models=[model], evaluation={"examples": 10, "eot_samples": 3, "final_draws": 3},
+                     threat_models=[{"norm": "linf", "eps": [0.1]}], certifiers=[{"name": "lipschitz"}])
+    run = run_spec(spec, tmp_path / "eot")
+    assert run.exit_code == 0, run.output
+    bounds = run.results.bounds[0]
+    assert "randomized" in bounds.flags and any("needs a deterministic model" in note for note in bounds.notes)
+    assert run.results.records["random/linf/attack-pgd"]["eot"]["eot_samples"] == 3
+    off = tiny_spec(tmp_path, "off.yaml", models=[model], evaluation={"examples": 10, "eot": False},
+                    threat_models=[{"norm": "linf", "eps": [0.1]}], certifiers=[])
+    run = run_spec(off, tmp_path / "off")
+    assert "EOT off" in run.output
+    assert "EOT disabled: invalid evaluation" in run.results.bounds[0].flags
+    assert "EOT disabled" in (run.run_dir / "leaderboard.md").read_text()
