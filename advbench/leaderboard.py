@@ -90,7 +90,7 @@ def render_markdown(results: Results, rank_by: str = "certified", plots: dict[st
         lines.append("|" + "|".join(["---:" if i == 0 or i >= 3 and i < len(header) - 1 else "---" for i in range(len(header))]) + "|")
         lines += ["| " + " | ".join(row.cells) + " |" for row in rows]
         lines.append("")
-        lines += _per_method(bounds, rank_by, max(threat["eps"]))
+        lines += _per_method(bounds, rank_by, threat["eps"])
         ceiling = results.robustness_limit(threat["eps"])
         if ceiling is not None:
             lines += [
@@ -127,21 +127,23 @@ def render_markdown(results: Results, rank_by: str = "certified", plots: dict[st
     return "\n".join(lines) + "\n"
 
 
-def _per_method(bounds: list[Bounds], rank_by: str, eps: float) -> list[str]:
-    """Robust accuracy per attack (empirical) and per certifier (certified) at one eps."""
+def _per_method(bounds: list[Bounds], rank_by: str, eps_list: list[float]) -> list[str]:
+    """Robust accuracy per attack (empirical) and per certifier (certified), at every eps."""
     from advbench.results import _accuracy
 
     attacks = sorted({label for b in bounds for label in b.empirical})
     certifiers = sorted({label for b in bounds for label in b.certified})
     if len(attacks) + len(certifiers) < 2:
         return []
-    header = [f"at ε={_fmt_eps(eps)}"] + [f"{a} (emp)" for a in attacks] + [f"{c} (cert)" for c in certifiers]
-    lines = ["Per method at the largest ε (%; the lowest empirical and the highest certified number make the table above):", "",
+    header = ["model"] + [f"{a} (emp)" for a in attacks] + [f"{c} (cert)" for c in certifiers]
+    eps_text = " / ".join(_fmt_eps(e) for e in eps_list)
+    lines = [f"Per method, at ε = {eps_text} (%): the lowest empirical and the highest certified numbers make the table above.", "",
              "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for b in ranked(bounds, rank_by):
         cells = [b.model]
-        cells += [_pct(_accuracy(b.empirical[a], b.correct, eps)) if a in b.empirical else "n/a" for a in attacks]
-        cells += [_pct(float((b.correct & (b.certified[c] >= eps)).mean())) if c in b.certified else "n/a" for c in certifiers]
+        cells += [" / ".join(_pct(_accuracy(b.empirical[a], b.correct, e)) for e in eps_list) if a in b.empirical else "n/a" for a in attacks]
+        cells += [" / ".join(_pct(float((b.correct & (b.certified[c] >= e)).mean())) for e in eps_list) if c in b.certified else "n/a"
+                  for c in certifiers]
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 
