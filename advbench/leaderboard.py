@@ -26,16 +26,20 @@ class Row:
 
 
 def ranked(bounds: list[Bounds], rank_by: str = "certified") -> list[Bounds]:
-    """Sort by the chosen accuracy at the largest eps (certified, then empirical, then
-    clean break ties); models without that number rank last."""
+    """Sort by the chosen accuracy at the largest eps, then the other bound at that eps;
+    remaining ties by the same pair at the next smaller eps, and so on, then clean
+    accuracy.  A missing number ranks below every present one."""
     if rank_by not in RANK_KEYS:
         raise ValueError(f"rank_by must be one of {', '.join(RANK_KEYS)}")
-    order = [rank_by] + [k for k in RANK_KEYS if k != rank_by]
+    bound_keys = [rank_by] + [k for k in ("certified", "empirical") if k != rank_by]
 
     def key(b: Bounds):
-        eps = max(b.eps)
-        values = {"certified": b.certified_accuracy(eps), "empirical": b.empirical_accuracy(eps), "clean": b.clean_accuracy()}
-        return tuple(-(values[k] if values[k] is not None else -1.0) for k in order)
+        values = []
+        for eps in sorted(b.eps, reverse=True):
+            accuracy = {"certified": b.certified_accuracy(eps), "empirical": b.empirical_accuracy(eps)}
+            values += [accuracy[k] for k in bound_keys if k in accuracy]
+        values.append(b.clean_accuracy())
+        return tuple(-(v if v is not None else -1.0) for v in values)
 
     return sorted(bounds, key=key)
 
@@ -75,7 +79,7 @@ def render_markdown(results: Results, rank_by: str = "certified", plots: dict[st
         "medians over the evaluated examples (0 for misclassified ones): the certified radius is the largest any "
         "certifier proved, the empirical radius the smallest adversarial perturbation any attack found; the gap is "
         "what is not known yet. "
-        f"Ranked by {rank_by} robust accuracy at the largest ε.",
+        f"Ranked by {rank_by} robust accuracy at the largest ε (ties: the other bound, then the next smaller ε).",
         "",
     ]
     for threat in spec["threat_models"]:
@@ -137,7 +141,9 @@ def _per_method(bounds: list[Bounds], rank_by: str, eps_list: list[float]) -> li
         return []
     header = ["model"] + [f"{a} (emp)" for a in attacks] + [f"{c} (cert)" for c in certifiers]
     eps_text = " / ".join(_fmt_eps(e) for e in eps_list)
-    lines = [f"Per method, at ε = {eps_text} (%): the lowest empirical and the highest certified numbers make the table above.", "",
+    lines = [f"Per method, at ε = {eps_text} (%). The table above combines them per example: an example "
+             "counts as broken if any attack broke it and as certified if any certifier certified it, so its "
+             "empirical numbers can lie below every single attack's.", "",
              "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for b in ranked(bounds, rank_by):
         cells = [b.model]

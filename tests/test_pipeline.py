@@ -201,3 +201,22 @@ def test_a_randomized_model_is_attacked_with_eot_and_turning_it_off_is_flagged(t
     assert "EOT off" in run.output
     assert "EOT disabled: invalid evaluation" in run.results.bounds[0].flags
     assert "EOT disabled" in (run.run_dir / "leaderboard.md").read_text()
+
+
+def test_ranking_breaks_ties_at_the_largest_eps_with_smaller_eps():
+    import numpy as np
+
+    from advbench.leaderboard import ranked
+    from advbench.results import Bounds
+
+    def bounds(name, certified, empirical):
+        n = len(certified)
+        return Bounds(name, "none", "linf", [0.1, 0.3], np.arange(n), np.zeros(n, int), np.zeros(n, int),
+                      certified={"c": np.array(certified)}, empirical={"a": np.array(empirical)})
+
+    # nothing survives eps 0.3 anywhere; at eps 0.1, "b" keeps more examples empirically
+    a = bounds("a", [0.0, 0.0, 0.0, 0.0], [0.2, 0.05, 0.05, 0.05])
+    b = bounds("b", [0.0, 0.0, 0.0, 0.0], [0.2, 0.2, 0.05, 0.05])
+    c = bounds("c", [0.15, 0.0, 0.0, 0.0], [0.2, 0.05, 0.05, 0.05])  # certifies one example at 0.1
+    assert [x.model for x in ranked([a, b, c], "certified")] == ["c", "b", "a"]
+    assert [x.model for x in ranked([a, b, c], "empirical")] == ["b", "c", "a"]
