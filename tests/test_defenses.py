@@ -51,6 +51,17 @@ def test_every_defense_trains_and_predicts(name, digits):
     assert target.differs_between_calls(digits.x_test[:20]) == defense.randomized()
 
 
+def test_randomness_check_survives_repeated_draws():
+    """Random padding of a 32x32 image has only 29 outcomes, so two calls agree about 5% of
+    the time; the check must look at more than two before calling a model deterministic."""
+    keras.utils.set_random_seed(0)
+    defense = build("defense", "randomization")
+    model = build("architecture", "cnn", filters=[2], hidden=4).build((32, 32, 3), 3)
+    x = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
+    target = Target(defense.inference_model(model), num_classes=3, randomized=True)
+    assert all(target.differs_between_calls(x) for _ in range(100))
+
+
 def random_network(kind, seed=0):
     keras.utils.set_random_seed(seed)
     if kind == "cnn":
