@@ -185,6 +185,7 @@ class Pipeline:
         with self.reporter.job(job, size) as advance:
             try:
                 keras.utils.set_random_seed(job.seed)
+                self.targets.forget_randomized()
                 record, arrays = work(advance)
             except KeyboardInterrupt:
                 raise
@@ -354,19 +355,31 @@ def make_target(model, plan: ModelPlan, data: Subsets, evaluation):
 
 
 class Targets:
-    """The evaluated models of a run, loaded once each: what ``Attack.prepare`` sees as
-    ``context`` (``context.target(name)``, e.g. a transfer attack's source)."""
+    """The evaluated models of a run, deterministic ones loaded once, randomized ones once
+    per job: what ``Attack.prepare`` sees as ``context`` (``context.target(name)``, e.g. a
+    transfer attack's source)."""
 
     def __init__(self, pipeline: Pipeline):
         self.pipeline = pipeline
         self._loaded: dict = {}
+        self._warned: set[str] = set()
+
+    def forget_randomized(self) -> None:
+        """Drop the randomized models, so that the next job loads them afresh after seeding.
+
+        TensorFlow's stateful random ops keep their state inside a traced function, so a
+        randomized model reused across jobs would draw differently depending on which jobs
+        ran before it in this process; reloaded, its draws depend on the job's seed alone,
+        and a resumed run equals an uninterrupted one."""
+        self._loaded = {name: target for name, target in self._loaded.items() if not target.randomized}
 
     def target(self, name: str):
         if name not in self._loaded:
             plan = self.pipeline.spec.model(name)
             model = self.pipeline._load_model(plan)
             target = make_target(model, plan, self.pipeline.load_data(), self.pipeline.spec.evaluation)
-            if target.randomized and not target.eot:
+            if target.randomized and not target.eot and name not in self._warned:
+                self._warned.add(name)
                 self.pipeline.reporter.warn(
                     f"{name} is randomized but the spec turns EOT off: its evaluation is invalid and marked so in the leaderboard"
                 )

@@ -131,6 +131,26 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_results(tmp_path):
     assert export(tmp_path / "clean", tmp_path / "a.csv") == export(tmp_path / "killed", tmp_path / "b.csv")
 
 
+def test_a_resumed_run_of_a_randomized_model_draws_as_an_uninterrupted_one(tmp_path):
+    import shutil
+
+    spec = tiny_spec(
+        tmp_path,
+        models=[{"name": "random", "architecture": {"name": "mlp", "hidden": 16}, "defense": {"name": "randomization"},
+                 "training": {"epochs": 2, "learning_rate": 0.01}}],
+        threat_models=[{"norm": "linf", "eps": [0.05, 0.1]}],
+        attacks=[{"name": "fgsm"}, {"name": "pgd", "steps": 5}],
+        evaluation={"examples": 20, "batch_size": 20, "eot_samples": 3, "final_draws": 3},
+    )
+    assert run_spec(spec, tmp_path / "whole").exit_code == 0
+    shutil.copytree(tmp_path / "whole", tmp_path / "resumed")
+    # as if the run had stopped before PGD: on resuming, PGD is the first job to use the model
+    (tmp_path / "resumed" / "jobs" / "random" / "linf" / "attack-pgd.json").unlink()
+    resumed = run_spec(spec, tmp_path / "resumed")
+    assert resumed.exit_code == 0 and "1 job(s) run" in resumed.output
+    assert export(tmp_path / "whole", tmp_path / "a.csv") == export(tmp_path / "resumed", tmp_path / "b.csv")
+
+
 def test_fresh_starts_over(finished, tmp_path):
     spec = tiny_spec(tmp_path, models=[{"name": "one", "architecture": {"name": "linear"}, "training": {"epochs": 2}}])
     first = run_spec(spec, tmp_path / "run")
