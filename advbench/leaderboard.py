@@ -28,16 +28,17 @@ class Row:
 def ranked(bounds: list[Bounds], rank_by: str = "certified") -> list[Bounds]:
     """Sort by the chosen accuracy at the largest eps, then the other bound at that eps;
     remaining ties by the same pair at the next smaller eps, and so on, then clean
-    accuracy.  A missing number ranks below every present one."""
+    accuracy (``rank_by="clean"``: clean accuracy first).  A missing number ranks below
+    every present one."""
     if rank_by not in RANK_KEYS:
         raise ValueError(f"rank_by must be one of {', '.join(RANK_KEYS)}")
-    bound_keys = [rank_by] + [k for k in ("certified", "empirical") if k != rank_by]
+    certified_first = rank_by != "empirical"
 
     def key(b: Bounds):
-        values = []
+        values = [b.clean_accuracy()] if rank_by == "clean" else []
         for eps in sorted(b.eps, reverse=True):
-            accuracy = {"certified": b.certified_accuracy(eps), "empirical": b.empirical_accuracy(eps)}
-            values += [accuracy[k] for k in bound_keys if k in accuracy]
+            pair = [b.certified_accuracy(eps), b.empirical_accuracy(eps)]
+            values += pair if certified_first else pair[::-1]
         values.append(b.clean_accuracy())
         return tuple(-(v if v is not None else -1.0) for v in values)
 
@@ -133,8 +134,6 @@ def render_markdown(results: Results, rank_by: str = "certified", plots: dict[st
 
 def _per_method(bounds: list[Bounds], rank_by: str, eps_list: list[float]) -> list[str]:
     """Robust accuracy per attack (empirical) and per certifier (certified), at every eps."""
-    from advbench.results import _accuracy
-
     attacks = sorted({label for b in bounds for label in b.empirical})
     certifiers = sorted({label for b in bounds for label in b.certified})
     if len(attacks) + len(certifiers) < 2:
@@ -147,9 +146,8 @@ def _per_method(bounds: list[Bounds], rank_by: str, eps_list: list[float]) -> li
              "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for b in ranked(bounds, rank_by):
         cells = [b.model]
-        cells += [" / ".join(_pct(_accuracy(b.empirical[a], b.correct, e)) for e in eps_list) if a in b.empirical else "n/a" for a in attacks]
-        cells += [" / ".join(_pct(float((b.correct & (b.certified[c] >= e)).mean())) for e in eps_list) if c in b.certified else "n/a"
-                  for c in certifiers]
+        cells += [" / ".join(_pct(b.empirical_accuracy(e, a)) for e in eps_list) if a in b.empirical else "n/a" for a in attacks]
+        cells += [" / ".join(_pct(b.certified_accuracy(e, c)) for e in eps_list) if c in b.certified else "n/a" for c in certifiers]
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 

@@ -61,15 +61,18 @@ class Bounds:
     def clean_accuracy(self) -> float:
         return float(np.mean(self.correct))
 
-    def certified_accuracy(self, eps: float) -> float | None:
+    def certified_accuracy(self, eps: float, method: str | None = None) -> float | None:
+        """Certified robust accuracy at eps: of all certifiers, or of the one labelled ``method``."""
         if not self.certified:
             return None
-        return float(np.mean(self.correct & (self.certified_radius >= eps)))
+        radius = self.certified_radius if method is None else self.certified[method]
+        return float(np.mean(self.correct & (radius >= eps)))
 
-    def empirical_accuracy(self, eps: float) -> float | None:
+    def empirical_accuracy(self, eps: float, method: str | None = None) -> float | None:
+        """Empirical robust accuracy at eps: against all attacks, or the one labelled ``method``."""
         if not self.empirical:
             return None
-        return _accuracy(self.empirical_radius, self.correct, eps)
+        return _accuracy(self.empirical_radius if method is None else self.empirical[method], self.correct, eps)
 
     def median_radius(self, which: str) -> float | None:
         radii = self.certified_radius if which == "certified" else self.empirical_radius

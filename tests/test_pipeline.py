@@ -240,3 +240,6 @@ def test_ranking_breaks_ties_at_the_largest_eps_with_smaller_eps():
     c = bounds("c", [0.15, 0.0, 0.0, 0.0], [0.2, 0.05, 0.05, 0.05])  # certifies one example at 0.1
     assert [x.model for x in ranked([a, b, c], "certified")] == ["c", "b", "a"]
     assert [x.model for x in ranked([a, b, c], "empirical")] == ["b", "c", "a"]
+    a.predicted = np.array([0, 0, 0, 0])
+    b.predicted = c.predicted = np.array([0, 0, 0, 1])  # "a" is the most accurate
+    assert [x.model for x in ranked([a, b, c], "clean")][0] == "a"
