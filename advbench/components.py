@@ -5,8 +5,8 @@ Each component declares its spec parameters as a nested pydantic ``Params`` mode
 work starts, and ``advbench schema`` publishes it.  A component is constructed with a
 validated ``Params`` instance, available as ``self.params``.
 
-This module does not import TensorFlow; the methods receive and return TensorFlow
-tensors or NumPy arrays as documented.
+This module does not import a deep-learning framework; the methods receive and return
+backend tensors (of whichever Keras backend runs) or NumPy arrays as documented.
 """
 
 from __future__ import annotations
@@ -117,13 +117,23 @@ class Architecture(Component):
 class Defense(Component):
     """A change to how a model is trained or used.
 
-    The training step calls, in this order and inside one compiled ``tf.function``:
-    ``training_batch`` (may replace the inputs, e.g. by adversarial examples), the
-    forward pass, and ``regularizer`` (added to the mean cross-entropy).  Before
-    training, ``prepare_model`` may extend the architecture; at evaluation,
-    ``inference_model`` may wrap it.  A defense whose inference model draws random
-    numbers must say so in :meth:`randomized`, so that it is attacked with EOT.
+    The training step calls, in this order and inside one compiled function (see
+    :func:`advbench.backend.compile`): ``training_batch`` (may replace the inputs, e.g.
+    by adversarial examples), the forward pass, and ``regularizer`` (added to the mean
+    cross-entropy).  Write them with ``keras.ops``, ``keras.random`` and
+    :mod:`advbench.backend` and they run on every Keras backend.  State a defense keeps
+    across steps (a budget ramp, a ``keras.random.SeedGenerator``) is a Keras variable
+    listed in :attr:`variables`.  Before training, ``prepare_model`` may extend the
+    architecture; at evaluation, ``inference_model`` may wrap it.  A defense whose
+    inference model draws random numbers must say so in :meth:`randomized`, so that it
+    is attacked with EOT; its random layers draw from their own seed generators.
     """
+
+    @property
+    def variables(self) -> list:
+        """Keras variables the training step reads or changes besides the model's (created
+        on first access, outside compiled code)."""
+        return []
 
     def prepare_model(self, model):
         """Return the model to train (default: unchanged).  Called once, before training."""
@@ -133,11 +143,11 @@ class Defense(Component):
         """Called before each training epoch (e.g. to ramp up a budget)."""
 
     def training_batch(self, model, x, y):
-        """Return the ``(x, y)`` batch to train on (default: unchanged).  Runs inside ``tf.function``."""
+        """Return the ``(x, y)`` batch to train on (default: unchanged).  Runs inside compiled code."""
         return x, y
 
     def regularizer(self, model, x, y, logits):
-        """Return a scalar added to the mean cross-entropy, or ``None`` (default).  Runs inside ``tf.function``."""
+        """Return a scalar added to the mean cross-entropy, or ``None`` (default).  Runs inside compiled code."""
         return None
 
     def inference_model(self, model):
@@ -166,6 +176,10 @@ class DefenseStack(Defense):
 
     def settings(self) -> dict:
         return {"stack": [d.settings() for d in self.defenses]}
+
+    @property
+    def variables(self) -> list:
+        return [v for defense in self.defenses for v in defense.variables]
 
     def prepare_model(self, model):
         for defense in self.defenses:
@@ -313,7 +327,7 @@ KINDS: dict[str, type[Component]] = {
 
 
 def __getattr__(name: str):
-    # `Target` needs TensorFlow at call time only; expose it here for type hints.
+    # `Target` imports Keras; load it on demand; expose it here for type hints.
     if name == "Target":
         from advbench.target import Target
 

@@ -20,9 +20,8 @@ from typing import Callable
 
 import numpy as np
 
-from advbench import lp
+from advbench import backend, lp
 from advbench.errors import AdvbenchError
-from advbench.lazy import tf
 from advbench.results import BUDGET_RTOL
 
 KEEP_ADVERSARIAL = 16
@@ -202,15 +201,22 @@ def certified_radii(
     return radius, details
 
 
-def gradient_heatmap(target, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Mean absolute input gradient of the cross-entropy over examples and channels, (H, W)."""
+def input_gradients(target, x: np.ndarray, y: np.ndarray):
+    """The cross-entropy's input gradient of every example (EOT-averaged), batch by batch:
+    yields NumPy arrays of one batch each."""
     from advbench.losses import cross_entropy
 
-    total = np.zeros(x.shape[1:3])
+    gradient = target.compile(lambda a, b: target.loss_and_gradient(cross_entropy, a, b)[1], batch_args=(0, 1))
     for start in range(0, len(x), target.batch_size):
-        batch = tf.constant(x[start : start + target.batch_size])
-        _, grad, _ = target.loss_and_gradient(cross_entropy, batch, tf.constant(y[start : start + target.batch_size]))
-        total += np.abs(grad.numpy()).sum(axis=(0, 3))
+        stop = start + target.batch_size
+        yield backend.to_numpy(gradient(np.asarray(x[start:stop], np.float32), np.asarray(y[start:stop])))
+
+
+def gradient_heatmap(target, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Mean absolute input gradient of the cross-entropy over examples and channels, (H, W)."""
+    total = np.zeros(x.shape[1:3])
+    for grad in input_gradients(target, x, y):
+        total += np.abs(grad).sum(axis=(0, 3))
     return total / (len(x) * x.shape[3])
 
 
@@ -235,13 +241,9 @@ def shrink_to_boundary(target, x: np.ndarray, y: np.ndarray, adversarial: np.nda
 def gradient_check(target, x: np.ndarray, y: np.ndarray) -> dict:
     """Shares of examples whose cross-entropy input gradient is all zero, or not finite:
     signs of gradient masking (or of saturated softmax, which also blinds CE attacks)."""
-    from advbench.losses import cross_entropy
-
     zero = nonfinite = 0
-    for start in range(0, len(x), target.batch_size):
-        batch = tf.constant(x[start : start + target.batch_size])
-        _, grad, _ = target.loss_and_gradient(cross_entropy, batch, tf.constant(y[start : start + target.batch_size]))
-        flat = grad.numpy().reshape(len(batch), -1)
+    for grad in input_gradients(target, x, y):
+        flat = grad.reshape(len(grad), -1)
         finite = np.isfinite(flat).all(axis=1)
         nonfinite += int((~finite).sum())
         zero += int((finite & (np.abs(flat).max(axis=1) == 0)).sum())

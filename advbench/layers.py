@@ -1,9 +1,13 @@
-"""Keras layers advbench's architectures use; certifiers recognise them by class.
+"""Keras layers of advbench's architectures and defenses; certifiers recognise them by class.
 
-Imported lazily (it subclasses Keras classes, so importing it imports TensorFlow).
+Imported lazily (it subclasses Keras classes, so importing it imports Keras).  Random
+layers draw from their own ``keras.random.SeedGenerator``, so they run on every backend
+and are reproducible from the job's seed.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from advbench.lazy import keras
 
@@ -31,3 +35,122 @@ def activation_layer(name: str, alpha: float = 1.0, layer_name: str | None = Non
     if name == "relu":
         return keras.layers.ReLU(name=layer_name)
     raise ValueError(f"unknown activation {name!r}")
+
+
+def bilinear_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """The (out, in) matrix of a 1-D bilinear resize with half-pixel centres (as
+    ``tf.image.resize``, no antialiasing)."""
+    matrix = np.zeros((size_out, size_in), np.float32)
+    for o in range(size_out):
+        source = (o + 0.5) * size_in / size_out - 0.5
+        floor = np.floor(source)
+        lower, upper = int(max(floor, 0)), int(min(np.ceil(source), size_in - 1))
+        lerp = source - floor
+        matrix[o, lower] += 1 - lerp
+        matrix[o, upper] += lerp
+    return matrix
+
+
+@keras.saving.register_keras_serializable(package="advbench")
+class RandomResizePad(keras.layers.Layer):
+    """Xie et al.'s (2018) input randomization: resize the image to a random size in
+    ``[H, P)``, zero-pad it at a random offset to ``P x P`` (``P = round(H max_ratio)``),
+    and resize it back to ``H x W`` (advbench's classifiers have a fixed input size).
+    One draw per call, for the whole batch.
+
+    Every step is linear and separable, so the layer multiplies the image by one row
+    and one column matrix built from the draw: static shapes, hence compilable on every
+    backend (a resize to a traced size is not)."""
+
+    def __init__(self, max_ratio: float, method: str = "bilinear", seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.max_ratio, self.method = float(max_ratio), method
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def _axis_matrix(self, size_in, padded, size, offset):
+        """(size_in, size_in): input axis -> resized to ``size`` at ``offset`` in a canvas of
+        ``padded`` -> resized back to ``size_in``."""
+        ops = keras.ops
+        back = ops.convert_to_tensor(bilinear_matrix(padded, size_in))  # (size_in, padded)
+        canvas = ops.cast(ops.arange(padded), "float32") - offset  # position within the resized image
+        inside = ops.cast((canvas >= 0) & (canvas < size), "float32")
+        scale = size_in / size
+        if self.method == "nearest":
+            index = ops.minimum(ops.floor((canvas + 0.5) * scale), size_in - 1)
+            index = ops.cast(ops.maximum(index, 0), "int32")
+            forward = ops.one_hot(index, size_in)
+        else:
+            source = (canvas + 0.5) * scale - 0.5
+            floor = ops.floor(source)
+            lower = ops.cast(ops.clip(floor, 0, size_in - 1), "int32")
+            upper = ops.cast(ops.clip(ops.ceil(source), 0, size_in - 1), "int32")
+            lerp = (source - floor)[:, None]
+            forward = ops.one_hot(lower, size_in) * (1 - lerp) + ops.one_hot(upper, size_in) * lerp
+        return ops.matmul(back, forward * inside[:, None])
+
+    def call(self, inputs):
+        ops = keras.ops
+        height, width = inputs.shape[1], inputs.shape[2]
+        padded = max(height + 2, int(round(height * self.max_ratio)))
+        padded_w = max(width + 2, int(round(width * self.max_ratio)))
+        draw = keras.random.uniform((3,), seed=self.seed_generator)
+        size = ops.floor(height + draw[0] * (padded - height))  # in [height, padded)
+        size_w = ops.floor(size * width / height)
+        top = ops.floor(draw[1] * (padded - size + 1))
+        left = ops.floor(draw[2] * (padded_w - size_w + 1))
+        rows = self._axis_matrix(height, padded, size, top)
+        cols = self._axis_matrix(width, padded_w, size_w, left)
+        return ops.einsum("ri,bijc,sj->brsc", rows, inputs, cols)
+
+    def get_config(self):
+        return {**super().get_config(), "max_ratio": self.max_ratio, "method": self.method}
+
+
+@keras.saving.register_keras_serializable(package="advbench")
+class RandomPixelMask(keras.layers.Layer):
+    """Keeps a random share of the pixels (the same for every channel), zeroes the rest;
+    drawn anew at every call."""
+
+    def __init__(self, share: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.share = float(share)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs):
+        shape = keras.ops.shape(inputs)
+        noise = keras.random.uniform((shape[0], shape[1], shape[2], 1), seed=self.seed_generator)
+        return inputs * keras.ops.cast(noise < self.share, inputs.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "share": self.share}
+
+
+@keras.saving.register_keras_serializable(package="advbench")
+class FixedMask(keras.layers.Layer):
+    """Multiplies the input by a fixed 0/1 mask (broadcast over the batch)."""
+
+    def __init__(self, mask, **kwargs):
+        super().__init__(**kwargs)
+        self.mask = np.asarray(mask, np.float32)
+
+    def call(self, inputs):
+        return inputs * keras.ops.convert_to_tensor(self.mask)
+
+    def get_config(self):
+        return {**super().get_config(), "mask": self.mask.tolist()}
+
+
+@keras.saving.register_keras_serializable(package="advbench")
+class Blend(keras.layers.Layer):
+    """``(1 - lam) a + lam b`` of two inputs."""
+
+    def __init__(self, lam: float, **kwargs):
+        super().__init__(**kwargs)
+        self.lam = float(lam)
+
+    def call(self, inputs):
+        first, second = inputs
+        return (1 - self.lam) * first + self.lam * second
+
+    def get_config(self):
+        return {**super().get_config(), "lam": self.lam}

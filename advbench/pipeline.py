@@ -31,7 +31,8 @@ import advbench
 from advbench.data import Subsets, make_subsets
 from advbench.errors import AdvbenchError, DataError, Problem, SpecError
 from advbench.evaluation import KEEP_ADVERSARIAL, attack_radii, certified_radii, gradient_check
-from advbench.lazy import keras, tf
+from advbench import backend
+from advbench.lazy import keras
 from advbench.spec import ModelPlan, Spec, stable_hash
 from advbench.store import RunStore, write_json
 
@@ -44,19 +45,24 @@ class Job:
     id: str
     kind: str  # train | clean | attack | certify
     model: str
-    key: str
+    key: str  # everything that determines the result, the backend included
     norm: str | None = None
     method: object | None = None  # ComponentRef of the attack or certifier
     eps: list[float] = field(default_factory=list)
+    identity: str = ""  # the same without the backend: it seeds the job, so backends draw alike
 
     @property
     def seed(self) -> int:
-        return int(self.key[:8], 16) % (2**31 - 1)
+        return int((self.identity or self.key)[:8], 16) % (2**31 - 1)
+
+
+FRAMEWORKS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+"""The package whose version matters for each Keras backend."""
 
 
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version(), "advbench": advbench.__version__}
-    for package in ("tensorflow", "keras", "numpy"):
+    for package in (FRAMEWORKS.get(backend.name(), backend.name()), "keras", "numpy"):
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -76,15 +82,22 @@ class Pipeline:
         self.store = store
         self.reporter = reporter or Reporter()
         self.data: Subsets | None = None
+        self.environment = backend.describe()
         dataset = spec.dataset.as_dict()
         evaluation = spec.evaluation.model_dump(mode="json")
         self.data_key = stable_hash({"dataset": dataset, "seed": spec.seed, "examples": evaluation["examples"]})
         self._evaluation_key = stable_hash({k: v for k, v in evaluation.items() if k != "examples"})
-        self.model_keys = {plan.name: self._model_key(plan) for plan in spec.models}
+        self.model_identities = {plan.name: self._model_identity(plan) for plan in spec.models}
+        self.model_keys = {name: self._key(identity) for name, identity in self.model_identities.items()}
 
     # -- planning ---------------------------------------------------------------------
 
-    def _model_key(self, plan: ModelPlan) -> str:
+    def _key(self, identity: str) -> str:
+        """A job's key: its identity and the backend with its precision, so that results
+        computed on one backend are never reused for another."""
+        return stable_hash([identity, self.environment["backend"], self.environment["precision"]])
+
+    def _model_identity(self, plan: ModelPlan) -> str:
         what: dict = {"data": self.data_key, "defense": plan.defense.as_dict(), "seed": plan.seed, "version": advbench.__version__}
         if plan.path is not None:
             what["file"] = file_digest(plan.path)
@@ -95,16 +108,16 @@ class Pipeline:
     def plan(self) -> list[Job]:
         jobs: list[Job] = []
         for plan in self.spec.models:
-            model_key = self.model_keys[plan.name]
-            jobs.append(Job(f"{plan.name}/train", "train", plan.name, model_key))
-            clean_key = stable_hash([model_key, self.data_key, self._evaluation_key])
-            jobs.append(Job(f"{plan.name}/clean", "clean", plan.name, clean_key))
+            model_identity = self.model_identities[plan.name]
+            jobs.append(Job(f"{plan.name}/train", "train", plan.name, self.model_keys[plan.name], identity=model_identity))
+            clean_identity = stable_hash([model_identity, self.data_key, self._evaluation_key])
+            jobs.append(Job(f"{plan.name}/clean", "clean", plan.name, self._key(clean_identity), identity=clean_identity))
             for threat in self.spec.threat_models:
                 for kind, methods in (("attack", self.spec.attacks), ("certify", self.spec.certifiers)):
                     for method in methods:
-                        key = stable_hash([clean_key, threat.norm, threat.eps, kind, method.as_dict()])
+                        identity = stable_hash([clean_identity, threat.norm, threat.eps, kind, method.as_dict()])
                         job_id = f"{plan.name}/{threat.norm}/{kind}-{method.label}"
-                        jobs.append(Job(job_id, kind, plan.name, key, threat.norm, method, list(threat.eps)))
+                        jobs.append(Job(job_id, kind, plan.name, self._key(identity), threat.norm, method, list(threat.eps), identity))
         return jobs
 
     # -- checks before any work ----------------------------------------------------------
@@ -149,7 +162,7 @@ class Pipeline:
     def run(self) -> "RunSummary":
         """Run every unfinished job: all training first (transfer attacks need other
         models), then each model's evaluations."""
-        tf.config.experimental.enable_op_determinism()
+        backend.enable_determinism()
         jobs = self.plan()
         write_json(self.store.root / "plan.json", {"spec_hash": self.spec.hash, "jobs": {j.id: j.key for j in jobs}})
         todo = [job for job in jobs if not _finished(self.store.job_record(job.id, job.key))]
@@ -184,7 +197,7 @@ class Pipeline:
         started = time.perf_counter()
         with self.reporter.job(job, size) as advance:
             try:
-                keras.utils.set_random_seed(job.seed)
+                backend.set_seed(job.seed)
                 self.targets.forget_randomized()
                 record, arrays = work(advance)
             except KeyboardInterrupt:
@@ -208,6 +221,7 @@ class Pipeline:
             seed=job.seed,
             spec_hash=self.spec.hash,
             versions=versions(),
+            environment=self.environment,
         )
         if job.norm:
             record.update(norm=job.norm, eps=job.eps, method=job.method.name, label=job.method.label, settings=job.method.as_dict())
@@ -237,7 +251,10 @@ class Pipeline:
             record.update(pretrained=str(plan.path), sha256=file_digest(plan.path))
             advance(plan.training.epochs)
         else:
+            from advbench.training import initialize
+
             model = self._build(plan)
+            initialize(model, job.seed)
             defense = plan.defense.build()
             history = train_model(
                 model, defense, plan.training, data.x_train, data.y_train, job.seed,

@@ -4,14 +4,16 @@ A :class:`Target` hides whether the model is randomized: against a randomized mo
 :meth:`Target.loss_and_gradient` averages over ``eot_samples`` draws (Expectation over
 Transformation) and :meth:`Target.predict` takes the most frequent class over
 ``final_draws`` draws.  It also counts the forward and gradient evaluations attacks
-spend, so every result records its cost.
+spend, so every result records its cost.  Everything here is backend-agnostic: the
+model is a Keras model, gradients come from :mod:`advbench.backend`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from advbench.lazy import tf
+from advbench import backend
+from advbench.lazy import keras
 
 
 class Target:
@@ -49,19 +51,28 @@ class Target:
         self.final_draws = int(final_draws) if randomized and eot else 1
         self.randomness = {"declared": self.randomized, "observed": None}
         self.batch_size = int(batch_size)
-        self.forward_evaluations = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self.gradient_evaluations = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self._logits_fn = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
+        self.forward_evaluations = keras.Variable(0, dtype="int32", trainable=False, name="forward_evaluations")
+        self.gradient_evaluations = keras.Variable(0, dtype="int32", trainable=False, name="gradient_evaluations")
+        self._logits_fn = self.compile(lambda x: self.model(x, training=False), batch_args=(0,))
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.model.input_shape[1:])
 
-    # -- inside attacks (may run inside tf.function) -------------------------------------
+    @property
+    def variables(self) -> list:
+        """The model's variables and the evaluation counters (what compiled code reads and writes)."""
+        return backend.variables_of([self.model, self.forward_evaluations, self.gradient_evaluations])
+
+    def compile(self, fn, batch_args: tuple[int, ...] = ()):
+        """Compile ``fn``, a function that queries this target (see :func:`advbench.backend.compile`)."""
+        return backend.compile(fn, state=[self], batch_args=batch_args)
+
+    # -- inside attacks (may run inside compiled code) ----------------------------------
 
     def logits(self, x):
         """One draw of the logits of a batch (counted as forward evaluations)."""
-        self.forward_evaluations.assign_add(tf.cast(tf.shape(x)[0], tf.int64))
+        self.forward_evaluations.assign_add(keras.ops.cast(keras.ops.shape(x)[0], "int32"))
         return self.model(x, training=False)
 
     def loss_and_gradient(self, loss_fn, x, y):
@@ -69,20 +80,21 @@ class Target:
 
         Returns ``(loss, gradient, logits)``; ``logits`` are those of the last draw.
         """
+        ops = keras.ops
         draws = self.eot_samples
 
+        def objective(point):
+            logits = self.model(point, training=False)
+            loss = loss_fn(logits, y)
+            return ops.sum(loss), (loss, logits)
+
         def one_draw():
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                logits = self.model(x, training=False)
-                loss = loss_fn(logits, y)
-                total = tf.reduce_sum(loss)
-            gradient = tape.gradient(total, x)
             # A model with no differentiable path to its input (e.g. rounding) has zero
             # gradients, which the gradient-masking check then reports.
-            return loss, tf.zeros_like(x) if gradient is None else gradient, logits
+            gradient, (loss, logits) = backend.grad(objective, x)
+            return loss, gradient, logits
 
-        self.gradient_evaluations.assign_add(tf.cast(tf.shape(x)[0] * draws, tf.int64))
+        self.gradient_evaluations.assign_add(ops.cast(ops.shape(x)[0] * draws, "int32"))
         if draws == 1:
             return one_draw()
 
@@ -90,30 +102,22 @@ class Target:
             loss, grad, logits = one_draw()
             return i + 1, loss_sum + loss, grad_sum + grad, logits
 
-        batch = tf.shape(x)[0]
-        zeros_logits = tf.zeros([batch, self.num_classes], x.dtype)
-        _, loss_sum, grad_sum, logits = tf.while_loop(
-            lambda i, *_: i < draws,
-            body,
-            [tf.constant(0), tf.zeros([batch], x.dtype), tf.zeros_like(x), zeros_logits],
-        )
+        batch = ops.shape(x)[0]
+        start = (0, ops.zeros((batch,), x.dtype), ops.zeros_like(x), ops.zeros((batch, self.num_classes), x.dtype))
+        _, loss_sum, grad_sum, logits = backend.while_loop(lambda i, *_: i < draws, body, start)
         return loss_sum / draws, grad_sum / draws, logits
 
     def logit_jacobian(self, x):
         """Input gradients of all K logits, shape (batch, K, ...), averaged over EOT draws,
         and the logits of the last draw (counted as K gradient evaluations per example)."""
+        ops = keras.ops
         draws = self.eot_samples
 
         def one_draw():
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                logits = self.model(x, training=False)
-            jacobian = tape.batch_jacobian(logits, x)
-            if jacobian is None:
-                jacobian = tf.zeros(tf.concat([tf.shape(x)[:1], [self.num_classes], tf.shape(x)[1:]], 0), x.dtype)
+            logits, jacobian = backend.jacobian(lambda point: self.model(point, training=False), x)
             return jacobian, logits
 
-        self.gradient_evaluations.assign_add(tf.cast(tf.shape(x)[0] * draws * self.num_classes, tf.int64))
+        self.gradient_evaluations.assign_add(ops.cast(ops.shape(x)[0] * draws * self.num_classes, "int32"))
         if draws == 1:
             return one_draw()
 
@@ -121,11 +125,10 @@ class Target:
             jacobian, logits = one_draw()
             return i + 1, total + jacobian, logits
 
-        shape = tf.concat([tf.shape(x)[:1], [self.num_classes], tf.shape(x)[1:]], 0)
-        _, total, logits = tf.while_loop(
-            lambda i, *_: i < draws, body,
-            [tf.constant(0), tf.zeros(shape, x.dtype), tf.zeros([tf.shape(x)[0], self.num_classes], x.dtype)],
-        )
+        batch = ops.shape(x)[0]
+        shape = (batch, self.num_classes) + tuple(x.shape[1:])
+        start = (0, ops.zeros(shape, x.dtype), ops.zeros((batch, self.num_classes), x.dtype))
+        _, total, logits = backend.while_loop(lambda i, *_: i < draws, body, start)
         return total / draws, logits
 
     # -- outside attacks (NumPy in, NumPy out) -------------------------------------------
@@ -134,16 +137,19 @@ class Target:
         """Predicted labels; for a randomized model, the most frequent class over draws."""
         votes = np.zeros((len(x), self.num_classes), dtype=np.int64)
         for start in range(0, len(x), self.batch_size):
-            batch = tf.convert_to_tensor(x[start : start + self.batch_size])
+            batch = np.asarray(x[start : start + self.batch_size], np.float32)
             for _ in range(self.final_draws):
-                labels = np.argmax(self._logits_fn(batch).numpy(), axis=1)
+                labels = np.argmax(keras.ops.convert_to_numpy(self._logits_fn(batch)), axis=1)
                 votes[start + np.arange(len(labels)), labels] += 1
         self.forward_evaluations.assign_add(len(x) * self.final_draws)
         return np.argmax(votes, axis=1)
 
     def logits_numpy(self, x: np.ndarray) -> np.ndarray:
         """One draw of the logits, batched, as NumPy."""
-        parts = [self._logits_fn(tf.convert_to_tensor(x[s : s + self.batch_size])).numpy() for s in range(0, len(x), self.batch_size)]
+        parts = [
+            keras.ops.convert_to_numpy(self._logits_fn(np.asarray(x[s : s + self.batch_size], np.float32)))
+            for s in range(0, len(x), self.batch_size)
+        ]
         return np.concatenate(parts) if parts else np.zeros((0, self.num_classes), np.float32)
 
     def differs_between_calls(self, x: np.ndarray, calls: int = 8) -> bool:
@@ -170,7 +176,10 @@ class Target:
         }
 
     def evaluations(self) -> dict[str, int]:
-        return {"forward": int(self.forward_evaluations.numpy()), "gradient": int(self.gradient_evaluations.numpy())}
+        return {
+            "forward": int(keras.ops.convert_to_numpy(self.forward_evaluations)),
+            "gradient": int(keras.ops.convert_to_numpy(self.gradient_evaluations)),
+        }
 
     def reset_counts(self) -> None:
         self.forward_evaluations.assign(0)

@@ -1,5 +1,5 @@
 """Training: one compiled step through which a defense changes the loss, the inputs and
-the model, and a cache of trained models keyed by everything that determines them."""
+the model, written once for every Keras backend."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ from typing import Callable
 
 import numpy as np
 
-from advbench.lazy import keras, tf
+from advbench import backend
+from advbench.lazy import keras
 
 
 def cross_entropy(logits, y):
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(y, tf.int32), logits=logits))
+    """Mean cross-entropy of a batch."""
+    from advbench.losses import cross_entropy as per_example
+
+    return keras.ops.mean(per_example(logits, y))
 
 
 def make_optimizer(training, steps: int):
@@ -35,6 +39,67 @@ def augmenter(augmentation, input_shape, seed: int):
     return keras.Sequential(layers) if layers else None
 
 
+def initialize(model, seed: int) -> None:
+    """Redraw the model's initial weights with NumPy, from ``seed``, following each layer's
+    initializer (the standard Keras ones: variance scaling, i.e. Glorot, He and LeCun;
+    uniform; normal; truncated normal; constants).  Keras draws them from the backend's
+    own random generator, so the same seed would start training from different weights
+    on TensorFlow, JAX and PyTorch; these are the same on all three.  Variables with any
+    other initializer keep the values Keras drew."""
+    rng = np.random.default_rng(seed)
+    for layer in model._flatten_layers(include_self=False):
+        for attribute, value in sorted(vars(layer).items()):
+            if not attribute.endswith("_initializer") or not isinstance(value, keras.initializers.Initializer):
+                continue
+            variable = getattr(layer, attribute[: -len("_initializer")], None)
+            if isinstance(variable, keras.Variable):
+                drawn = _numpy_draw(value, tuple(variable.shape), rng)
+                if drawn is not None:
+                    variable.assign(drawn.astype(variable.dtype))
+
+
+def _numpy_draw(initializer, shape, rng):
+    kind = type(initializer).__name__
+    if kind == "RandomUniform":
+        return rng.uniform(initializer.minval, initializer.maxval, shape)
+    if kind == "RandomNormal":
+        return rng.normal(initializer.mean, initializer.stddev, shape)
+    if kind == "TruncatedNormal":
+        return initializer.mean + initializer.stddev * _truncated(rng, shape)
+    if isinstance(initializer, keras.initializers.VarianceScaling):
+        fan_in, fan_out = _fans(shape)
+        fan = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[initializer.mode]
+        scale = initializer.scale / max(1.0, fan)
+        if initializer.distribution == "uniform":
+            limit = np.sqrt(3.0 * scale)
+            return rng.uniform(-limit, limit, shape)
+        if initializer.distribution == "untruncated_normal":
+            return rng.normal(0.0, np.sqrt(scale), shape)
+        return np.sqrt(scale) / 0.87962566103423978 * _truncated(rng, shape)
+    return None  # constants are the same everywhere already; others stay as Keras drew them
+
+
+def _truncated(rng, shape):
+    """Standard normal draws truncated to [-2, 2] (Keras' truncated normal)."""
+    values = rng.normal(size=shape)
+    outside = np.abs(values) > 2
+    while outside.any():
+        values[outside] = rng.normal(size=int(outside.sum()))
+        outside = np.abs(values) > 2
+    return values
+
+
+def _fans(shape):
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    if len(shape) == 2:
+        return shape[0], shape[1]
+    receptive = int(np.prod(shape[:-2]))
+    return shape[-2] * receptive, shape[-1] * receptive
+
+
 def train_model(
     model,
     defense,
@@ -53,22 +118,28 @@ def train_model(
     optimizer = make_optimizer(training, steps_per_epoch * training.epochs)
     optimizer.build(model.trainable_variables)
     augment = augmenter(training.augmentation, x.shape[1:], seed)
+    if augment is not None:
+        augment.build((None,) + x.shape[1:])
+    trainable = model.trainable_variables
+    state = [model, optimizer, augment, *defense.variables]
 
-    @tf.function(reduce_retracing=True)
     def step(x, y):
         if augment is not None:
             x = augment(x, training=True)
         x, y = defense.training_batch(model, x, y)
-        with tf.GradientTape() as tape:
+
+        def objective():
             logits = model(x, training=True)
             loss = cross_entropy(logits, y)
             extra = defense.regularizer(model, x, y, logits)
-            total = loss if extra is None else loss + extra
-        gradients = tape.gradient(total, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1), tf.cast(y, tf.int64)), tf.float32))
+            return (loss if extra is None else loss + extra), logits
+
+        total, logits, gradients = backend.variable_grad(objective, trainable)
+        optimizer.apply(gradients, trainable)
+        correct = keras.ops.sum(keras.ops.cast(keras.ops.argmax(logits, axis=1) == keras.ops.cast(y, "int32"), "float32"))
         return total, correct
 
+    step = backend.compile(step, state=state, mutable=state)
     rng = np.random.default_rng(seed)
     history = {"loss": [], "accuracy": []}
     started = time.perf_counter()
@@ -78,9 +149,9 @@ def train_model(
         loss_sum, correct_sum = 0.0, 0.0
         for start in range(0, len(x), training.batch_size):
             batch = order[start : start + training.batch_size]
-            loss, correct = step(tf.constant(x[batch]), tf.constant(y[batch]))
-            loss_sum += float(loss) * len(batch)
-            correct_sum += float(correct)
+            loss, correct = step(x[batch], y[batch])
+            loss_sum += float(backend.to_numpy(loss)) * len(batch)
+            correct_sum += float(backend.to_numpy(correct))
         logs = {"loss": loss_sum / len(x), "accuracy": correct_sum / len(x)}
         history["loss"].append(logs["loss"])
         history["accuracy"].append(logs["accuracy"])

@@ -10,7 +10,8 @@ from scipy.optimize import minimize
 
 from advbench import lp
 from advbench.evaluation import attack_radii
-from advbench.lazy import keras, tf
+from advbench import backend, rng
+from advbench.lazy import keras
 from advbench.plugins import load_plugins
 from advbench.target import Target
 from advbench.testing import run_spec, tiny_spec
@@ -30,7 +31,7 @@ def test_box_constrained_step_matches_a_generic_solver():
     x[:, 0] = rng.choice([0.01, 0.99], size=(5, 3, 1))
     v = rng.normal(size=x.shape).astype(np.float32)
     c = rng.uniform(0.1, 1.0, 5).astype(np.float32)
-    delta, feasible = lp.box_constrained_l2_step(tf.constant(v), tf.constant(c), tf.constant(x))
+    delta, feasible = (backend.to_numpy(t) for t in lp.box_constrained_l2_step(backend.to_tensor(v), backend.to_tensor(c), backend.to_tensor(x)))
     for i in range(5):
         vi, xi = v[i].ravel(), x[i].ravel()
         reference = minimize(lambda z: z @ z, np.zeros(9), jac=lambda z: 2 * z, method="SLSQP", bounds=list(zip(-xi, 1 - xi)),
@@ -43,14 +44,14 @@ def exact_box_radius(model, x):
     """Exact minimal L2 adversarial perturbation of a linear model inside the box: per
     wrong class the clipped-ray solution, then the smallest."""
     kernel = model.layers[-1].kernel.numpy()
-    logits = model(x).numpy()
+    logits = backend.to_numpy(model(x))
     predicted = logits.argmax(1)
     best = np.full(len(x), np.inf)
     for j in range(kernel.shape[1]):
         v = (kernel[:, predicted] - kernel[:, [j]]).T.reshape(x.shape)  # grad of f_c - f_j
         margin = logits[np.arange(len(x)), predicted] - logits[:, j]
-        delta, feasible = lp.box_constrained_l2_step(tf.constant(v), tf.constant(margin), tf.constant(x))
-        size = np.where(feasible.numpy() & (predicted != j), lp.numpy_norm(delta.numpy(), "l2"), np.inf)
+        delta, feasible = (backend.to_numpy(t) for t in lp.box_constrained_l2_step(backend.to_tensor(v), backend.to_tensor(margin), backend.to_tensor(x)))
+        size = np.where(feasible & (predicted != j), lp.numpy_norm(delta, "l2"), np.inf)
         best = np.minimum(best, size)
     return predicted, best
 
@@ -88,13 +89,14 @@ def test_targeted_apgd_hits_its_target_when_it_reports_success(mlp):
     target, x, y = mlp
     goal = (y + 3) % 10
     found_norm, found, _ = apgd_search(
-        lambda a, b: target.loss_and_gradient(targeted_dlr(goal), a, b), tf.constant(x), tf.constant(y),
-        tf.fill([len(x)], 0.3), "linf", tf.constant([0, 0], tf.int64), steps=30, target_class=tf.constant(goal),
+        lambda a, b: target.loss_and_gradient(targeted_dlr(goal), a, b), backend.to_tensor(x), backend.to_tensor(y, "int32"),
+        backend.to_tensor(np.full(len(x), 0.3)), "linf", rng.seed(0), steps=30, target_class=backend.to_tensor(goal, "int32"),
     )
-    success = np.isfinite(found_norm.numpy())
+    found_norm, found = backend.to_numpy(found_norm), backend.to_numpy(found)
+    success = np.isfinite(found_norm)
     assert success.mean() > 0.5
-    np.testing.assert_array_equal(target.predict(found.numpy()[success]), goal[success])
-    assert np.all(lp.numpy_norm(found.numpy()[success] - x[success], "linf") <= 0.3 + 1e-6)
+    np.testing.assert_array_equal(target.predict(found[success]), goal[success])
+    assert np.all(lp.numpy_norm(found[success] - x[success], "linf") <= 0.3 + 1e-6)
 
 
 @pytest.mark.parametrize("norm, eps", [("linf", 0.08), ("l2", 0.5)])
@@ -158,9 +160,9 @@ MASKING = textwrap.dedent("""
     class Quantize(Defense):
         \"\"\"Rounds inputs to 4 levels at inference: zero gradients almost everywhere.\"\"\"
         def inference_model(self, model):
-            import keras, tensorflow as tf
+            import keras
             inputs = keras.Input(model.input_shape[1:])
-            rounded = keras.layers.Lambda(lambda t: tf.round(t * 3) / 3)(inputs)
+            rounded = keras.layers.Lambda(lambda t: keras.ops.round(t * 3) / 3)(inputs)
             return keras.Model(inputs, model(rounded))
 
     @hookimpl

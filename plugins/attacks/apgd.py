@@ -19,10 +19,11 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from advbench import Attack, Params, hookimpl
+from advbench import Attack, Params, backend, hookimpl
+from advbench import rng
 from advbench import lp
-from advbench.lazy import tf
-from advbench.losses import cross_entropy
+from advbench.lazy import keras
+from advbench.losses import cross_entropy, true_and_best_other
 
 ALPHA = 0.75
 RHO = 0.75
@@ -38,10 +39,9 @@ def checkpoints(steps: int) -> list[int]:
 
 def dlr(logits, y):
     """-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3): scale-invariant, maximized by the attack."""
-    sorted_logits = tf.sort(logits, axis=1, direction="DESCENDING")
-    true = tf.one_hot(tf.cast(y, tf.int32), tf.shape(logits)[1]) > 0.5
-    z_y = tf.reduce_sum(tf.where(true, logits, 0.0), axis=1)
-    other = tf.reduce_max(tf.where(true, -float("inf"), logits), axis=1)
+    ops = keras.ops
+    sorted_logits = ops.flip(ops.sort(logits, axis=1), axis=1)
+    z_y, other = true_and_best_other(logits, y)
     return -(z_y - other) / (sorted_logits[:, 0] - sorted_logits[:, 2] + 1e-12)
 
 
@@ -49,10 +49,11 @@ def targeted_dlr(target_class):
     """-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2): the targeted DLR loss towards ``target_class``."""
 
     def loss(logits, y):
-        sorted_logits = tf.sort(logits, axis=1, direction="DESCENDING")
-        classes = tf.shape(logits)[1]
-        z_y = tf.reduce_sum(logits * tf.one_hot(tf.cast(y, tf.int32), classes), axis=1)
-        z_t = tf.reduce_sum(logits * tf.one_hot(tf.cast(target_class, tf.int32), classes), axis=1)
+        ops = keras.ops
+        sorted_logits = ops.flip(ops.sort(logits, axis=1), axis=1)
+        classes = ops.shape(logits)[1]
+        z_y = ops.sum(logits * ops.one_hot(ops.cast(y, "int32"), classes), axis=1)
+        z_t = ops.sum(logits * ops.one_hot(ops.cast(target_class, "int32"), classes), axis=1)
         return -(z_y - z_t) / (sorted_logits[:, 0] - (sorted_logits[:, 2] + sorted_logits[:, 3]) / 2 + 1e-12)
 
     return loss
@@ -64,8 +65,8 @@ def apgd_search(loss_and_gradient, x, y, eps, norm, seed, *, steps, random_start
     ``target_class``, an iterate counts as adversarial only when it is classified as that
     class (a targeted success).  ``stop_early`` leaves the loop once every example has
     an adversarial iterate (off against randomized models, where one draw decides little)."""
-    batch = tf.shape(x)[0]
-    shape = [-1] + [1] * (len(x.shape) - 1)
+    ops = keras.ops
+    batch = ops.shape(x)[0]
     marks = np.zeros(steps + 1, bool)
     marks[checkpoints(steps)] = True
     previous_mark = np.zeros(steps + 1, np.float32)
@@ -74,72 +75,74 @@ def apgd_search(loss_and_gradient, x, y, eps, norm, seed, *, steps, random_start
         previous_mark[k] = last
         if marks[k]:
             last = k
-    marks, previous_mark = tf.constant(marks), tf.constant(previous_mark)
+    marks, previous_mark = ops.convert_to_tensor(marks), ops.convert_to_tensor(previous_mark)
+
+    def rows(v):
+        return lp.broadcast(v, x)
 
     def project(point):
-        return tf.clip_by_value(x + lp.project(point - x, eps, norm), 0.0, 1.0)
+        return ops.clip(x + lp.project(point - x, eps, norm), 0.0, 1.0)
 
     def direction(grad):
         return lp.steepest_ascent(grad, norm)
 
     def adversarial(point, logits, found_norm, found):
-        predicted = tf.argmax(logits, axis=1, output_type=tf.int64)
+        predicted = ops.cast(ops.argmax(logits, axis=1), "int32")
         if target_class is None:
-            wrong = predicted != tf.cast(y, tf.int64)
+            wrong = predicted != ops.cast(y, "int32")
         else:
-            wrong = predicted == tf.cast(target_class, tf.int64)
+            wrong = predicted == ops.cast(target_class, "int32")
         size = lp.norm(point - x, norm)
         better = wrong & (size < found_norm)
-        return tf.where(better, size, found_norm), tf.where(tf.reshape(better, shape), point, found)
+        return ops.where(better, size, found_norm), ops.where(rows(better), point, found)
 
-    start = x + lp.random_in_ball(tf.shape(x), eps, norm, seed) if random_start else x
-    start = tf.clip_by_value(start, 0.0, 1.0)
+    start = x + lp.random_in_ball(ops.shape(x), eps, norm, seed) if random_start else x
+    start = ops.clip(start, 0.0, 1.0)
     loss, grad, logits = loss_and_gradient(start, y)
-    found_norm, found = adversarial(start, logits, tf.fill([batch], float("inf")), x)
+    found_norm, found = adversarial(start, logits, ops.full((batch,), float("inf")), x)
     step = 2.0 * eps
-    current = project(start + tf.reshape(step, shape) * direction(grad))
+    current = project(start + rows(step) * direction(grad))
     state = dict(
-        i=tf.constant(1), previous=start, current=current, step=step,
+        previous=start, current=current, step=step,
         best_loss=loss, best=start, best_grad=grad, last_loss=loss,
-        successes=tf.zeros([batch]), checkpoint_best=loss, reduced=tf.zeros([batch], tf.bool),
+        successes=ops.zeros((batch,)), checkpoint_best=loss, reduced=ops.zeros((batch,), "bool"),
         found_norm=found_norm, found=found,
     )
 
-    def body(s):
+    def body(i, s):
         loss, grad, logits = loss_and_gradient(s["current"], y)
         found_norm, found = adversarial(s["current"], logits, s["found_norm"], s["found"])
         improved = loss > s["best_loss"]
-        best_loss = tf.where(improved, loss, s["best_loss"])
-        best = tf.where(tf.reshape(improved, shape), s["current"], s["best"])
-        best_grad = tf.where(tf.reshape(improved, shape), grad, s["best_grad"])
-        successes = s["successes"] + tf.cast(loss > s["last_loss"], tf.float32)
-        i = s["i"]
-        at_mark = marks[i]
-        interval = tf.cast(i, tf.float32) - previous_mark[i]
+        best_loss = ops.where(improved, loss, s["best_loss"])
+        best = ops.where(rows(improved), s["current"], s["best"])
+        best_grad = ops.where(rows(improved), grad, s["best_grad"])
+        successes = s["successes"] + ops.cast(loss > s["last_loss"], "float32")
+        at_mark = ops.take(marks, i)
+        interval = ops.cast(i, "float32") - ops.take(previous_mark, i)
         stalled = successes < RHO * interval
-        stuck = tf.logical_not(s["reduced"]) & (s["checkpoint_best"] >= best_loss)
+        stuck = ops.logical_not(s["reduced"]) & (s["checkpoint_best"] >= best_loss)
         halve = at_mark & (stalled | stuck)
-        step = tf.where(halve, s["step"] / 2, s["step"])
-        here = tf.where(tf.reshape(halve, shape), best, s["current"])
-        grad_here = tf.where(tf.reshape(halve, shape), best_grad, grad)
-        previous = tf.where(tf.reshape(halve, shape), best, s["previous"])
-        z = project(here + tf.reshape(step, shape) * direction(grad_here))
+        step = ops.where(halve, s["step"] / 2, s["step"])
+        here = ops.where(rows(halve), best, s["current"])
+        grad_here = ops.where(rows(halve), best_grad, grad)
+        previous = ops.where(rows(halve), best, s["previous"])
+        z = project(here + rows(step) * direction(grad_here))
         following = project(here + ALPHA * (z - here) + (1 - ALPHA) * (here - previous))
-        return (dict(
-            i=i + 1, previous=here, current=following, step=step,
+        return i + 1, dict(
+            previous=here, current=following, step=step,
             best_loss=best_loss, best=best, best_grad=best_grad, last_loss=loss,
-            successes=tf.where(at_mark, 0.0, successes),
-            checkpoint_best=tf.where(at_mark, best_loss, s["checkpoint_best"]),
-            reduced=tf.where(at_mark, halve, s["reduced"]),
+            successes=ops.where(at_mark, 0.0, successes),
+            checkpoint_best=ops.where(at_mark, best_loss, s["checkpoint_best"]),
+            reduced=ops.where(at_mark, halve, s["reduced"]),
             found_norm=found_norm, found=found,
-        ),)
+        )
 
-    def keep_going(s):
+    def keep_going(i, s):
         if not stop_early:
-            return s["i"] < steps
-        return (s["i"] < steps) & tf.logical_not(tf.reduce_all(tf.math.is_finite(s["found_norm"])))
+            return i < steps
+        return (i < steps) & ops.logical_not(ops.all(ops.isfinite(s["found_norm"])))
 
-    final = tf.while_loop(keep_going, body, (state,))[0]
+    _, final = backend.while_loop(keep_going, body, (1, state))
     loss, _, logits = loss_and_gradient(final["current"], y)
     found_norm, found = adversarial(final["current"], logits, final["found_norm"], final["found"])
     return found_norm, found, final["best"]
@@ -175,11 +178,11 @@ class APGD(Attack):
                     target_class=target_class if loss_name == "targeted" else None, stop_early=not target.randomized,
                 )
 
-            self._compiled[key] = tf.function(run, reduce_retracing=True)
+            self._compiled[key] = target.compile(run, batch_args=(0, 1, 2, 4))
         return self._compiled[key]
 
     def perturb(self, target, x, y, eps, norm, seed):
-        x, y, eps = np.asarray(x), np.asarray(y), np.asarray(eps, np.float32)
+        x, y, eps = np.asarray(x, np.float32), np.asarray(y), np.asarray(eps, np.float32)
         result = x.copy()
         broken = np.zeros(len(x), bool)
         if self.params.targeted:
@@ -196,8 +199,8 @@ class APGD(Attack):
                 if not len(active):
                     continue
                 run = self._run(target, norm, loss_name)
-                seed_pair = tf.constant([seed, run_index * 1000 + restart], tf.int64)
-                found_norm, found, best = (t.numpy() for t in run(x[active], y[active], eps[active], seed_pair, classes[active]))
+                seed_pair = rng.seed(seed, run_index, restart)
+                found_norm, found, best = (backend.to_numpy(t) for t in run(x[active], y[active], eps[active], seed_pair, classes[active]))
                 if target.randomized:  # judge by the majority over draws, at the highest-loss point
                     found = best
                     hit = target.predict(best) != y[active]

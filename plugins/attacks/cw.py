@@ -13,9 +13,10 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from advbench import Attack, Params, hookimpl
-from advbench.lazy import tf
-from advbench.losses import cw_margin
+from advbench import Attack, Params, backend, hookimpl
+from advbench import lp
+from advbench.lazy import keras
+from advbench.losses import cw_margin, misclassified
 
 
 class CWParams(Params):
@@ -42,39 +43,39 @@ class CarliniWagnerL2(Attack):
             p = self.params
 
             def run(x, y, const):
+                ops = keras.ops
+
                 def body(i, x_prime, m, v, best_norm, best):
                     margin, grad_margin, logits = target.loss_and_gradient(lambda z, t: -cw_margin(z, t), x_prime, y)
-                    size = tf.sqrt(tf.reduce_sum(tf.square(tf.reshape(x_prime - x, [tf.shape(x)[0], -1])), axis=1))
-                    wrong = tf.argmax(logits, axis=1, output_type=tf.int64) != tf.cast(y, tf.int64)
-                    better = wrong & (size < best_norm)
-                    shape = [-1] + [1] * (len(x.shape) - 1)
-                    best = tf.where(tf.reshape(better, shape), x_prime, best)
-                    active = tf.cast(margin > -p.confidence, x.dtype)  # hinge: max(margin + kappa, 0)
-                    grad = 2 * (x_prime - x) + tf.reshape(const * active, shape) * grad_margin
+                    size = lp.norm(x_prime - x, "l2")
+                    better = misclassified(logits, y) & (size < best_norm)
+                    best = ops.where(lp.broadcast(better, x), x_prime, best)
+                    active = ops.cast(margin > -p.confidence, x.dtype)  # hinge: max(margin + kappa, 0)
+                    grad = 2 * (x_prime - x) + lp.broadcast(const * active, x) * grad_margin
                     m = 0.9 * m + 0.1 * grad
-                    v = 0.999 * v + 0.001 * tf.square(grad)
-                    t = tf.cast(i + 1, x.dtype)
-                    x_prime = x_prime - p.learning_rate * (m / (1 - 0.9**t)) / (tf.sqrt(v / (1 - 0.999**t)) + 1e-8)
-                    return i + 1, tf.clip_by_value(x_prime, 0.0, 1.0), m, v, tf.where(better, size, best_norm), best
+                    v = 0.999 * v + 0.001 * ops.square(grad)
+                    t = ops.cast(i + 1, x.dtype)
+                    x_prime = x_prime - p.learning_rate * (m / (1 - 0.9**t)) / (ops.sqrt(v / (1 - 0.999**t)) + 1e-8)
+                    return i + 1, ops.clip(x_prime, 0.0, 1.0), m, v, ops.where(better, size, best_norm), best
 
-                zeros = tf.zeros_like(x)
-                start = [tf.constant(0), x, zeros, zeros, tf.fill([tf.shape(x)[0]], float("inf")), x]
-                _, _, _, _, best_norm, best = tf.while_loop(lambda i, *_: i < p.steps, body, start)
+                zeros = ops.zeros_like(x)
+                start = (0, x, zeros, zeros, ops.full((ops.shape(x)[0],), float("inf")), x)
+                _, _, _, _, best_norm, best = backend.while_loop(lambda i, *_: i < p.steps, body, start)
                 return best_norm, best
 
-            self._compiled[id(target)] = tf.function(run, reduce_retracing=True)
+            self._compiled[id(target)] = target.compile(run, batch_args=(0, 1, 2))
         return self._compiled[id(target)]
 
     def minimize(self, target, x, y, norm, seed):
         from advbench.evaluation import shrink_to_boundary
 
         run = self._optimize(target)
-        x, y = np.asarray(x), np.asarray(y)
+        x, y = np.asarray(x, np.float32), np.asarray(y)
         const = np.full(len(x), self.params.initial_const, np.float32)
         lower, upper = np.zeros(len(x)), np.full(len(x), np.inf)
         best, best_norm = x.copy(), np.full(len(x), np.inf)
         for _ in range(self.params.search_steps):
-            norms, points = (t.numpy() for t in run(x, y, const))
+            norms, points = (backend.to_numpy(t) for t in run(x, y, const))
             found = np.isfinite(norms)
             better = found & (norms < best_norm)
             best[better], best_norm[better] = points[better], norms[better]

@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from advbench import Attack, Params, hookimpl
+from advbench import Attack, Params, backend, hookimpl
 from advbench import lp
-from advbench.lazy import tf
+from advbench.lazy import keras
 
 
 class DeepFoolParams(Params):
@@ -41,42 +41,41 @@ class DeepFool(Attack):
         if key not in self._compiled:
 
             def step(x_now, y):
+                ops = keras.ops
                 jacobian, logits = target.logit_jacobian(x_now)
-                classes = tf.shape(logits)[1]
-                true = tf.one_hot(tf.cast(y, tf.int32), classes) > 0.5
-                f_true = tf.reduce_sum(tf.where(true, logits, 0.0), axis=1, keepdims=True)
-                g_true = tf.reduce_sum(tf.where(true[:, :, None, None, None], jacobian, 0.0), axis=1, keepdims=True)
+                classes = logits.shape[1]
+                batch = ops.shape(x_now)[0]
+                true = ops.one_hot(ops.cast(y, "int32"), classes) > 0.5
+                f_true = ops.sum(ops.where(true, logits, 0.0), axis=1, keepdims=True)
+                g_true = ops.sum(ops.where(true[:, :, None, None, None], jacobian, 0.0), axis=1, keepdims=True)
                 margin = f_true - logits  # (B, K): f_y - f_k, > 0 while correct
                 v = g_true - jacobian  # (B, K, ...): grad of f_y - f_k
-                batch = tf.shape(x_now)[0]
-                flat_v = tf.reshape(v, [batch * classes, -1])
+                flat_v = ops.reshape(v, (-1,) + (int(np.prod(x_now.shape[1:])),))
                 if norm == "l2" and not box_exact:
-                    squared = tf.reshape(tf.reduce_sum(tf.square(flat_v), axis=1), [batch, classes])
-                    distance = tf.maximum(margin, 0.0) / tf.sqrt(tf.maximum(squared, 1e-24))
-                    scale = tf.maximum(margin, 0.0) / tf.maximum(squared, 1e-24)
+                    squared = ops.reshape(ops.sum(ops.square(flat_v), axis=1), (batch, classes))
+                    distance = ops.maximum(margin, 0.0) / ops.sqrt(ops.maximum(squared, 1e-24))
+                    scale = ops.maximum(margin, 0.0) / ops.maximum(squared, 1e-24)
                     steps = -v * scale[:, :, None, None, None]
                 elif norm == "l2":
-                    x_rep = tf.repeat(x_now, classes, axis=0)
-                    steps, feasible = lp.box_constrained_l2_step(
-                        tf.reshape(flat_v, tf.shape(x_rep)), tf.maximum(tf.reshape(margin, [-1]), 0.0), x_rep
-                    )
-                    distance = tf.where(feasible, lp.norm(steps, "l2"), float("inf"))
-                    distance = tf.reshape(distance, [batch, classes])
-                    steps = tf.reshape(steps, tf.shape(v))
+                    x_rep = ops.repeat(x_now, classes, axis=0)
+                    steps, feasible = lp.box_constrained_l2_step(flat_v, ops.maximum(ops.reshape(margin, (-1,)), 0.0), x_rep)
+                    distance = ops.where(feasible, lp.norm(steps, "l2"), float("inf"))
+                    distance = ops.reshape(distance, (batch, classes))
+                    steps = ops.reshape(steps, ops.shape(v))
                 else:
-                    dual = tf.reshape(lp.norm(flat_v, "l1"), [batch, classes])
-                    distance = tf.maximum(margin, 0.0) / tf.maximum(dual, 1e-12)
-                    direction = -tf.sign(v) * distance[:, :, None, None, None]
-                    steps = direction
-                distance = tf.where(true, float("inf"), distance)
-                nearest = tf.argmin(distance, axis=1, output_type=tf.int32)
-                return tf.gather(steps, nearest, batch_dims=1), logits
+                    dual = ops.reshape(lp.norm(flat_v, "l1"), (batch, classes))
+                    distance = ops.maximum(margin, 0.0) / ops.maximum(dual, 1e-12)
+                    steps = -ops.sign(v) * distance[:, :, None, None, None]
+                distance = ops.where(true, float("inf"), distance)
+                nearest = ops.argmin(distance, axis=1)
+                chosen = ops.take_along_axis(steps, ops.reshape(nearest, (-1, 1, 1, 1, 1)), axis=1)[:, 0]
+                return chosen, logits
 
-            self._compiled[key] = tf.function(step, reduce_retracing=True)
+            self._compiled[key] = target.compile(step, batch_args=(0, 1))
         return self._compiled[key]
 
     def minimize(self, target, x, y, norm, seed):
-        x, y = np.asarray(x), np.asarray(y)
+        x, y = np.asarray(x, np.float32), np.asarray(y)
         if norm != "l2":
             return self._run(target, x, y, norm, box_exact=False)
         boxed = self._run(target, x, y, norm, box_exact=True)
@@ -98,7 +97,7 @@ class DeepFool(Attack):
         for _ in range(self.params.steps):
             if not len(active):
                 break
-            delta, logits = (t.numpy() for t in step(current[active], y[active]))
+            delta, logits = (backend.to_numpy(t) for t in step(current[active], y[active]))
             still_correct = logits.argmax(1) == y[active]
             active = active[still_correct]
             delta = delta[still_correct]

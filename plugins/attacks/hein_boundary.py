@@ -16,9 +16,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from advbench import Attack, Params, hookimpl
+from advbench import Attack, Params, backend, hookimpl
 from advbench import lp
-from advbench.lazy import tf
 
 
 class HeinBoundaryParams(Params):
@@ -29,8 +28,8 @@ class HeinBoundaryParams(Params):
 
 def linearize(target, x, y):
     """Logits and, for every class t, grad (f_y - f_t) at x (EOT-averaged for randomized models)."""
-    jacobian, logits = target.logit_jacobian(tf.constant(x))
-    jacobian, logits = jacobian.numpy(), logits.numpy()
+    jacobian, logits = target.logit_jacobian(backend.to_tensor(x))
+    jacobian, logits = backend.to_numpy(jacobian), backend.to_numpy(logits)
     rows = np.arange(len(x))
     return logits, jacobian[rows, y][:, None] - jacobian
 
@@ -43,7 +42,7 @@ class HeinBoundary(Attack):
     minimal_norm = True
 
     def minimize(self, target, x, y, norm, seed):
-        x, y = np.asarray(x), np.asarray(y)
+        x, y = np.asarray(x, np.float32), np.asarray(y)
         logits, gradients = linearize(target, x, y)
         margins = logits[np.arange(len(x)), y][:, None] - logits
         order = np.argsort(-logits, axis=1)
@@ -69,8 +68,10 @@ class HeinBoundary(Attack):
         (inf-norm rows where no scale crossed it)."""
 
         def candidate(scale):
-            delta, feasible = lp.box_constrained_l2_step(tf.constant(v), tf.constant(scale * margin, tf.float32), tf.constant(x))
-            return delta.numpy(), feasible.numpy()
+            delta, feasible = lp.box_constrained_l2_step(
+                backend.to_tensor(v), backend.to_tensor(scale * margin), backend.to_tensor(x)
+            )
+            return backend.to_numpy(delta), backend.to_numpy(feasible)
 
         def crosses(scale):
             delta, feasible = candidate(scale)

@@ -10,14 +10,16 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from advbench import Attack, Params, hookimpl
+from advbench import Attack, Params, backend, hookimpl
+from advbench import rng
 from advbench import lp
-from advbench.lazy import tf
-from advbench.losses import LOSSES
+from advbench.lazy import keras
+from advbench.losses import LOSSES, misclassified
 
 
 def pgd_steps(loss_and_gradient, x, y, eps, norm, delta, *, steps, step_size, stop_when_adversarial=False):
-    """Run ``steps`` PGD steps from ``delta`` (compilable; the loop is a ``tf.while_loop``).
+    """Run ``steps`` PGD steps from ``delta`` (compilable; the loop is a
+    :func:`advbench.backend.while_loop`).
 
     :param loss_and_gradient: ``f(x, y) -> (loss, gradient, logits)`` per example.
     :param step_size: step length as a fraction of ``eps`` (per example).
@@ -27,16 +29,15 @@ def pgd_steps(loss_and_gradient, x, y, eps, norm, delta, *, steps, step_size, st
         the norm of the smallest adversarial iterate seen (inf if none) and that point.
         Every iterate lies in the ball and the box.
     """
-    batch = tf.shape(x)[0]
-    found_norm = tf.fill([batch], float("inf"))
+    ops = keras.ops
+    found_norm = ops.full((ops.shape(x)[0],), float("inf"))
     found = x
 
     def keep_smaller_adversarial(delta, logits, found_norm, found):
-        is_adv = tf.not_equal(tf.argmax(logits, axis=1, output_type=tf.int64), tf.cast(y, tf.int64))
         size = lp.norm(delta, norm)
-        better = tf.logical_and(is_adv, size < found_norm)
-        point = tf.clip_by_value(x + delta, 0.0, 1.0)  # guards against float rounding only
-        return tf.where(better, size, found_norm), tf.where(lp.broadcast(better, x), point, found)
+        better = misclassified(logits, y) & (size < found_norm)
+        point = ops.clip(x + delta, 0.0, 1.0)  # guards against float rounding only
+        return ops.where(better, size, found_norm), ops.where(lp.broadcast(better, x), point, found)
 
     def step(i, delta, found_norm, found):
         _, grad, logits = loss_and_gradient(x + delta, y)
@@ -47,18 +48,18 @@ def pgd_steps(loss_and_gradient, x, y, eps, norm, delta, *, steps, step_size, st
 
     def keep_going(i, delta, found_norm, found):
         if stop_when_adversarial:
-            return tf.logical_and(i < steps, tf.logical_not(tf.reduce_all(tf.math.is_finite(found_norm))))
+            return (i < steps) & ops.logical_not(ops.all(ops.isfinite(found_norm)))
         return i < steps
 
-    _, delta, found_norm, found = tf.while_loop(keep_going, step, [tf.constant(0), delta, found_norm, found])
+    _, delta, found_norm, found = backend.while_loop(keep_going, step, (0, delta, found_norm, found))
     return delta, found_norm, found
 
 
 def pgd_start(x, eps, norm, random_start, seed):
     """The starting perturbation: uniform in the ball (then clipped to the box), or zero."""
     if not random_start:
-        return tf.zeros_like(x)
-    return lp.clip_to_box(x, lp.random_in_ball(tf.shape(x), eps, norm, seed))
+        return keras.ops.zeros_like(x)
+    return lp.clip_to_box(x, lp.random_in_ball(keras.ops.shape(x), eps, norm, seed))
 
 
 class PGDParams(Params):
@@ -101,7 +102,7 @@ class PGD(Attack):
         if key not in self._compiled:
             loss = LOSSES[self.params.loss]
             settings = self.search_settings()
-            mask = 1.0 if self.pixel_mask is None else tf.constant(self.pixel_mask, tf.float32)
+            mask = 1.0 if self.pixel_mask is None else keras.ops.convert_to_tensor(self.pixel_mask, "float32")
 
             def loss_and_gradient(x, y):
                 value, grad, logits = target.loss_and_gradient(loss, x, y)
@@ -116,10 +117,12 @@ class PGD(Attack):
             def start(x, eps, seed):
                 return pgd_start(x, eps, norm, settings["random_start"], seed) * mask
 
-            def misclassified(x, y):
-                return tf.argmax(target.logits(x), axis=1, output_type=tf.int64) != tf.cast(y, tf.int64)
+            def fooled(x, y):
+                return misclassified(target.logits(x), y)
 
-            self._compiled[key] = tuple(tf.function(f, reduce_retracing=True) for f in (run, start, misclassified))
+            self._compiled[key] = (
+                target.compile(run, batch_args=(0, 1, 2, 3)), target.compile(start, batch_args=(0, 1)), target.compile(fooled, batch_args=(0, 1))
+            )
         return self._compiled[key]
 
     def perturb(self, target, x, y, eps, norm, seed):
@@ -129,9 +132,9 @@ class PGD(Attack):
         runs and the last iterate is returned (EOT-PGD)."""
         if target.randomized:
             return self._perturb_randomized(target, x, y, eps, norm, seed)
-        run, start, misclassified = self._functions(target, norm)
+        run, start, fooled = self._functions(target, norm)
         settings = self.search_settings()
-        x, y, eps = (np.asarray(a) for a in (x, y, eps))
+        x, y, eps = np.asarray(x, np.float32), np.asarray(y), np.asarray(eps, np.float32)
         result = x.copy()
         broken = np.zeros(len(x), dtype=bool)
         chunk = CHUNK if settings["early_stop"] else settings["steps"]
@@ -139,12 +142,12 @@ class PGD(Attack):
             active = np.flatnonzero(~broken)
             if not len(active):
                 break
-            delta = start(x[active], eps[active], tf.constant([seed, restart], tf.int64)).numpy()
+            delta = backend.to_numpy(start(x[active], eps[active], rng.seed(seed, restart)))
             done = 0
             while done < settings["steps"] and len(active):
                 n = min(chunk, settings["steps"] - done)
                 delta, found_norm, found = (
-                    t.numpy() for t in run(x[active], y[active], eps[active], delta, tf.constant(n))
+                    backend.to_numpy(t) for t in run(x[active], y[active], eps[active], delta, np.int32(n))
                 )
                 done += n
                 hit = np.isfinite(found_norm)
@@ -155,7 +158,7 @@ class PGD(Attack):
             # The last iterate is checked too; examples still unbroken keep it.
             if len(active):
                 last = np.clip(x[active] + delta, 0.0, 1.0)
-                hit = misclassified(last, y[active]).numpy()
+                hit = backend.to_numpy(fooled(last, y[active]))
                 unbroken = ~broken[active]
                 result[active[unbroken]] = last[unbroken]
                 broken[active[hit]] = True
@@ -164,11 +167,11 @@ class PGD(Attack):
     def _perturb_randomized(self, target, x, y, eps, norm, seed):
         run, start, _ = self._functions(target, norm)
         settings = self.search_settings()
-        x, y, eps = (np.asarray(a) for a in (x, y, eps))
+        x, y, eps = np.asarray(x, np.float32), np.asarray(y), np.asarray(eps, np.float32)
         restarts = []
         for restart in range(settings["restarts"]):
-            delta = start(x, eps, tf.constant([seed, restart], tf.int64)).numpy()
-            delta = run(x, y, eps, delta, tf.constant(settings["steps"]))[0].numpy()
+            delta = backend.to_numpy(start(x, eps, rng.seed(seed, restart)))
+            delta = backend.to_numpy(run(x, y, eps, delta, np.int32(settings["steps"]))[0])
             restarts.append(np.clip(x + delta, 0.0, 1.0))
         if len(restarts) == 1:
             return restarts[0]

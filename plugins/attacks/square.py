@@ -14,9 +14,11 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from advbench import Attack, Params, hookimpl
+from advbench import Attack, Params, backend, hookimpl
+from advbench import rng
 from advbench import lp
-from advbench.lazy import tf
+from advbench.lazy import keras
+from advbench.losses import true_and_best_other
 
 CHUNK = 50
 """Iterations compiled into one call; the batch is compacted to unbroken examples between calls."""
@@ -53,68 +55,62 @@ class Square(Attack):
     def _chunk(self, target, norm):
         key = (id(target), norm)
         if key not in self._compiled:
+            ops = keras.ops
 
             def margin(point, y):
-                logits = target.logits(point)
-                true = tf.one_hot(tf.cast(y, tf.int32), tf.shape(logits)[1]) > 0.5
-                own = tf.reduce_max(tf.where(true, logits, -float("inf")), axis=1)
-                other = tf.reduce_max(tf.where(true, -float("inf"), logits), axis=1)
+                own, other = true_and_best_other(target.logits(point), y)
                 return own - other
 
             def run(x, y, eps, delta, current, sides, seed):
-                shape = tf.shape(x)
+                shape = ops.shape(x)
                 height, width, channels = x.shape[1], x.shape[2], x.shape[3]
-                expand = [-1, 1, 1, 1]
+                rows, cols = ops.arange(height), ops.arange(width)
 
                 def body(i, delta, current):
-                    side = sides[i]
-                    seeds = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(seed, i), 3)
-                    corner = tf.random.stateless_uniform([shape[0], 2], seeds[0], 0, 1)
-                    top = tf.cast(corner[:, 0] * tf.cast(height - side + 1, tf.float32), tf.int32)
-                    left = tf.cast(corner[:, 1] * tf.cast(width - side + 1, tf.float32), tf.int32)
-                    rows, cols = tf.range(height), tf.range(width)
+                    side = ops.take(sides, i)
+                    step_seed = rng.fold_in(seed, i)
+                    corner = rng.uniform((shape[0], 2), rng.fold_in(step_seed, 0))
+                    top = ops.cast(corner[:, 0] * ops.cast(height - side + 1, "float32"), "int32")
+                    left = ops.cast(corner[:, 1] * ops.cast(width - side + 1, "float32"), "int32")
                     in_rows = (rows[None, :] >= top[:, None]) & (rows[None, :] < top[:, None] + side)
                     in_cols = (cols[None, :] >= left[:, None]) & (cols[None, :] < left[:, None] + side)
-                    window = tf.cast(in_rows[:, :, None, None] & in_cols[:, None, :, None], x.dtype)
+                    window = ops.cast(in_rows[:, :, None, None] & in_cols[:, None, :, None], x.dtype)
                     if norm == "linf":
-                        signs = tf.sign(tf.random.stateless_uniform([shape[0], 1, 1, channels], seeds[1], -1, 1))
-                        proposal = delta * (1 - window) + window * signs * tf.reshape(eps, expand)
+                        signs = ops.sign(rng.uniform((shape[0], 1, 1, channels), rng.fold_in(step_seed, 1), -1.0, 1.0))
+                        proposal = delta * (1 - window) + window * signs * lp.broadcast(eps, x)
                     else:
-                        pattern = tf.random.stateless_normal(shape, seeds[2]) * window
+                        pattern = rng.normal(shape, rng.fold_in(step_seed, 2)) * window
                         outside = delta * (1 - window)
-                        room = tf.sqrt(tf.maximum(tf.square(eps) - tf.square(lp.norm(outside, "l2")), 0.0))
-                        pattern = pattern * tf.reshape(room / tf.maximum(lp.norm(pattern, "l2"), 1e-12), expand)
+                        room = ops.sqrt(ops.maximum(ops.square(eps) - ops.square(lp.norm(outside, "l2")), 0.0))
+                        pattern = pattern * lp.broadcast(room / ops.maximum(lp.norm(pattern, "l2"), 1e-12), x)
                         proposal = lp.project(outside + pattern, eps, "l2")
                     proposal = lp.clip_to_box(x, proposal)
                     value = margin(x + proposal, y)
                     better = (value < current) & (current >= 0)
-                    return (
-                        i + 1,
-                        tf.where(tf.reshape(better, expand), proposal, delta),
-                        tf.where(better, value, current),
-                    )
+                    return i + 1, ops.where(lp.broadcast(better, x), proposal, delta), ops.where(better, value, current)
 
-                _, delta, current = tf.while_loop(lambda i, *_: i < tf.shape(sides)[0], body, [tf.constant(0), delta, current])
+                count = ops.shape(sides)[0]
+                _, delta, current = backend.while_loop(lambda i, *_: i < count, body, (0, delta, current))
                 return delta, current
 
             def start(x, y, eps, seed):
-                shape = tf.shape(x)
+                shape = ops.shape(x)
                 if norm == "linf":
-                    stripes = tf.sign(tf.random.stateless_uniform([shape[0], 1, shape[2], shape[3]], seed, -1, 1))
-                    delta = stripes * tf.reshape(eps, [-1, 1, 1, 1]) * tf.ones_like(x)
+                    stripes = ops.sign(rng.uniform((shape[0], 1, shape[2], shape[3]), seed, -1.0, 1.0))
+                    delta = stripes * lp.broadcast(eps, x) * ops.ones_like(x)
                 else:
-                    delta = lp.project(tf.random.stateless_normal(shape, seed) * 1e3, eps, "l2")
+                    delta = lp.project(rng.normal(shape, seed) * 1e3, eps, "l2")
                 delta = lp.clip_to_box(x, delta)
                 return delta, margin(x + delta, y)
 
-            self._compiled[key] = (tf.function(run, reduce_retracing=True), tf.function(start, reduce_retracing=True))
+            self._compiled[key] = (target.compile(run, batch_args=(0, 1, 2, 3, 4)), target.compile(start, batch_args=(0, 1, 2)))
         return self._compiled[key]
 
     def perturb(self, target, x, y, eps, norm, seed):
         run, start = self._chunk(target, norm)
-        x, y, eps = np.asarray(x), np.asarray(y), np.asarray(eps, np.float32)
+        x, y, eps = np.asarray(x, np.float32), np.asarray(y), np.asarray(eps, np.float32)
         height, width = x.shape[1:3]
-        delta, current = (t.numpy() for t in start(x, y, eps, tf.constant([seed, 0], tf.int64)))
+        delta, current = (backend.to_numpy(t) for t in start(x, y, eps, rng.seed(seed, 0)))
         active = np.flatnonzero(current >= 0)
         queries = self.params.queries - 1  # the start used one
         done = 0
@@ -124,9 +120,10 @@ class Square(Attack):
                 int(min(max(round(np.sqrt(window_share(done + k, self.params.queries, self.params.p_init) * height * width)), 1), height - 1))
                 for k in range(count)
             ]
-            step_seed = tf.constant([seed, done + 1], tf.int64)
+            step_seed = rng.seed(seed, done + 1)
             new_delta, new_current = (
-                t.numpy() for t in run(x[active], y[active], eps[active], delta[active], current[active], tf.constant(sides), step_seed)
+                backend.to_numpy(t)
+                for t in run(x[active], y[active], eps[active], delta[active], current[active], np.asarray(sides, np.int32), step_seed)
             )
             delta[active], current[active] = new_delta, new_current
             done += count

@@ -9,8 +9,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from advbench import BisectionCertifier, Params, hookimpl
-from advbench.lazy import tf
+from advbench import BisectionCertifier, Params, backend, hookimpl
 from advbench.structure import UnsupportedModel
 
 
@@ -46,7 +45,7 @@ class _Propagation(BisectionCertifier):
             compute = self.lower_margins(nodes, norm)
             per_example = largest_layer(nodes, target.input_shape) * 4 * self.spec_size(nodes, target)
             sub_batch = max(1, int(self.params.memory_mb * 2**20 // max(1, per_example)))
-            self._compiled[key] = (tf.function(compute, reduce_retracing=True), sub_batch)
+            self._compiled[key] = (target.compile(compute, batch_args=(0, 1, 2)), sub_batch)
         return self._compiled[key]
 
     def spec_size(self, nodes, target) -> int:
@@ -60,7 +59,7 @@ class _Propagation(BisectionCertifier):
         for start in range(0, len(x), sub_batch):
             part = slice(start, start + sub_batch)
             C = margin_matrix(np.asarray(y[part]), target.num_classes)
-            lower = compute(tf.constant(x[part]), C, tf.constant(eps[part], tf.float32)).numpy()
+            lower = backend.to_numpy(compute(np.asarray(x[part], np.float32), C, np.asarray(eps[part], np.float32)))
             result[part] = np.all(lower > 0, axis=1)
         return result
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from advbench.lazy import keras, tf
+from advbench import backend
+from advbench.lazy import keras
 from advbench.structure import UnsupportedModel, activation_name
 
 LINEAR = ("Dense", "Conv2D", "Flatten", "Reshape", "AveragePooling2D", "GlobalAveragePooling2D", "BatchNormalization",
@@ -85,21 +86,24 @@ def read_graph(model) -> list[Node]:
 
 def linear_apply(layer, inputs, with_bias=True):
     """The linear (affine) part of a layer; ``with_bias=False`` drops the constant term."""
+    ops = keras.ops
     name = type(layer).__name__
     if name == "Dense":
-        out = tf.tensordot(inputs[0], layer.kernel, axes=[[-1], [0]])
+        out = ops.tensordot(inputs[0], layer.kernel, axes=[[-1], [0]])
         return out + layer.bias if with_bias and layer.use_bias else out
     if name == "Conv2D":
-        out = tf.nn.conv2d(inputs[0], layer.kernel, strides=layer.strides, padding=layer.padding.upper(), dilations=layer.dilation_rate)
+        out = _conv(inputs[0], layer.kernel, layer)
         return out + layer.bias if with_bias and layer.use_bias else out
     if name == "BatchNormalization":
-        scale = layer.gamma / tf.sqrt(layer.moving_variance + layer.epsilon) if layer.scale else 1.0 / tf.sqrt(layer.moving_variance + layer.epsilon)
+        scale = 1.0 / ops.sqrt(layer.moving_variance + layer.epsilon)
+        if layer.scale:
+            scale = layer.gamma * scale
         out = inputs[0] * scale
         if with_bias:
             out = out - layer.moving_mean * scale + (layer.beta if layer.center else 0.0)
         return out
     if name == "Add":
-        return tf.add_n(inputs)
+        return _sum(inputs)
     if name in ("Dropout",):
         return inputs[0]
     if name == "Rescaling":
@@ -108,8 +112,20 @@ def linear_apply(layer, inputs, with_bias=True):
     return layer(inputs[0], training=False) if len(inputs) == 1 else layer(inputs, training=False)
 
 
+def _conv(inputs, kernel, layer):
+    return keras.ops.conv(inputs, kernel, strides=layer.strides, padding=layer.padding, data_format="channels_last",
+                          dilation_rate=layer.dilation_rate)
+
+
+def _sum(tensors):
+    total = tensors[0]
+    for tensor in tensors[1:]:
+        total = total + tensor
+    return total
+
+
 def softplus(z, alpha):
-    return tf.nn.softplus(alpha * z) / alpha
+    return keras.ops.softplus(alpha * z) / alpha
 
 
 # -- interval bound propagation -------------------------------------------------------------
@@ -117,8 +133,8 @@ def softplus(z, alpha):
 
 def input_box(x, eps, norm):
     """The box [x - eps, x + eps] intersected with [0, 1] (for l2 the ball's bounding box)."""
-    e = tf.reshape(eps, [-1] + [1] * (len(x.shape) - 1))
-    return tf.maximum(x - e, 0.0), tf.minimum(x + e, 1.0)
+    e = keras.ops.reshape(eps, (-1,) + (1,) * (len(x.shape) - 1))
+    return keras.ops.maximum(x - e, 0.0), keras.ops.minimum(x + e, 1.0)
 
 
 def ibp(nodes, x, eps, norm, until=None):
@@ -145,20 +161,20 @@ def ibp(nodes, x, eps, norm, until=None):
             if norm == "l2" and node.inputs[0] in raw:
                 ball_mid = linear_apply(node.layer, [raw[node.inputs[0]]])
                 ball_spread = _l2_spread(node.layer, raw[node.inputs[0]], eps)
-                lower, upper = tf.maximum(lower, ball_mid - ball_spread), tf.minimum(upper, ball_mid + ball_spread)
+                lower, upper = keras.ops.maximum(lower, ball_mid - ball_spread), keras.ops.minimum(upper, ball_mid + ball_spread)
             bounds.append((lower, upper))
         elif node.kind == "linear" and name == "BatchNormalization":
             lo, up = parts[0]
             a, b = linear_apply(node.layer, [lo]), linear_apply(node.layer, [up])
-            bounds.append((tf.minimum(a, b), tf.maximum(a, b)))
+            bounds.append((keras.ops.minimum(a, b), keras.ops.maximum(a, b)))
         elif node.kind == "linear" and name == "Add":
-            bounds.append((tf.add_n([p[0] for p in parts]), tf.add_n([p[1] for p in parts])))
+            bounds.append((_sum([p[0] for p in parts]), _sum([p[1] for p in parts])))
         elif node.kind == "linear":  # non-decreasing linear maps: flatten, reshape, averages, padding, dropout
             bounds.append((linear_apply(node.layer, [parts[0][0]]), linear_apply(node.layer, [parts[0][1]])))
             if name in ("Flatten", "Reshape", "Dropout") and node.inputs[0] in raw:
                 raw[k] = linear_apply(node.layer, [raw[node.inputs[0]]])
         elif node.kind == "relu":
-            bounds.append((tf.nn.relu(parts[0][0]), tf.nn.relu(parts[0][1])))
+            bounds.append((keras.ops.relu(parts[0][0]), keras.ops.relu(parts[0][1])))
         elif node.kind == "softplus":
             bounds.append((softplus(parts[0][0], node.alpha), softplus(parts[0][1], node.alpha)))
         elif node.kind == "identity":
@@ -173,21 +189,22 @@ def ibp(nodes, x, eps, norm, until=None):
 def _abs_linear(layer, radius):
     name = type(layer).__name__
     if name == "Dense":
-        return tf.tensordot(radius[0], tf.abs(layer.kernel), axes=[[-1], [0]])
+        return keras.ops.tensordot(radius[0], keras.ops.abs(layer.kernel), axes=[[-1], [0]])
     if name == "Conv2D":
-        return tf.nn.conv2d(radius[0], tf.abs(layer.kernel), strides=layer.strides, padding=layer.padding.upper(), dilations=layer.dilation_rate)
+        return _conv(radius[0], keras.ops.abs(layer.kernel), layer)
     return radius[0] * abs(layer.scale)  # Rescaling
 
 
 def _l2_spread(layer, x, eps):
     """Over an l2 ball of radius eps: eps times the l2 norm of each output's weights (for a
     convolution, of the whole kernel: an upper bound at the borders)."""
+    ops = keras.ops
     name = type(layer).__name__
-    e = tf.reshape(eps, [-1] + [1] * (len(x.shape) - 1))
+    e = ops.reshape(eps, (-1,) + (1,) * (len(x.shape) - 1))
     if name == "Dense":
-        return tf.sqrt(tf.reduce_sum(tf.square(layer.kernel), axis=0)) * e
+        return ops.sqrt(ops.sum(ops.square(layer.kernel), axis=0)) * e
     if name == "Conv2D":
-        return tf.sqrt(tf.reduce_sum(tf.square(layer.kernel), axis=[0, 1, 2])) * e
+        return ops.sqrt(ops.sum(ops.square(layer.kernel), axis=(0, 1, 2))) * e
     return abs(layer.scale) * e
 
 
@@ -197,7 +214,7 @@ def margin_matrix(labels, classes):
     labels = np.asarray(labels)
     full = eye[labels][:, None, :] - eye[None, :, :]  # (B, K, K): row j is e_y - e_j
     keep = eye[labels] == 0
-    return tf.constant(full[keep].reshape(len(labels), classes - 1, classes))
+    return full[keep].reshape(len(labels), classes - 1, classes)
 
 
 def ibp_margins(nodes, x, C, eps, norm):
@@ -205,12 +222,13 @@ def ibp_margins(nodes, x, C, eps, norm):
     bounds = ibp(nodes, x, eps, norm, until=len(nodes) - 2)
     head = nodes[-1].layer
     lo, up = bounds[nodes[-1].inputs[0]] if nodes[-1].inputs[0] != -1 else input_box(x, eps, norm)
-    W = tf.einsum("bsk,dk->bsd", C, head.kernel)
-    bias = tf.einsum("bsk,k->bs", C, head.bias) if head.use_bias else 0.0
+    ops = keras.ops
+    W = ops.einsum("bsk,dk->bsd", C, head.kernel)
+    bias = ops.einsum("bsk,k->bs", C, head.bias) if head.use_bias else 0.0
     center, radius = (lo + up) / 2, (up - lo) / 2
-    flat_c = tf.reshape(center, [tf.shape(x)[0], -1])
-    flat_r = tf.reshape(radius, [tf.shape(x)[0], -1])
-    return tf.einsum("bsd,bd->bs", W, flat_c) - tf.einsum("bsd,bd->bs", tf.abs(W), flat_r) + bias
+    flat_c = ops.reshape(center, (ops.shape(x)[0], -1))
+    flat_r = ops.reshape(radius, (ops.shape(x)[0], -1))
+    return ops.einsum("bsd,bd->bs", W, flat_c) - ops.einsum("bsd,bd->bs", ops.abs(W), flat_r) + bias
 
 
 # -- CROWN -------------------------------------------------------------------------------
@@ -239,9 +257,8 @@ class Crown:
 
     def lower_bound(self, node_index, spec):
         """Lower bound of spec . (output of node ``node_index``); spec (B, S, *shape)."""
-        batch = tf.shape(self.x)[0]
         specs = {node_index: spec}
-        constant = tf.zeros(tf.shape(spec)[:2])
+        constant = keras.ops.zeros(keras.ops.shape(spec)[:2])
         for k in range(node_index, -1, -1):
             if k not in specs:
                 continue
@@ -260,107 +277,110 @@ class Crown:
         return constant + self._input_bound(specs[-1])
 
     def _linear_backward(self, node, lam):
+        """lam . (W z + b) = (W^T lam) . z + lam . b: the transpose comes from the
+        gradient of the layer's linear part, so every linear layer needs no own rule."""
+        ops = keras.ops
         layer = node.layer
-        shape = tf.shape(lam)
-        batch, size = shape[0], shape[1]
-        folded = tf.reshape(lam, tf.concat([[batch * size], shape[2:]], 0))
-        inputs = node.inputs
-        in_shapes = [self._shape(i) for i in inputs]
-        zeros = [tf.zeros(tf.concat([[1], s], 0)) for s in in_shapes]
+        batch, size = ops.shape(lam)[0], lam.shape[1]
+        out_shape = tuple(lam.shape[2:])
+        folded = ops.reshape(lam, (-1,) + out_shape)
+        in_shapes = [self._shape(i) for i in node.inputs]
+        zeros = [ops.zeros((1,) + s) for s in in_shapes]
         offset_out = linear_apply(layer, zeros)  # the layer's constant term, (1, *out)
-        offset = tf.reduce_sum(tf.reshape(lam, [batch, size, -1]) * tf.reshape(offset_out, [1, 1, -1]), axis=2)
-        probes = [tf.zeros(tf.concat([[batch * size], s], 0)) for s in in_shapes]
-        with tf.GradientTape() as tape:
-            for p in probes:
-                tape.watch(p)
-            out = linear_apply(layer, probes, with_bias=False)
-        grads = tape.gradient(out, probes, output_gradients=folded)
-        grads = [tf.zeros_like(p) if g is None else g for g, p in zip(grads, probes)]
-        contributions = [tf.reshape(g, tf.concat([[batch, size], s], 0)) for g, s in zip(grads, in_shapes)]
+        offset = ops.sum(ops.reshape(lam, (batch, size, -1)) * ops.reshape(offset_out, (1, 1, -1)), axis=2)
+        probes = [ops.zeros((ops.shape(folded)[0],) + s) for s in in_shapes]
+        grads, _ = backend.grad(lambda p: (ops.sum(linear_apply(layer, p, with_bias=False) * folded), None), probes)
+        contributions = [ops.reshape(g, (batch, size) + s) for g, s in zip(grads, in_shapes)]
         return contributions, offset
 
-    def _shape(self, index):
+    def _shape(self, index) -> tuple[int, ...]:
         if index == -1:
-            return tf.shape(self.x)[1:]
-        return tf.shape(self.ibp[index][0])[1:]
+            return tuple(self.x.shape[1:])
+        return tuple(self.ibp[index][0].shape[1:])
 
     def _pre_bounds(self, index):
         """Bounds of node ``index``'s output: IBP intersected with CROWN when small enough."""
+        ops = keras.ops
         if index in self.bounds:
             return self.bounds[index]
         lower, upper = self.ibp[index] if index != -1 else input_box(self.x, self.eps, self.norm)
-        neurons = int(np.prod(lower.shape[1:]))
+        shape = tuple(lower.shape[1:])
+        neurons = int(np.prod(shape))
         if index != -1 and index not in self.affine_in_input and neurons <= self.max_neurons:
-            batch = tf.shape(self.x)[0]
-            eye = tf.reshape(tf.eye(neurons), [1, neurons] + list(lower.shape[1:]))
-            spec = tf.tile(tf.concat([eye, -eye], axis=1), [batch] + [1] * (len(lower.shape) ))
+            batch = ops.shape(self.x)[0]
+            eye = np.eye(neurons, dtype=np.float32).reshape((1, neurons) + shape)
+            spec = ops.broadcast_to(ops.convert_to_tensor(np.concatenate([eye, -eye], axis=1)), (batch, 2 * neurons) + shape)
             both = self.lower_bound(index, spec)
-            crown_lower = tf.reshape(both[:, :neurons], tf.shape(lower))
-            crown_upper = -tf.reshape(both[:, neurons:], tf.shape(upper))
-            lower, upper = tf.maximum(lower, crown_lower), tf.minimum(upper, crown_upper)
+            crown_lower = ops.reshape(both[:, :neurons], ops.shape(lower))
+            crown_upper = -ops.reshape(both[:, neurons:], ops.shape(upper))
+            lower, upper = ops.maximum(lower, crown_lower), ops.minimum(upper, crown_upper)
         self.bounds[index] = (lower, upper)
         return lower, upper
 
     def _relaxation_backward(self, k, node, lam):
+        ops = keras.ops
         lower, upper = self._pre_bounds(node.inputs[0])
         if node.kind == "maxpool":
             return self._maxpool_backward(node, lam, lower, upper)
         if node.kind == "relu":
             unstable = (lower < 0) & (upper > 0)
-            slope_up = tf.where(unstable, upper / tf.maximum(upper - lower, 1e-12), tf.cast(lower >= 0, lower.dtype))
-            intercept_up = tf.where(unstable, -slope_up * lower, 0.0)
-            slope_low = tf.where(unstable, tf.cast(upper > -lower, lower.dtype), tf.cast(lower >= 0, lower.dtype))
-            intercept_low = tf.zeros_like(lower)
+            active = ops.cast(lower >= 0, lower.dtype)
+            slope_up = ops.where(unstable, upper / ops.maximum(upper - lower, 1e-12), active)
+            intercept_up = ops.where(unstable, -slope_up * lower, 0.0)
+            slope_low = ops.where(unstable, ops.cast(upper > -lower, lower.dtype), active)
+            intercept_low = ops.zeros_like(lower)
         else:  # softplus: convex; chord above, tangent at the midpoint below
             alpha = node.alpha
             width = upper - lower
             f_l, f_u = softplus(lower, alpha), softplus(upper, alpha)
-            slope_up = tf.where(width > 1e-9, (f_u - f_l) / tf.maximum(width, 1e-9), tf.sigmoid(alpha * lower))
+            slope_up = ops.where(width > 1e-9, (f_u - f_l) / ops.maximum(width, 1e-9), ops.sigmoid(alpha * lower))
             intercept_up = f_l - slope_up * lower
             middle = (lower + upper) / 2
-            slope_low = tf.sigmoid(alpha * middle)
+            slope_low = ops.sigmoid(alpha * middle)
             intercept_low = softplus(middle, alpha) - slope_low * middle
-        positive = tf.maximum(lam, 0.0)
-        negative = tf.minimum(lam, 0.0)
+        positive = ops.maximum(lam, 0.0)
+        negative = ops.minimum(lam, 0.0)
         # for a lower bound: positive coefficients take the lower line, negative the upper
         new = positive * slope_low[:, None] + negative * slope_up[:, None]
-        batch, size = tf.shape(lam)[0], tf.shape(lam)[1]
-        offset = tf.reduce_sum(tf.reshape(positive * intercept_low[:, None] + negative * intercept_up[:, None], [batch, size, -1]), axis=2)
+        batch, size = ops.shape(lam)[0], lam.shape[1]
+        offset = ops.sum(ops.reshape(positive * intercept_low[:, None] + negative * intercept_up[:, None], (batch, size, -1)), axis=2)
         return [new], offset
 
     def _maxpool_backward(self, node, lam, lower, upper):
         """Sound linear bounds of max-pooling: below by the window's input with the
         largest lower bound, above by the constant largest upper bound of the window."""
+        ops = keras.ops
         layer = node.layer
-        pool, strides, padding = layer.pool_size, layer.strides, layer.padding.upper()
-        batch, size = tf.shape(lam)[0], tf.shape(lam)[1]
-        out_upper = tf.nn.max_pool2d(upper, pool, strides, padding)
-        positive = tf.maximum(lam, 0.0)
-        negative = tf.minimum(lam, 0.0)
+
+        def pool(z):
+            return ops.max_pool(z, layer.pool_size, layer.strides, layer.padding, data_format="channels_last")
+
+        batch, size = ops.shape(lam)[0], lam.shape[1]
+        out_upper = pool(upper)
+        positive = ops.maximum(lam, 0.0)
+        negative = ops.minimum(lam, 0.0)
         # the input attaining each window's largest lower bound: the gradient of max-pool at `lower`
-        folded = tf.reshape(positive, tf.concat([[batch * size], tf.shape(out_upper)[1:]], 0))
-        tiled = tf.repeat(lower, size, axis=0)
-        with tf.GradientTape() as tape:
-            tape.watch(tiled)
-            pooled_tiled = tf.nn.max_pool2d(tiled, pool, strides, padding)
-        back = tape.gradient(pooled_tiled, tiled, output_gradients=folded)
-        new = tf.reshape(back, tf.concat([[batch, size], tf.shape(lower)[1:]], 0))
-        offset = tf.reduce_sum(tf.reshape(negative * out_upper[:, None], [batch, size, -1]), axis=2)
+        folded = ops.reshape(positive, (-1,) + tuple(out_upper.shape[1:]))
+        tiled = ops.repeat(lower, size, axis=0)
+        back, _ = backend.grad(lambda z: (ops.sum(pool(z) * folded), None), tiled)
+        new = ops.reshape(back, (batch, size) + tuple(lower.shape[1:]))
+        offset = ops.sum(ops.reshape(negative * out_upper[:, None], (batch, size, -1)), axis=2)
         return [new], offset
 
     def _input_bound(self, lam):
         """min over the input set of lam . z, set = (ball around x) intersected with [0, 1]."""
+        ops = keras.ops
         x, eps, norm = self.x, self.eps, self.norm
-        batch, size = tf.shape(lam)[0], tf.shape(lam)[1]
-        flat = tf.reshape(lam, [batch, size, -1])
+        batch, size = ops.shape(lam)[0], lam.shape[1]
+        flat = ops.reshape(lam, (batch, size, -1))
         lo, up = input_box(x, eps, norm)
-        lo, up = tf.reshape(lo, [batch, 1, -1]), tf.reshape(up, [batch, 1, -1])
-        box = tf.reduce_sum(tf.minimum(flat * lo, flat * up), axis=2)
+        lo, up = ops.reshape(lo, (batch, 1, -1)), ops.reshape(up, (batch, 1, -1))
+        box = ops.sum(ops.minimum(flat * lo, flat * up), axis=2)
         if norm == "linf":
             return box
-        center = tf.reduce_sum(flat * tf.reshape(x, [batch, 1, -1]), axis=2)
-        ball = center - tf.reshape(eps, [-1, 1]) * tf.sqrt(tf.reduce_sum(tf.square(flat), axis=2))
-        return tf.maximum(box, ball)
+        center = ops.sum(flat * ops.reshape(x, (batch, 1, -1)), axis=2)
+        ball = center - ops.reshape(eps, (-1, 1)) * ops.sqrt(ops.sum(ops.square(flat), axis=2))
+        return ops.maximum(box, ball)
 
 
 def largest_layer(nodes, x_shape) -> int:

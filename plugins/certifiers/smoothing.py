@@ -18,8 +18,9 @@ import numpy as np
 from pydantic import Field
 from scipy.stats import beta, norm as gaussian
 
-from advbench import Certifier, Params, hookimpl
-from advbench.lazy import tf
+from advbench import Certifier, Params, backend, hookimpl
+from advbench import rng
+from advbench.lazy import keras
 
 
 class SmoothingParams(Params):
@@ -39,28 +40,40 @@ class Smoothing(Certifier):
     certifies_smoothed = True
     supports_randomized = True
 
-    def counts(self, target, x, samples, generator):
+    def _votes(self, target):
+        """Compiled: the base classifier's labels of ``copies`` noisy copies of each example."""
+        key = id(target)
+        if getattr(self, "_compiled_for", None) != key:
+            ops = keras.ops
+            sigma = self.params.sigma
+
+            def labels(tiled, seed):
+                noisy = tiled + sigma * rng.normal(ops.shape(tiled), seed)
+                return ops.argmax(target.logits(noisy), axis=1)
+
+            self._compiled_for, self._labels = key, target.compile(labels, batch_args=(0,))
+        return self._labels
+
+    def counts(self, target, x, samples, seed):
         """Class votes of the base classifier under noise, per example: (B, K).  All
         examples of the batch are sampled together, ``batch`` noisy inputs per pass."""
+        labels_of = self._votes(target)
         counts = np.zeros((len(x), target.num_classes), dtype=np.int64)
         per_pass = max(1, self.params.batch // len(x))
-        base = tf.constant(x)
         done = 0
         while done < samples:
             size = min(per_pass, samples - done)
-            tiled = tf.repeat(base, size, axis=0)
-            noisy = tiled + self.params.sigma * generator.normal(tf.shape(tiled))
-            labels = np.argmax(target.logits(noisy).numpy(), axis=1).reshape(len(x), size)
+            tiled = np.repeat(x, size, axis=0)
+            labels = backend.to_numpy(labels_of(tiled, rng.seed(seed, done))).reshape(len(x), size)
             counts += (labels[:, :, None] == np.arange(target.num_classes)).sum(axis=1)
             done += size
         return counts
 
     def certify(self, target, x, y, norm):
         x = np.asarray(x, np.float32)
-        seed = int.from_bytes(hashlib.sha256(x.tobytes()).digest()[:4], "little")
-        generator = tf.random.Generator.from_seed(seed)
-        top = self.counts(target, x, self.params.n0, generator).argmax(axis=1)
-        estimate = self.counts(target, x, self.params.n, generator)
+        seed = int.from_bytes(hashlib.sha256(x.tobytes()).digest()[:4], "little") % (2**31 - 1)
+        top = self.counts(target, x, self.params.n0, seed).argmax(axis=1)
+        estimate = self.counts(target, x, self.params.n, seed + 1)
         votes = estimate[np.arange(len(x)), top]
         p_lower = np.where(votes > 0, beta.ppf(self.params.alpha, votes, self.params.n - votes + 1), 0.0)
         prediction = np.where(p_lower > 0.5, top, -1)  # -1: abstain

@@ -8,8 +8,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from advbench import Defense, Params, hookimpl
-from advbench.lazy import tf
+from advbench import Defense, Params, backend, hookimpl
+from advbench import rng
+from advbench import lp
+from advbench.lazy import keras
 
 
 class PGDTrainingParams(Params):
@@ -33,43 +35,45 @@ class PGDTraining(Defense):
         self._scale = None
         self._calls = None
 
-    def _state(self):
+    @property
+    def variables(self) -> list:
+        """The budget's ramp factor and a counter of batches (it seeds the random starts)."""
         if self._scale is None:
-            self._scale = tf.Variable(1.0, trainable=False)
-            self._calls = tf.Variable(0, dtype=tf.int64, trainable=False)
-        return self._scale, self._calls
+            self._scale = keras.Variable(1.0, trainable=False, name="eps_scale")
+            self._calls = keras.Variable(0, dtype="int32", trainable=False, name="batches")
+        return [self._scale, self._calls]
 
     def on_epoch_start(self, epoch, epochs):
-        scale, _ = self._state()
+        scale, _ = self.variables
         ramp = self.params.ramp_epochs
         scale.assign(min(1.0, (epoch + 1) / ramp) if ramp else 1.0)
 
     def training_batch(self, model, x, y):
         from advbench_plugins.attacks.pgd import LOSSES, pgd_start, pgd_steps
 
+        ops = keras.ops
         p = self.params
-        scale, calls = self._state()
+        scale, calls = self.variables
         calls.assign_add(1)
-        batch = tf.shape(x)[0]
-        count = tf.cast(tf.math.ceil(p.share * tf.cast(batch, tf.float32)), tf.int32)
+        count = leading_share(x, p.share)
         x_adv, y_adv = x[:count], y[:count]
-        eps = tf.fill([count], p.eps * scale)
+        eps = ops.ones_like(x_adv[:, 0, 0, 0]) * (p.eps * scale)
         loss = LOSSES[p.loss]
 
         def loss_and_gradient(inputs, labels):
-            with tf.GradientTape() as tape:
-                tape.watch(inputs)
-                logits = model(inputs, training=False)
+            def objective(point):
+                logits = model(point, training=False)
                 values = loss(logits, labels)
-                total = tf.reduce_sum(values)
-            return values, tape.gradient(total, inputs), logits
+                return ops.sum(values), (values, logits)
 
-        seed = tf.stack([tf.constant(7, tf.int64), calls])
-        delta = pgd_start(x_adv, eps, p.norm, p.random_start, seed)
+            gradient, (values, logits) = backend.grad(objective, inputs)
+            return values, gradient, logits
+
+        delta = pgd_start(x_adv, eps, p.norm, p.random_start, rng.fold_in(rng.seed(7), calls))
         step_size = p.step_size if p.step_size is not None else 2.5 / p.steps
         delta, _, _ = pgd_steps(loss_and_gradient, x_adv, y_adv, eps, p.norm, delta, steps=p.steps, step_size=step_size)
-        adversarial = tf.stop_gradient(tf.clip_by_value(x_adv + delta, 0.0, 1.0))
-        return tf.concat([adversarial, x[count:]], axis=0), y
+        adversarial = ops.stop_gradient(ops.clip(x_adv + delta, 0.0, 1.0))
+        return ops.concatenate([adversarial, x[count:]], axis=0), y
 
     def settings(self):
         return {**super().settings(), "cost": f"about {self.params.steps + 1} forward-backward passes per batch"}
@@ -91,52 +95,61 @@ class HeinTraining(Defense):
 
     def training_batch(self, model, x, y):
         p = self.params
-        batch = tf.shape(x)[0]
-        count = tf.cast(tf.math.ceil(p.share * tf.cast(batch, tf.float32)), tf.int32)
+        count = leading_share(x, p.share)
         adversarial = runner_up_boundary_points(model, x[:count], y[:count], p.growth_steps, p.bisection_steps, p.max_norm)
-        return tf.concat([tf.stop_gradient(adversarial), x[count:]], axis=0), y
+        return keras.ops.concatenate([keras.ops.stop_gradient(adversarial), x[count:]], axis=0), y
+
+
+def leading_share(x, share: float):
+    """How many of the batch's first examples make ``share`` of it (rounded up); a
+    Python int where the batch size is known when compiling, else a tensor."""
+    import math
+
+    rows = x.shape[0]
+    if rows is not None:
+        return math.ceil(share * rows)
+    return keras.ops.cast(keras.ops.ceil(share * keras.ops.cast(keras.ops.shape(x)[0], "float32")), "int32")
 
 
 def runner_up_boundary_points(model, x, y, growth_steps, bisection_steps, max_norm=None):
     """The boundary attack of :mod:`advbench_plugins.attacks.hein_boundary` towards the
-    runner-up class only, in TensorFlow (compilable inside a training step): one
-    linearization at x, the exact box-constrained step, the margin scale searched on the
-    network (doubling, then bisection).  Examples whose scale search fails stay clean."""
-    from advbench import lp
+    runner-up class only, compilable inside a training step: one linearization at x,
+    the exact box-constrained step, the margin scale searched on the network (doubling,
+    then bisection).  Examples whose scale search fails stay clean."""
+    ops = keras.ops
+    y = ops.cast(y, "int32")
 
-    y = tf.cast(y, tf.int32)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        logits = model(x, training=False)
-        classes = tf.shape(logits)[1]
-        true = tf.one_hot(y, classes) > 0.5
-        runner_up = tf.argmax(tf.where(true, -float("inf"), logits), axis=1, output_type=tf.int32)
-        margin = tf.gather(logits, y, batch_dims=1) - tf.gather(logits, runner_up, batch_dims=1)
-        total = tf.reduce_sum(margin)
-    direction = tape.gradient(total, x)  # grad of f_y - f_runner-up
-    margin = tf.maximum(margin, 0.0)
+    def runner_up_margin(point):
+        logits = model(point, training=False)
+        true = ops.one_hot(y, ops.shape(logits)[1]) > 0.5
+        runner_up = ops.argmax(ops.where(true, -float("inf"), logits), axis=1)
+        margin = ops.sum(ops.where(true, logits, 0.0), axis=1) - ops.take_along_axis(logits, runner_up[:, None], axis=1)[:, 0]
+        return ops.sum(margin), margin
+
+    direction, margin = backend.grad(runner_up_margin, x)  # grad of f_y - f_runner-up
+    margin = ops.maximum(margin, 0.0)
 
     def crosses(scale):
         delta, feasible = lp.box_constrained_l2_step(direction, scale * margin, x)
-        predicted = tf.argmax(model(x + delta, training=False), axis=1, output_type=tf.int32)
+        predicted = ops.cast(ops.argmax(model(x + delta, training=False), axis=1), "int32")
         return feasible & (predicted != y), delta
 
-    low, high = tf.zeros_like(margin), tf.ones_like(margin)
+    low, high = ops.zeros_like(margin), ops.ones_like(margin)
     success, _ = crosses(high)
     for _ in range(growth_steps):
-        low = tf.where(success, low, high)
-        high = tf.where(success, high, 2 * high)
+        low = ops.where(success, low, high)
+        high = ops.where(success, high, 2 * high)
         success, _ = crosses(high)
     for _ in range(bisection_steps):
         middle = (low + high) / 2
         hit, _ = crosses(middle)
-        high = tf.where(success & hit, middle, high)
-        low = tf.where(success & ~hit, middle, low)
+        high = ops.where(success & hit, middle, high)
+        low = ops.where(success & ~hit, middle, low)
     hit, delta = crosses(high)
     keep = success & hit
     if max_norm is not None:
         keep = keep & (lp.norm(delta, "l2") <= max_norm)
-    return tf.clip_by_value(x + tf.where(lp.broadcast(keep, x), delta, 0.0), 0.0, 1.0)
+    return ops.clip(x + ops.where(lp.broadcast(keep, x), delta, 0.0), 0.0, 1.0)
 
 
 @hookimpl

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from advbench import Defense, Params, hookimpl
-from advbench.lazy import keras, tf
+from advbench.lazy import keras
 
 
 class NoDefense(Defense):
@@ -24,7 +24,7 @@ class WeightDecay(Defense):
 
     def regularizer(self, model, x, y, logits):
         kernels = [w for w in model.trainable_weights if w.path.endswith("kernel")]
-        return self.params.lambda_ * tf.add_n([tf.reduce_sum(tf.square(w)) for w in kernels])
+        return self.params.lambda_ * sum(keras.ops.sum(keras.ops.square(w)) for w in kernels)
 
 
 class DropoutParams(Params):

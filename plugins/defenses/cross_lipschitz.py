@@ -7,7 +7,7 @@ Adds to the cross-entropy
 computed as ``2K sum_l ||g_l||^2 - 2 ||sum_l g_l||^2`` from the K input gradients of each
 example.  For a one-hidden-layer network it uses the closed form from the weights
 (gradients ``U diag(sigma'(z)) W2``); otherwise the K gradients come from one batched
-Jacobian (``batch_jacobian``), not K separate tapes.  Both are evaluated on the
+Jacobian (:func:`advbench.backend.jacobian`), kept differentiable for the training step.  Both are evaluated on the
 inference function (no dropout), so they agree exactly.
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from advbench import Defense, Params, hookimpl
-from advbench.lazy import tf
+from advbench import Defense, Params, backend, hookimpl
+from advbench.lazy import keras
 
 
 class CrossLipschitzParams(Params):
@@ -54,27 +54,26 @@ def pairwise_sum(squared_norms, squared_norm_of_sum, classes):
 
 
 def _generic(model, x):
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        logits = model(x, training=False)
-    jacobian = tape.batch_jacobian(logits, x)  # (B, K, ...)
+    ops = keras.ops
+    _, jacobian = backend.jacobian(lambda point: model(point, training=False), x, differentiable=True)  # (B, K, ...)
     classes = jacobian.shape[1]
-    gradients = tf.reshape(jacobian, [tf.shape(x)[0], classes, -1])
-    squared = tf.reduce_sum(tf.square(gradients), axis=[1, 2])
-    total = tf.reduce_sum(tf.square(tf.reduce_sum(gradients, axis=1)), axis=1)
-    return tf.reduce_mean(pairwise_sum(squared, total, classes)) / classes**2
+    gradients = ops.reshape(jacobian, (ops.shape(x)[0], classes, -1))
+    squared = ops.sum(ops.square(gradients), axis=(1, 2))
+    total = ops.sum(ops.square(ops.sum(gradients, axis=1)), axis=1)
+    return ops.mean(pairwise_sum(squared, total, classes)) / classes**2
 
 
 def _one_hidden_layer(net, x):
+    ops = keras.ops
     U, b, W2 = net.U, net.b, net.W2  # (d, h), (h,), (h, K)
     classes = W2.shape[1]
-    z = tf.matmul(tf.reshape(x, [tf.shape(x)[0], -1]), U) + b
+    z = ops.matmul(ops.reshape(x, (ops.shape(x)[0], -1)), U) + b
     s = net.slope(z)  # (B, h): grad f_r = U (s * W2[:, r])
-    gram = tf.matmul(U, U, transpose_a=True)  # U^T U, (h, h)
-    squared = tf.einsum("bh,hk,bk->b", s, gram * tf.matmul(W2, W2, transpose_b=True), s)
-    weighted = s * tf.reduce_sum(W2, axis=1)  # s * (W2 1)
-    total = tf.einsum("bh,hk,bk->b", weighted, gram, weighted)
-    return tf.reduce_mean(pairwise_sum(squared, total, classes)) / classes**2
+    gram = ops.matmul(ops.transpose(U), U)  # U^T U, (h, h)
+    squared = ops.einsum("bh,hk,bk->b", s, gram * ops.matmul(W2, ops.transpose(W2)), s)
+    weighted = s * ops.sum(W2, axis=1)  # s * (W2 1)
+    total = ops.einsum("bh,hk,bk->b", weighted, gram, weighted)
+    return ops.mean(pairwise_sum(squared, total, classes)) / classes**2
 
 
 @hookimpl

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from advbench import Defense, Params, hookimpl
-from advbench.lazy import tf
+from advbench.lazy import keras
 
 
 class GaussianNoiseParams(Params):
@@ -18,8 +18,19 @@ class GaussianNoise(Defense):
 
     Params = GaussianNoiseParams
 
+    def __init__(self, params=None, **kwargs):
+        super().__init__(params, **kwargs)
+        self._seeds = None
+
+    @property
+    def variables(self) -> list:
+        if self._seeds is None:
+            self._seeds = keras.random.SeedGenerator()  # seeded from the job's seed
+        return [self._seeds.state]
+
     def training_batch(self, model, x, y):
-        return x + self.params.sigma * tf.random.normal(tf.shape(x)), y
+        self.variables  # noqa: B018 (creates the seed generator outside compiled code on first use)
+        return x + self.params.sigma * keras.random.normal(keras.ops.shape(x), seed=self._seeds), y
 
 
 @hookimpl

@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from advbench import Defense, Params, hookimpl
-from advbench.lazy import keras, tf
+from advbench.lazy import keras
 
 
 class PRMParams(Params):
@@ -44,19 +44,14 @@ class PRM(Defense):
         mask[chosen] = 1.0
         return mask.reshape(height, width, 1)
 
-    def _random_mask(self, x):
-        noise = tf.random.uniform(tf.concat([tf.shape(x)[:1], tf.shape(x)[1:3], [1]], 0))
-        return tf.cast(noise < self.params.share, x.dtype)
-
     def prepare_model(self, model):
+        from advbench.layers import Blend, FixedMask
+
         shape = model.input_shape[1:]
-        mask = self.mask(shape)
         inputs = keras.Input(shape)
-        masked = keras.layers.Lambda(lambda t: t * mask, name="designated_pixels")(inputs)
+        masked = FixedMask(self.mask(shape), name="designated_pixels")(inputs)
         prm = self._front(shape)
-        reconstruction = prm(masked)
-        lam = self.params.lambda_
-        blended = keras.layers.Lambda(lambda ts: (1 - lam) * ts[0] + lam * ts[1], name="blend")([inputs, reconstruction])
+        blended = Blend(self.params.lambda_, name="blend")([inputs, prm(masked)])
         return keras.Model(inputs, model(blended), name=f"{model.name}_prm")
 
     def _front(self, shape):
@@ -70,17 +65,18 @@ class PRM(Defense):
             return None
         prm = model.get_layer("prm")
         masked = model.get_layer("designated_pixels")(x)
-        return self.params.reconstruction * tf.reduce_mean(tf.square(prm(masked, training=True) - x))
+        return self.params.reconstruction * keras.ops.mean(keras.ops.square(prm(masked, training=True) - x))
 
     def inference_model(self, model):
         if not self.params.random_pixels:
             return model
+        from advbench.layers import Blend, RandomPixelMask
+
         classifier = model.layers[-1]
         prm = model.get_layer("prm")
-        lam = self.params.lambda_
         inputs = keras.Input(model.input_shape[1:])
-        masked = keras.layers.Lambda(lambda t: t * self._random_mask(t), name="random_pixels")(inputs)
-        blended = keras.layers.Lambda(lambda ts: (1 - lam) * ts[0] + lam * ts[1], name="blend")([inputs, prm(masked)])
+        masked = RandomPixelMask(self.params.share, name="random_pixels")(inputs)
+        blended = Blend(self.params.lambda_, name="blend")([inputs, prm(masked)])
         return keras.Model(inputs, classifier(blended), name=f"{model.name}_random_pixels")
 
     def randomized(self) -> bool:

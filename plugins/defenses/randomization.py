@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field
 
 from advbench import Defense, Params, hookimpl
-from advbench.lazy import keras, tf
+from advbench.lazy import keras
 
 
 class RandomizationParams(Params):
@@ -28,23 +28,31 @@ class Randomization(Defense):
 
     Params = RandomizationParams
 
-    def transform(self, x):
-        height = x.shape[1]
-        padded = max(height + 2, int(round(height * self.params.max_ratio)))
-        size = tf.random.uniform([], height, padded, dtype=tf.int32)
-        resized = tf.image.resize(x, tf.stack([size, size]), method=self.params.method)
-        room = padded - size
-        top = tf.random.uniform([], 0, room + 1, dtype=tf.int32)
-        left = tf.random.uniform([], 0, room + 1, dtype=tf.int32)
-        canvas = tf.image.pad_to_bounding_box(resized, top, left, padded, padded)
-        return tf.image.resize(canvas, [x.shape[1], x.shape[2]], method="bilinear")
+    def __init__(self, params=None, **kwargs):
+        super().__init__(params, **kwargs)
+        self._training_layer = None
+
+    def layer(self, name: str | None = None):
+        """A random resize-and-pad layer (:class:`advbench.layers.RandomResizePad`)."""
+        from advbench.layers import RandomResizePad
+
+        return RandomResizePad(self.params.max_ratio, self.params.method, name=name)
+
+    @property
+    def variables(self) -> list:
+        if self.params.train and self._training_layer is None:
+            self._training_layer = self.layer()
+        return self._training_layer.variables if self._training_layer is not None else []
 
     def training_batch(self, model, x, y):
-        return (self.transform(x), y) if self.params.train else (x, y)
+        if not self.params.train:
+            return x, y
+        self.variables  # noqa: B018 (creates the layer outside compiled code on first use)
+        return self._training_layer(x), y
 
     def inference_model(self, model):
         inputs = keras.Input(model.input_shape[1:])
-        randomized = keras.layers.Lambda(self.transform, name="random_resize_pad")(inputs)
+        randomized = self.layer(name="random_resize_pad")(inputs)
         return keras.Model(inputs, model(randomized), name=f"{model.name}_randomized")
 
     def randomized(self) -> bool:
