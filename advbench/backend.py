@@ -33,6 +33,40 @@ from typing import Any, Callable, Iterable
 from advbench.lazy import keras
 
 
+BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+"""The Keras backends advbench runs on, each with the package it needs."""
+
+EXTRAS = {"tensorflow": "", "jax": "[jax]", "torch": "[torch]"}
+
+
+def select(requested: str) -> None:
+    """Run on ``requested`` (``advbench run --backend``): the Keras way, by setting
+    ``KERAS_BACKEND`` before Keras is imported.  Refuses, with the fix, when Keras already
+    runs on another backend in this process or the backend's package is missing."""
+    import importlib.util
+    import os
+    import sys
+
+    from advbench.errors import UsageError
+
+    if requested not in BACKENDS:
+        raise UsageError(f"--backend: expected one of {', '.join(BACKENDS)}, got {requested!r}")
+    if "keras" in sys.modules:
+        running = sys.modules["keras"].backend.backend()
+        if running != requested:
+            raise UsageError(
+                f"--backend {requested}: Keras already runs on {running} in this process; "
+                f"start a new one with KERAS_BACKEND={requested}"
+            )
+        return
+    if importlib.util.find_spec(BACKENDS[requested]) is None:
+        raise UsageError(
+            f"--backend {requested}: the package {BACKENDS[requested]!r} is not installed "
+            f"(pip install \"advbench{EXTRAS[requested]}\")"
+        )
+    os.environ["KERAS_BACKEND"] = requested
+
+
 def name() -> str:
     """The Keras backend in use: ``tensorflow``, ``jax`` or ``torch``."""
     return keras.backend.backend()
@@ -103,6 +137,40 @@ def enable_determinism() -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
     # JAX: XLA's CPU kernels are deterministic; on a GPU set
     # XLA_FLAGS=--xla_gpu_deterministic_ops=true before starting Python.
+
+
+def torch_model(file, attribute: str, arguments: dict, weights, layout: str, input_shape, num_classes: int):
+    """A Keras model around a PyTorch ``nn.Module`` (the torch backend only): the module
+    ``attribute`` of the Python file ``file``, called with ``arguments``, its state_dict
+    loaded from ``weights`` (``weights_only``: no code runs from that file), in eval mode,
+    fed NHWC images transposed to ``layout``."""
+    import hashlib
+    import importlib.util
+    import sys
+
+    if name() != "torch":
+        raise RuntimeError(f"a PyTorch module needs the torch backend (KERAS_BACKEND=torch or --backend torch), not {name()}")
+    import torch
+
+    module_name = f"advbench_torch_{hashlib.sha256(str(file).encode()).hexdigest()[:12]}"
+    source = sys.modules.get(module_name)
+    if source is None:
+        spec = importlib.util.spec_from_file_location(module_name, file)
+        source = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = source  # so that saving the model can pickle the module's class
+        try:
+            spec.loader.exec_module(source)
+        except BaseException:
+            del sys.modules[module_name]
+            raise
+    module = getattr(source, attribute)(**arguments)
+    if weights is not None:
+        module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    module.eval()
+    inputs = keras.Input(tuple(input_shape))
+    fed = keras.layers.Permute((3, 1, 2))(inputs) if layout == "NCHW" else inputs
+    logits = keras.layers.TorchModuleWrapper(module, output_shape=(None, num_classes), name="torch_module")(fed)
+    return keras.Model(inputs, logits, name=attribute)
 
 
 # -- state: which Keras variables a compiled function reads and writes ---------------------

@@ -34,6 +34,10 @@ console = Console() if sys.stdout.isatty() else Console(width=160)
 errors = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=160)
 
 Strict = Annotated[bool, typer.Option("--strict", help="Treat a plugin that fails to load as fatal.")]
+Backend = Annotated[
+    Optional[str],
+    typer.Option("--backend", help="Keras backend: tensorflow (default), jax or torch; the same as setting KERAS_BACKEND."),
+]
 RankBy = Annotated[str, typer.Option("--rank-by", help="Ranking key: certified, empirical or clean robust accuracy at the largest eps.")]
 
 
@@ -77,12 +81,17 @@ def run(
     fresh: Annotated[bool, typer.Option("--fresh", help="Delete earlier results in the run directory and start over.")] = False,
     strict: Strict = False,
     rank_by: RankBy = "certified",
+    backend: Backend = None,
 ) -> None:
     """Train or load every model, attack and certify it, and write the leaderboard.
 
     Finished jobs are skipped on a rerun of the same spec; an interrupted run resumes.
     """
     with reported():
+        if backend:
+            from advbench.backend import select
+
+            select(backend)
         from advbench.spec import load_spec
 
         loaded = load_spec(spec, strict=strict)
@@ -118,9 +127,14 @@ def run(
 
 
 @app.command()
-def validate(spec: Annotated[Path, typer.Argument(help="The YAML spec to check.")], strict: Strict = False) -> None:
+def validate(spec: Annotated[Path, typer.Argument(help="The YAML spec to check.")], strict: Strict = False,
+             backend: Backend = None) -> None:
     """Check a spec (fields, plugins, parameters, data, pretrained models) without running it."""
     with reported():
+        if backend:
+            from advbench.backend import select
+
+            select(backend)
         from advbench.pipeline import Pipeline
         from advbench.spec import load_spec
         from advbench.store import RunStore

@@ -46,3 +46,9 @@ class DataError(AdvbenchError):
     """Dataset files are missing, corrupt or cannot be fetched."""
 
     exit_code = 2
+
+
+class UsageError(AdvbenchError):
+    """A command-line option the command cannot honour (exit code 2, like a bad spec)."""
+
+    exit_code = 2

@@ -1,11 +1,12 @@
-"""Lazy stand-ins for TensorFlow and Keras.
+"""A lazy stand-in for Keras.
 
-Importing TensorFlow takes seconds, so the CLI, the registries and every plugin module
-must not import it at module level.  Code that needs it writes
-``from advbench.lazy import tf, keras`` and uses them as usual inside functions; the
-real import happens on first attribute access.  (Module-level ``@tf.function`` or Keras
-layer subclasses would defeat this: compile inside functions and keep layer classes in
-modules that are themselves imported lazily, like :mod:`advbench.layers`.)
+Importing Keras imports its backend (TensorFlow, JAX or PyTorch), which takes seconds,
+so the CLI, the registries and every plugin module must not import it at module level.
+Code that needs it writes ``from advbench.lazy import keras`` and uses it as usual
+inside functions; the real import happens on first attribute access.  (Module-level
+Keras layer subclasses would defeat this: keep layer classes in modules that are
+themselves imported lazily, like :mod:`advbench.layers`.)  The frameworks themselves
+are imported only by :mod:`advbench.backend`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import sys
 import tempfile
 import types
+from contextlib import contextmanager
 
 
 class LazyModule(types.ModuleType):
@@ -44,23 +46,26 @@ _IMPORT_NOISE = ("absl::InitializeLog", "cudart_stub.cc", "cuda_platform.cc", "c
                  "oneDNN custom operations are on")
 
 
-def _import(name: str):
-    if name.split(".")[0] in sys.modules:
-        return importlib.import_module(name)
+@contextmanager
+def quiet_framework_import():
+    """Capture file descriptor 2 while a framework may be imported for the first time
+    (Keras imports TensorFlow, when installed, even to save a model under another
+    backend) and replay all but the noise of its CUDA probe."""
+    if "tensorflow" in sys.modules:
+        yield
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # Capture file descriptor 2 during the first import and replay all but the noise.
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            module = importlib.import_module(name)
+            yield
             tensorflow = sys.modules.get("tensorflow")
             if tensorflow is not None:
                 tensorflow.config.list_physical_devices()  # the CUDA probe prints here
                 # Retracing warnings for batches of varying size are expected here, not actionable.
                 tensorflow.get_logger().setLevel("ERROR")
-            return module
         finally:
             os.dup2(saved, 2)
             os.close(saved)
@@ -70,5 +75,11 @@ def _import(name: str):
                     sys.stderr.write(line)
 
 
-tf = LazyModule("tensorflow")
+def _import(name: str):
+    if name.split(".")[0] in sys.modules:
+        return importlib.import_module(name)
+    with quiet_framework_import():
+        return importlib.import_module(name)
+
+
 keras = LazyModule("keras")

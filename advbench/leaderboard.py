@@ -175,6 +175,9 @@ def _provenance(results: Results) -> list[str]:
             f"- fixed-budget attacks: radius by per-example bisection over ε to relative tolerance "
             f"{spec['evaluation']['radius_tolerance']}; {calls:,} gradient evaluations in all"
         )
+    environments = sorted({(e["backend"], e["device"], e["precision"]) for e in (r.get("environment") for r in records) if e})
+    if environments:
+        lines.append("- computed with " + "; ".join(f"Keras on {b} ({d}, {p})" for b, d, p in environments))
     if versions:
         lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())))
     lines.append(f"- generated {dt.date.today().isoformat()} by `advbench leaderboard`")

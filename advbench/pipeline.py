@@ -56,13 +56,9 @@ class Job:
         return int((self.identity or self.key)[:8], 16) % (2**31 - 1)
 
 
-FRAMEWORKS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
-"""The package whose version matters for each Keras backend."""
-
-
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version(), "advbench": advbench.__version__}
-    for package in (FRAMEWORKS.get(backend.name(), backend.name()), "keras", "numpy"):
+    for package in (backend.BACKENDS.get(backend.name(), backend.name()), "keras", "numpy"):
         try:
             found[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -72,6 +68,14 @@ def versions() -> dict[str, str]:
 
 def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_keras_model(path: Path):
+    """A saved Keras model; advbench's own layers (``advbench.layers``) are known to Keras
+    first, so a model advbench saved loads in any process and on any backend."""
+    import advbench.layers  # noqa: F401 (registers the layers' classes for deserialization)
+
+    return keras.models.load_model(path, compile=False)
 
 
 class Pipeline:
@@ -101,6 +105,9 @@ class Pipeline:
         what: dict = {"data": self.data_key, "defense": plan.defense.as_dict(), "seed": plan.seed, "version": advbench.__version__}
         if plan.path is not None:
             what["file"] = file_digest(plan.path)
+        elif plan.torch is not None:
+            what["torch"] = {**plan.torch.as_dict(), "module": file_digest(plan.torch.file), "attribute": plan.torch.attribute,
+                             "weights": file_digest(plan.torch.weights) if plan.torch.weights else None}
         else:
             what.update(architecture=plan.architecture.as_dict(), training=plan.training.model_dump(mode="json"))
         return stable_hash(what)
@@ -135,17 +142,21 @@ class Pipeline:
         return self.data
 
     def preflight(self) -> None:
-        """Checks that need the data or TensorFlow: pretrained models must fit the dataset."""
+        """Checks that need the data or Keras: pretrained models must fit the dataset."""
         data = self.load_data()
         problems = []
         for index, plan in enumerate(self.spec.models):
-            if plan.path is None:
+            if plan.path is None and plan.torch is None:
                 continue
-            where = f"models[{index}].path"
+            where = f"models[{index}].path" if plan.path is not None else f"models[{index}].torch"
+            if plan.torch is not None and backend.name() != "torch":
+                problems.append(Problem(str(self.spec.file), where, f"a PyTorch module needs the torch backend (run with "
+                                                                     f"--backend torch), not {backend.name()}"))
+                continue
             try:
-                model = keras.models.load_model(plan.path, compile=False)
+                model = self._pretrained(plan)
             except Exception as exc:
-                problems.append(Problem(str(self.spec.file), where, f"cannot load {plan.path}: {exc}"))
+                problems.append(Problem(str(self.spec.file), where, f"cannot load {plan.path or plan.torch.file}: {exc}"))
                 continue
             expected_in = tuple(data.data.input_shape)
             got_in = tuple(model.input_shape[1:])
@@ -240,15 +251,24 @@ class Pipeline:
         model = architecture.build(data.data.input_shape, data.data.num_classes)
         return plan.defense.build().prepare_model(model)
 
+    def _pretrained(self, plan: ModelPlan):
+        """A pretrained model as the spec gives it: a Keras file or a PyTorch module."""
+        if plan.path is not None:
+            return load_keras_model(plan.path)
+        data = self.load_data().data
+        t = plan.torch
+        return backend.torch_model(t.file, t.attribute, t.arguments, t.weights, t.layout, data.input_shape, data.num_classes)
+
     def _train(self, job: Job, advance) -> tuple[dict, dict]:
         from advbench.training import train_model
 
         plan = self.spec.model(job.model)
         data = self.load_data()
         record = {"status": "ok", "train_size": int(len(data.train_index)), "dataset": data.data.info}
-        if plan.path is not None:
-            model = keras.models.load_model(plan.path, compile=False)
-            record.update(pretrained=str(plan.path), sha256=file_digest(plan.path))
+        if plan.path is not None or plan.torch is not None:
+            model = self._pretrained(plan)
+            source = plan.path if plan.path is not None else plan.torch.file
+            record.update(pretrained=str(source), sha256=file_digest(source))
             advance(plan.training.epochs)
         else:
             from advbench.training import initialize
@@ -274,7 +294,9 @@ class Pipeline:
         if self.store.model_record(plan.name, key) is None:
             raise AdvbenchError(f"model {plan.name!r} has no trained file for key {key[:12]}; its train job failed")
         if plan.path is not None:
-            return keras.models.load_model(path, compile=False)
+            return load_keras_model(path)
+        if plan.torch is not None:
+            return self._pretrained(plan)  # from the spec's files, whose digests are in the key
         model = self._build(plan)  # our own code defines the model; the file holds the weights
         model.load_weights(path)
         return model

@@ -61,21 +61,39 @@ class TrainingSpec(_Strict):
     augmentation: AugmentationSpec = Field(default_factory=AugmentationSpec, description="Data augmentation of the training images.")
 
 
+class TorchModuleSpec(_Strict):
+    """A PyTorch ``nn.Module`` evaluated as is (the torch backend only)."""
+
+    module: str = Field(
+        pattern=r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$",
+        description="`file.py:Name`: a Python file (relative to the spec) and the nn.Module class, or a function returning one, in it.",
+    )
+    arguments: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for `Name`.")
+    weights: str | None = Field(None, description="A state_dict saved with torch.save (relative to the spec), loaded with weights_only=True.")
+    layout: Literal["NCHW", "NHWC"] = Field(
+        "NCHW", description="The input layout the module expects; advbench's images (NHWC, in [0, 1]) are transposed for it."
+    )
+
+
 class ModelSpec(_Strict):
     name: str = Field(pattern=NAME_PATTERN, description="Unique name of the model in this spec.")
-    architecture: ComponentEntry | None = Field(None, description="Architecture to train (or give `path`).")
+    architecture: ComponentEntry | None = Field(None, description="Architecture to train (or give `path` or `torch`).")
     defense: ComponentEntry | list[ComponentEntry] = Field(
         default_factory=lambda: ComponentEntry(name="none"),
         description="Defense used in training and inference, or a list of defenses applied together (e.g. a regularizer and adversarial training).",
     )
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     path: str | None = Field(None, description="A pretrained Keras model (logits out, inputs in [0, 1]), relative to the spec.")
+    torch: TorchModuleSpec | None = Field(None, description="A pretrained PyTorch module (logits out, inputs in [0, 1]); needs the torch backend.")
     seed: int | None = Field(None, ge=0, description="Seed of this model's initialization and training (default: the spec's seed); e.g. an independently trained copy.")
 
     @model_validator(mode="after")
     def _architecture_or_path(self):
-        if (self.architecture is None) == (self.path is None):
-            raise ValueError("give exactly one of `architecture` (train a model) or `path` (load a pretrained one)")
+        if sum(given is not None for given in (self.architecture, self.path, self.torch)) != 1:
+            raise ValueError(
+                "give exactly one of `architecture` (train a model), `path` (load a pretrained Keras model) "
+                "or `torch` (load a pretrained PyTorch module)"
+            )
         return self
 
 
@@ -205,17 +223,35 @@ class ModelPlan:
     training: TrainingSpec
     path: Path | None
     seed: int | None = None
+    torch: "TorchModule | None" = None
 
     def as_dict(self) -> dict:
         data: dict[str, Any] = {"name": self.name, "defense": self.defense.as_dict()}
         if self.seed is not None:
             data["seed"] = self.seed
-        if self.path is not None:
+        if self.torch is not None:
+            data["torch"] = self.torch.as_dict()
+        elif self.path is not None:
             data["path"] = str(self.path)
         else:
             data["architecture"] = self.architecture.as_dict()
             data["training"] = self.training.model_dump(mode="json")
         return data
+
+
+@dataclass
+class TorchModule:
+    """A resolved ``torch:`` entry: the module's file and name, its arguments and weights."""
+
+    file: Path
+    attribute: str
+    arguments: dict
+    weights: Path | None
+    layout: str
+
+    def as_dict(self) -> dict:
+        return {"module": f"{self.file}:{self.attribute}", "arguments": self.arguments,
+                "weights": str(self.weights) if self.weights else None, "layout": self.layout}
 
 
 @dataclass
@@ -329,6 +365,7 @@ def load_spec(path: str | Path, strict: bool = False) -> Spec:
                 training=m.training,
                 path=(path.parent / m.path) if m.path else None,
                 seed=m.seed,
+                torch=_torch_module(path.parent, m.torch) if m.torch else None,
             )
             for i, m in enumerate(model.models)
         ],
@@ -342,6 +379,11 @@ def load_spec(path: str | Path, strict: bool = False) -> Spec:
     for i, plan in enumerate(spec.models):
         if plan.path is not None and not plan.path.is_file():
             resolver.problems.append(locator.problem(("models", i, "path"), f"model file not found: {plan.path}"))
+        if plan.torch is not None:
+            if not plan.torch.file.is_file():
+                resolver.problems.append(locator.problem(("models", i, "torch", "module"), f"module file not found: {plan.torch.file}"))
+            if plan.torch.weights is not None and not plan.torch.weights.is_file():
+                resolver.problems.append(locator.problem(("models", i, "torch", "weights"), f"weights file not found: {plan.torch.weights}"))
         if plan.training.augmentation.flip and spec.dataset and not spec.dataset.cls.mirror_invariant:
             resolver.problems.append(locator.problem(
                 ("models", i, "training", "augmentation", "flip"),
@@ -359,6 +401,11 @@ def load_spec(path: str | Path, strict: bool = False) -> Spec:
     if resolver.problems:
         raise SpecError(resolver.problems)
     return spec
+
+
+def _torch_module(folder: Path, entry: TorchModuleSpec) -> TorchModule:
+    file, attribute = entry.module.rsplit(":", 1)
+    return TorchModule(folder / file, attribute, dict(entry.arguments), folder / entry.weights if entry.weights else None, entry.layout)
 
 
 class _Resolver:

@@ -97,8 +97,11 @@ class RunStore:
     def save_model(self, model, name: str, key: str, record: dict) -> None:
         path = self.model_path(name, key)
         path.parent.mkdir(parents=True, exist_ok=True)
+        from advbench.lazy import quiet_framework_import
+
         temporary = path.with_name(f".{path.stem}.tmp.keras")
-        model.save(temporary)
+        with quiet_framework_import():
+            model.save(temporary)
         os.replace(temporary, path)
         write_json(path.with_suffix(".json"), {**record, "key": key, "file": path.name})
 

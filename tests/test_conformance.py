@@ -1,0 +1,147 @@
+"""Backend conformance: every registered attack, certifier and defense, on the Keras
+backend this process runs (``KERAS_BACKEND``).
+
+* attacks stay inside their budget and the [0, 1] box (the evaluation raises if not),
+  every example they call broken is misclassified, and no radius undercuts the exact
+  minimal perturbation of a linear model;
+* certifiers return one sound radius per example: never above the exact radius of a
+  linear model, never above what an attack finds on a small network;
+* defenses train: one step changes the weights, the model predicts, a randomized
+  defense draws anew at every call.
+
+``test_backends.py`` runs this file again under every other installed backend, so the
+same checks hold on TensorFlow, JAX and PyTorch.
+"""
+
+import numpy as np
+import pytest
+
+from advbench import backend, lp
+from advbench.evaluation import attack_radii, certified_radii
+from advbench.plugins import load_plugins
+from advbench.target import Target
+from helpers import exact_linear_radius, linear_model
+
+REGISTRY = load_plugins(strict=True).registry
+
+ATTACK_SETTINGS = {
+    "pgd": {"steps": 10},
+    "apgd": {"steps": 10},
+    "square": {"queries": 100},
+    "ensemble": {"steps": 5, "targets": 2, "queries": 50},
+    "cw": {"steps": 60, "search_steps": 4, "learning_rate": 0.05},
+    "deepfool": {"steps": 20},
+    "masked_pgd": {"steps": 10, "share": 0.5},
+    "transfer": {"steps": 10, "source": "self"},
+}
+CERTIFIER_SETTINGS = {"ibp": {"tolerance": 0.01}, "crown": {"tolerance": 0.01}, "smoothing": {"n": 200, "n0": 20, "batch": 400}}
+DEFENSE_SETTINGS = {"pgd_training": {"steps": 3, "eps": 0.1}, "hein_training": {"growth_steps": 2, "bisection_steps": 2}}
+
+
+def build(kind, name, **params):
+    cls = REGISTRY.get(kind, name)
+    return cls(cls.Params(**params))
+
+
+class Context:
+    """What ``Attack.prepare`` sees: the spec's other models (here, the target itself)."""
+
+    def __init__(self, target):
+        self._target = target
+
+    def target(self, name):
+        return self._target
+
+
+@pytest.fixture(scope="module")
+def linear():
+    """A random linear model and points whose exact minimal perturbations are known
+    (inputs in [0.4, 0.6], radii small enough that the box does not bind)."""
+    model = linear_model(classes=4, seed=2)
+    x = np.random.default_rng(0).uniform(0.4, 0.6, size=(12, 8, 8, 1)).astype(np.float32)
+    return model, x
+
+
+@pytest.mark.parametrize("name", REGISTRY.names("attack"))
+def test_every_attack_stays_in_budget_and_box_and_never_undercuts_the_exact_radius(linear, name):
+    model, x = linear
+    attack = build("attack", name, **ATTACK_SETTINGS.get(name, {}))
+    target = Target(model, num_classes=4, batch_size=16)
+    for norm in attack.norms:
+        predicted, exact = exact_linear_radius(model, x, norm)
+        eps = [float(np.median(exact))]
+        outcome = attack_radii(attack, target, x, predicted, predicted, norm, eps, 0.05, 0, 16, context=Context(target))
+        found = np.isfinite(outcome.radius)
+        assert found.mean() >= 0.5, (norm, outcome.radius)
+        assert np.all(outcome.radius >= exact * (1 - 1e-4)), (norm, outcome.radius / exact)
+        adversarial = outcome.adversarial[found]
+        assert np.all(target.predict(adversarial) != predicted[found])
+        assert adversarial.min() >= 0 and adversarial.max() <= 1
+        np.testing.assert_allclose(lp.numpy_norm(adversarial - x[found], norm), outcome.radius[found], rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", REGISTRY.names("certifier"))
+def test_every_certifier_is_sound_on_a_linear_model(linear, name):
+    model, x = linear
+    certifier = build("certifier", name, **CERTIFIER_SETTINGS.get(name, {}))
+    target = Target(model, num_classes=4)
+    for norm in certifier.norms:
+        predicted, exact = exact_linear_radius(model, x, norm)
+        radius = certified_radii(certifier, target, x, predicted, predicted, norm, 16)[0]
+        again = certified_radii(certifier, target, x, predicted, predicted, norm, 16)[0]
+        assert radius.shape == (len(x),) and np.all(np.isfinite(radius)) and np.all(radius >= 0)
+        np.testing.assert_array_equal(radius, again)
+        if not certifier.certifies_smoothed:  # the smoothed classifier is another classifier
+            assert np.all(radius <= exact * (1 + 1e-4)), (norm, radius / exact)
+            assert np.mean(radius > 0) > 0.5
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from advbench import load_dataset
+
+    return load_dataset("digits")
+
+
+@pytest.mark.parametrize("name", REGISTRY.names("defense"))
+def test_every_defense_trains_one_step_and_predicts(digits, name):
+    from advbench.spec import TrainingSpec
+    from advbench.training import initialize, train_model
+
+    backend.set_seed(0)
+    defense = build("defense", name, **DEFENSE_SETTINGS.get(name, {}))
+    model = defense.prepare_model(build("architecture", "mlp", hidden=16).build((8, 8, 1), 10))
+    initialize(model, 0)
+    before = [np.array(v.numpy()) for v in model.trainable_variables]
+    train_model(model, defense, TrainingSpec(epochs=1, batch_size=32), digits.x_train[:32], digits.y_train[:32], seed=0)
+    changed = [not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables)]
+    assert all(changed), [v.path for v, c in zip(model.trainable_variables, changed) if not c]
+    target = Target(defense.inference_model(model), num_classes=10, randomized=defense.randomized())
+    logits = target.logits_numpy(digits.x_test[:16])
+    assert logits.shape == (16, 10) and np.all(np.isfinite(logits))
+    assert target.differs_between_calls(digits.x_test[:16]) == defense.randomized()
+
+
+def test_gradients_agree_with_finite_differences():
+    from advbench.training import initialize
+
+    model = build("architecture", "mlp", hidden=8).build((2, 2, 1), 3)
+    initialize(model, 0)
+    x = np.random.default_rng(0).uniform(size=(2, 2, 2, 1))
+    target = Target(model, num_classes=3)
+    from advbench.losses import cross_entropy
+
+    y = np.array([0, 2])
+    _, gradient, _ = target.loss_and_gradient(cross_entropy, backend.to_tensor(x), backend.to_tensor(y, "int32"))
+    jacobian, _ = target.logit_jacobian(backend.to_tensor(x))
+    step = 1e-3
+    for i in np.ndindex(x.shape[1:]):
+        up, down = x.copy(), x.copy()
+        up[(slice(None),) + i] += step
+        down[(slice(None),) + i] -= step
+        logits_up, logits_down = target.logits_numpy(up.astype(np.float32)), target.logits_numpy(down.astype(np.float32))
+        np.testing.assert_allclose(backend.to_numpy(jacobian)[(slice(None), slice(None)) + i], (logits_up - logits_down) / (2 * step),
+                                   rtol=2e-2, atol=2e-3)
+        loss = lambda logits: -np.log(np.exp(logits[np.arange(2), y]) / np.exp(logits).sum(1))  # noqa: E731
+        np.testing.assert_allclose(backend.to_numpy(gradient)[(slice(None),) + i], (loss(logits_up) - loss(logits_down)) / (2 * step),
+                                   rtol=2e-2, atol=2e-3)
