@@ -21,14 +21,16 @@ JAX has no hidden state, so under JAX the Keras variables a compiled function re
 it changes are passed out again and assigned afterwards.  :func:`compile` does this
 for the objects named in its ``state`` argument, :func:`while_loop` and the gradient
 functions carry the changes through loops and derivatives, so the code that uses them
-looks the same on every backend: call the model, assign a variable, draw from a
-``keras.random.SeedGenerator``.
+looks the same on every backend: call the model, assign a variable, advance a random
+stream (:mod:`advbench.rng`) or a ``keras.random.SeedGenerator``.
 """
 
 from __future__ import annotations
 
 import functools
 from typing import Any, Callable, Iterable
+
+import numpy as np
 
 from advbench.lazy import keras
 
@@ -249,17 +251,38 @@ def compile(
         rows = padded = None
         if batch_args:
             rows = int(args[batch_args[0]].shape[0])
-            padded = 1 << max(0, rows - 1).bit_length()
+            padded = _bucket(rows)
             if padded != rows:
                 args = tuple(_pad_rows(a, padded) if i in batch_args else a for i, a in enumerate(args))
         out, new = jitted([v.value for v in fixed], [v.value for v in changing], args, kwargs)
         for variable, value in zip(changing, new):
             variable.assign(value)
         if padded is not None and padded != rows:
-            out = jax.tree_util.tree_map(lambda t: t[:rows] if getattr(t, "ndim", 0) and t.shape[0] == padded else t, out)
+            # Cut on the host: an eager slice of a device array would compile a program
+            # for every new shape.
+            out = jax.tree_util.tree_map(lambda t: np.asarray(t)[:rows] if getattr(t, "ndim", 0) and t.shape[0] == padded else t, out)
         return out
 
     return call
+
+
+SMALLEST_BUCKET = 64
+"""JAX pads batches to at least this many rows (and to powers of two above): on an
+accelerator a small batch costs as much as this, and every distinct size is compiled."""
+
+
+def _bucket(rows: int) -> int:
+    return max(SMALLEST_BUCKET, 1 << max(0, rows - 1).bit_length())
+
+
+def _pad_rows(array, rows: int):
+    """``array`` with copies of its first row appended up to ``rows`` (on the host for NumPy input)."""
+    if isinstance(array, np.ndarray):
+        return np.concatenate([array, np.broadcast_to(array[:1], (rows - len(array),) + array.shape[1:])])
+    import jax.numpy as jnp
+
+    array = jnp.asarray(array)
+    return jnp.concatenate([array, jnp.broadcast_to(array[:1], (rows - array.shape[0],) + array.shape[1:])])
 
 
 def _jax_cache() -> None:
@@ -276,7 +299,7 @@ def _jax_cache() -> None:
         return
     root = Path(os.environ.get("ADVBENCH_CACHE", Path.home() / ".cache" / "advbench"))
     jax.config.update("jax_compilation_cache_dir", str(root / "jax"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def _eager(fn: Callable) -> Callable:
@@ -295,14 +318,6 @@ def _eager(fn: Callable) -> Callable:
         return fn(*(tensor(a) for a in args), **{k: tensor(v) for k, v in kwargs.items()})
 
     return call
-
-
-def _pad_rows(array, rows: int):
-    import jax.numpy as jnp
-
-    array = jnp.asarray(array)
-    extra = jnp.broadcast_to(array[:1], (rows - array.shape[0],) + array.shape[1:])
-    return jnp.concatenate([array, extra])
 
 
 def to_tensor(array, dtype: str = "float32"):

@@ -122,11 +122,11 @@ class Defense(Component):
     by adversarial examples), the forward pass, and ``regularizer`` (added to the mean
     cross-entropy).  Write them with ``keras.ops``, ``keras.random`` and
     :mod:`advbench.backend` and they run on every Keras backend.  State a defense keeps
-    across steps (a budget ramp, a ``keras.random.SeedGenerator``) is a Keras variable
-    listed in :attr:`variables`.  Before training, ``prepare_model`` may extend the
+    across steps (a budget ramp, the counter of an :mod:`advbench.rng` stream) is a
+    Keras variable listed in :attr:`variables`.  Before training, ``prepare_model`` may extend the
     architecture; at evaluation, ``inference_model`` may wrap it.  A defense whose
     inference model draws random numbers must say so in :meth:`randomized`, so that it
-    is attacked with EOT; its random layers draw from their own seed generators.
+    is attacked with EOT; its random layers draw from their own streams.
     """
 
     @property

@@ -1,14 +1,16 @@
 """Keras layers of advbench's architectures and defenses; certifiers recognise them by class.
 
 Imported lazily (it subclasses Keras classes, so importing it imports Keras).  Random
-layers draw from their own ``keras.random.SeedGenerator``, so they run on every backend
-and are reproducible from the job's seed.
+layers draw from :mod:`advbench.rng` with a base seed and a counter variable: they run
+compiled on every backend, are reproducible from the job's seed, and draw the same
+numbers on TensorFlow, JAX and PyTorch.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from advbench import rng
 from advbench.lazy import keras
 
 
@@ -65,7 +67,7 @@ class RandomResizePad(keras.layers.Layer):
     def __init__(self, max_ratio: float, method: str = "bilinear", seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.max_ratio, self.method = float(max_ratio), method
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.base_seed, self.counter = rng.default_seed(seed), rng.counter()
 
     def _axis_matrix(self, size_in, padded, size, offset):
         """(size_in, size_in): input axis -> resized to ``size`` at ``offset`` in a canvas of
@@ -93,7 +95,7 @@ class RandomResizePad(keras.layers.Layer):
         height, width = inputs.shape[1], inputs.shape[2]
         padded = max(height + 2, int(round(height * self.max_ratio)))
         padded_w = max(width + 2, int(round(width * self.max_ratio)))
-        draw = keras.random.uniform((3,), seed=self.seed_generator)
+        draw = rng.uniform((3,), rng.next_seed(self.base_seed, self.counter))
         size = ops.floor(height + draw[0] * (padded - height))  # in [height, padded)
         size_w = ops.floor(size * width / height)
         top = ops.floor(draw[1] * (padded - size + 1))
@@ -114,11 +116,11 @@ class RandomPixelMask(keras.layers.Layer):
     def __init__(self, share: float, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.share = float(share)
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.base_seed, self.counter = rng.default_seed(seed), rng.counter()
 
     def call(self, inputs):
         shape = keras.ops.shape(inputs)
-        noise = keras.random.uniform((shape[0], shape[1], shape[2], 1), seed=self.seed_generator)
+        noise = rng.uniform((shape[0], shape[1], shape[2], 1), rng.next_seed(self.base_seed, self.counter))
         return inputs * keras.ops.cast(noise < self.share, inputs.dtype)
 
     def get_config(self):
@@ -154,3 +156,64 @@ class Blend(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "lam": self.lam}
+
+
+@keras.saving.register_keras_serializable(package="advbench")
+class Dropout(keras.layers.Layer):
+    """Dropout (inverted: kept units scaled by ``1 / (1 - rate)``) in training, the
+    identity at inference; its masks come from :mod:`advbench.rng`, so training draws
+    the same masks on every backend."""
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = float(rate)
+        self.base_seed, self.counter = rng.default_seed(seed), rng.counter()
+
+    def call(self, inputs, training=False):
+        if not training:
+            return inputs
+        keep = rng.uniform(keras.ops.shape(inputs), rng.next_seed(self.base_seed, self.counter)) >= self.rate
+        return keras.ops.where(keep, inputs / (1.0 - self.rate), 0.0)
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate}
+
+
+class Augment(keras.layers.Layer):
+    """Training augmentation: per image, a random translation by up to ``shift`` pixels
+    in each direction with zero fill (a random crop of the image padded by ``shift``)
+    and, with ``flip``, a horizontal flip half of the time.  Each image's shift and flip
+    is a 0/1 matrix applied to its rows and columns: static shapes, compiled on every
+    backend, the same draws on all of them."""
+
+    def __init__(self, shift: int, flip: bool, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.shift, self.flip = int(shift), bool(flip)
+        self.base_seed, self.counter = rng.default_seed(seed), rng.counter()
+
+    def call(self, inputs, training=False):
+        ops = keras.ops
+        if not training:
+            return inputs
+        batch, height, width = ops.shape(inputs)[0], inputs.shape[1], inputs.shape[2]
+        draw = rng.uniform((batch, 3), rng.next_seed(self.base_seed, self.counter))
+        span = 2 * self.shift + 1
+        down = ops.cast(ops.floor(draw[:, 0] * span), "int32") - self.shift
+        right = ops.cast(ops.floor(draw[:, 1] * span), "int32") - self.shift
+        rows = _shift_matrices(down, height)  # (B, H, H): output row <- input row
+        cols = _shift_matrices(right, width)
+        if self.flip:
+            flipped = ops.flip(cols, axis=2)
+            cols = ops.where((draw[:, 2] < 0.5)[:, None, None], flipped, cols)
+        return ops.einsum("bij,bjkc,blk->bilc", rows, inputs, cols)
+
+    def get_config(self):
+        return {**super().get_config(), "shift": self.shift, "flip": self.flip}
+
+
+def _shift_matrices(offsets, size: int):
+    """Per example, the (size, size) 0/1 matrix moving index j to j + offset (zero fill)."""
+    ops = keras.ops
+    index = ops.arange(size, dtype="int32")
+    source = index[None, :] - offsets[:, None]  # output i reads input i - offset
+    return ops.cast(source[:, :, None] == index[None, None, :], "float32")

@@ -3,12 +3,14 @@
 A seed is a pair of int32 values (:func:`seed`).  Draws are a function of the seed and
 the position in the output alone: a 32-bit integer hash (Wellons' ``lowbias32``) of a
 counter, written with ``keras.ops`` integer arithmetic, which wraps identically on
-TensorFlow, JAX and PyTorch.  So an attack's random start is the same on every backend,
-inside compiled code and out, with no hidden generator state to carry (JAX has none).
+TensorFlow, JAX and PyTorch.  So an attack's random start, a dropout mask or a random
+input transformation is the same on every backend, inside compiled code and out (the
+frameworks' own generators, behind ``keras.random``, differ between backends).
 
-The frameworks' own generators differ between backends, so ``keras.random`` (with a
-``SeedGenerator``) stays the choice for layers whose draws need not match across
-backends: dropout, random input transformations.
+Layers and defenses that draw at every call keep a *stream*: a base seed
+(:func:`default_seed`) and a counter variable (:func:`counter`), advanced by
+:func:`next_seed`; being a Keras variable, the counter is carried through compiled code
+on every backend (JAX has no hidden state).
 """
 
 from __future__ import annotations
@@ -82,3 +84,24 @@ def normal(shape, seed_tensor):
     ops = keras.ops
     radius = ops.sqrt(-2.0 * ops.log(_unit(_bits(shape, seed_tensor, 1))))
     return radius * ops.cos(2.0 * math.pi * _unit(_bits(shape, seed_tensor, 2)))
+
+
+def default_seed(value: int | None = None) -> int:
+    """``value``, or a seed drawn from Python's generator (seeded per job by
+    :func:`advbench.backend.set_seed`), as Keras does for a ``SeedGenerator``."""
+    import random
+
+    return int(value) if value is not None else random.randint(1, 2**31 - 2)
+
+
+def counter(name: str = "rng_counter"):
+    """The state of a stream of draws: an int32 Keras variable (assign it as a layer
+    attribute, or list it in a defense's ``variables``, so compiled code carries it)."""
+    return keras.Variable(0, dtype="int32", trainable=False, name=name)
+
+
+def next_seed(base: int, count):
+    """The next seed of the stream ``(base, count)``; advances ``count``."""
+    drawn = fold_in(seed(base), count)
+    count.assign_add(1)
+    return drawn

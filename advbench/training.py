@@ -28,15 +28,13 @@ def make_optimizer(training, steps: int):
     return keras.optimizers.Adam(rate)
 
 
-def augmenter(augmentation, input_shape, seed: int):
-    """A Keras pipeline of random translations and flips, or ``None``."""
-    layers = []
-    if augmentation.crop:
-        height, width = input_shape[:2]
-        layers.append(keras.layers.RandomTranslation(augmentation.crop / height, augmentation.crop / width, fill_mode="constant", seed=seed))
-    if augmentation.flip:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed + 1))
-    return keras.Sequential(layers) if layers else None
+def augmenter(augmentation, seed: int):
+    """Random translations (random crops of the zero-padded image) and flips, or ``None``."""
+    from advbench.layers import Augment
+
+    if not (augmentation.crop or augmentation.flip):
+        return None
+    return Augment(augmentation.crop, augmentation.flip, seed=seed)
 
 
 def initialize(model, seed: int) -> None:
@@ -117,9 +115,7 @@ def train_model(
     steps_per_epoch = -(-len(x) // training.batch_size)
     optimizer = make_optimizer(training, steps_per_epoch * training.epochs)
     optimizer.build(model.trainable_variables)
-    augment = augmenter(training.augmentation, x.shape[1:], seed)
-    if augment is not None:
-        augment.build((None,) + x.shape[1:])
+    augment = augmenter(training.augmentation, seed)
     trainable = model.trainable_variables
     state = [model, optimizer, augment, *defense.variables]
 

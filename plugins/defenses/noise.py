@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from advbench import Defense, Params, hookimpl
+from advbench import Defense, Params, hookimpl, rng
 from advbench.lazy import keras
 
 
@@ -20,17 +20,17 @@ class GaussianNoise(Defense):
 
     def __init__(self, params=None, **kwargs):
         super().__init__(params, **kwargs)
-        self._seeds = None
+        self._stream = None
 
     @property
     def variables(self) -> list:
-        if self._seeds is None:
-            self._seeds = keras.random.SeedGenerator()  # seeded from the job's seed
-        return [self._seeds.state]
+        if self._stream is None:
+            self._stream = (rng.default_seed(), rng.counter())  # the base seed comes from the job's seed
+        return [self._stream[1]]
 
     def training_batch(self, model, x, y):
-        self.variables  # noqa: B018 (creates the seed generator outside compiled code on first use)
-        return x + self.params.sigma * keras.random.normal(keras.ops.shape(x), seed=self._seeds), y
+        self.variables  # noqa: B018 (creates the stream outside compiled code on first use)
+        return x + self.params.sigma * rng.normal(keras.ops.shape(x), rng.next_seed(*self._stream)), y
 
 
 @hookimpl
