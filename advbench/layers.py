@@ -159,15 +159,19 @@ class Blend(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="advbench")
-class Dropout(keras.layers.Layer):
-    """Dropout (inverted: kept units scaled by ``1 / (1 - rate)``) in training, the
-    identity at inference; its masks come from :mod:`advbench.rng`, so training draws
-    the same masks on every backend."""
+class Dropout(keras.layers.Dropout):
+    """Keras' dropout (inverted: kept units scaled by ``1 / (1 - rate)``) in training, the
+    identity at inference, with masks from :mod:`advbench.rng`, so that training draws
+    the same masks on every backend.  A subclass of ``keras.layers.Dropout``, so that
+    every certifier treats it as one."""
 
     def __init__(self, rate: float, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.rate = float(rate)
+        super().__init__(rate, **kwargs)
         self.base_seed, self.counter = rng.default_seed(seed), rng.counter()
+
+    def build(self, input_shape):
+        """Nothing to build (the counter exists already); defining it keeps Keras from
+        locking the layer's state before the counter is added."""
 
     def call(self, inputs, training=False):
         if not training:
