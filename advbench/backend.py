@@ -286,19 +286,17 @@ def _pad_rows(array, rows: int):
 
 
 def _jax_cache() -> None:
-    """Keep JAX's compiled programs on disk (``$ADVBENCH_CACHE/jax``, default
-    ``~/.cache/advbench/jax``): every job builds its attack anew and would compile the
-    same program again; with the cache it is compiled once per machine.  A directory
-    the user configured for JAX is kept."""
-    import os
-    from pathlib import Path
-
+    """Keep JAX's compiled programs on disk (``jax/`` in advbench's cache folder,
+    ``$ADVBENCH_CACHE`` or ``~/.cache/advbench``): every job builds its attack anew and
+    would compile the same program again; with the cache it is compiled once per
+    machine.  A directory the user configured for JAX is kept."""
     import jax
+
+    from advbench.datafiles import cache_root
 
     if jax.config.jax_compilation_cache_dir:
         return
-    root = Path(os.environ.get("ADVBENCH_CACHE", Path.home() / ".cache" / "advbench"))
-    jax.config.update("jax_compilation_cache_dir", str(root / "jax"))
+    jax.config.update("jax_compilation_cache_dir", str(cache_root() / "jax"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 

@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 import advbench
-from advbench.errors import AdvbenchError
+from advbench.errors import AdvbenchError, UsageError
 
 app = typer.Typer(
     name="advbench",
@@ -38,7 +38,14 @@ Backend = Annotated[
     Optional[str],
     typer.Option("--backend", help="Keras backend: tensorflow (default), jax or torch; the same as setting KERAS_BACKEND."),
 ]
-RankBy = Annotated[str, typer.Option("--rank-by", help="Ranking key: certified, empirical or clean robust accuracy at the largest eps.")]
+from advbench.leaderboard import RANK_KEYS  # noqa: E402 (light: NumPy, which `advbench` imports anyway)
+
+RankBy = Annotated[str, typer.Option("--rank-by", help=f"Ranking key: {', '.join(RANK_KEYS)} robust accuracy at the largest eps.")]
+
+
+def _check_rank_by(rank_by: str) -> None:
+    if rank_by not in RANK_KEYS:
+        raise UsageError(f"--rank-by: expected one of {', '.join(RANK_KEYS)}, got {rank_by!r}")
 
 
 def _version(value: bool) -> None:
@@ -88,32 +95,38 @@ def run(
     Finished jobs are skipped on a rerun of the same spec; an interrupted run resumes.
     """
     with reported():
+        _check_rank_by(rank_by)
         if backend:
             from advbench.backend import select
 
             select(backend)
         from advbench.spec import load_spec
 
-        loaded = load_spec(spec, strict=strict)
+        if out is not None and out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out}: is a file; give a directory for the run")
+        loaded = load_spec(spec, strict=strict, check_data=True)
         from advbench.pipeline import Pipeline
         from advbench.progress import RichReporter
         from advbench.store import RunStore
 
         store = RunStore(out or Path("runs") / loaded.name)
+        if store.root.exists() and not store.root.is_dir():
+            raise UsageError(f"--out {store.root}: is a file; give a directory for the run")
         pipeline = Pipeline(loaded, store)
-        pipeline.preflight()
-        store.prepare(loaded.name, loaded.hash, loaded.as_dict(), fresh)
-        reporter = RichReporter(errors)
-        pipeline.reporter = reporter
         try:
+            store.prepare(loaded.name, loaded.hash, loaded.as_dict(), fresh)
+            reporter = RichReporter(errors)
+            pipeline.reporter = reporter
             with reporter:
                 summary = pipeline.run()
+            from advbench.leaderboard import write_leaderboard
+
+            path, results = write_leaderboard(store.root, rank_by=rank_by)
         except KeyboardInterrupt:
             errors.print(f"[yellow]interrupted[/]: finished jobs are saved in {store.root}; rerun the same command to resume")
             raise typer.Exit(130) from None
-        from advbench.leaderboard import write_leaderboard
-
-        path, results = write_leaderboard(store.root, rank_by=rank_by)
+        finally:
+            store.release()
         _print_tables(results, rank_by)
         console.print(
             f"{summary.done} job(s) run, {summary.skipped} already done. Leaderboard: [bold]{path}[/]", highlight=False
@@ -135,14 +148,14 @@ def validate(spec: Annotated[Path, typer.Argument(help="The YAML spec to check."
             from advbench.backend import select
 
             select(backend)
-        from advbench.pipeline import Pipeline
         from advbench.spec import load_spec
-        from advbench.store import RunStore
 
-        loaded = load_spec(spec, strict=strict)
-        Pipeline(loaded, RunStore(Path("runs") / loaded.name)).preflight()
+        loaded = load_spec(spec, strict=strict, check_data=True)
         jobs = len(loaded.models) * (2 + len(loaded.threat_models) * (len(loaded.attacks) + len(loaded.certifiers)))
         console.print(f"{spec}: valid ({len(loaded.models)} models, {jobs} jobs)", highlight=False)
+        if loaded.plugin_files:
+            console.print("This spec imports and runs the code of: " + ", ".join(str(p) for p in loaded.plugin_files)
+                          + " (trust a spec from elsewhere like a script)", highlight=False)
 
 
 @app.command()
@@ -164,7 +177,10 @@ def export(
     with reported():
         from advbench.results import export_csv
 
-        rows = export_csv(run_dir, output)
+        if output.is_dir():
+            raise UsageError(f"--output {output}: is a directory; give the CSV file to write")
+        rows, results = export_csv(run_dir, output)
+        _warn_damaged(results)
         console.print(f"{rows} rows written to {output}", highlight=False)
 
 
@@ -176,11 +192,13 @@ def leaderboard(
 ) -> None:
     """Render the markdown leaderboard (and its plots) from a run directory."""
     with reported():
-        from advbench.leaderboard import RANK_KEYS, write_leaderboard
+        from advbench.leaderboard import write_leaderboard
 
-        if rank_by not in RANK_KEYS:
-            raise AdvbenchError(f"--rank-by: expected one of {', '.join(RANK_KEYS)}, got {rank_by!r}")
+        _check_rank_by(rank_by)
+        if output is not None and output.is_dir():
+            raise UsageError(f"--output {output}: is a directory; give the markdown file to write")
         path, results = write_leaderboard(run_dir, output, rank_by)
+        _warn_damaged(results)
         _print_tables(results, rank_by)
         console.print(f"Leaderboard: [bold]{path}[/]", highlight=False)
 
@@ -203,6 +221,12 @@ def plugins(strict: Strict = False) -> None:
         console.print(table)
         if host.failures:
             raise typer.Exit(0)
+
+
+def _warn_damaged(results) -> None:
+    for name, problem in sorted(results.damaged.items()):
+        errors.print(f"[yellow]warning:[/] {escape(name)} is damaged ({escape(problem)}); left out (rerun the spec to redo its job)",
+                     highlight=False, soft_wrap=True)
 
 
 def _print_tables(results, rank_by: str) -> None:

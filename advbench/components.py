@@ -27,7 +27,18 @@ NORMS = ("linf", "l2")
 class Params(BaseModel):
     """Base of every component's parameter model: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # strict: a spec's `steps: yes` is refused, not read as 1; no inf or NaN anywhere
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True, allow_inf_nan=False)
+
+
+SPEC_FILE = {"spec_path": "file"}
+"""``Field(json_schema_extra=SPEC_FILE)`` marks a parameter naming a file: a relative path
+is relative to the spec's folder, and the file's content (not its name) is part of the
+results' key."""
+
+SPEC_FOLDER = {"spec_path": "folder"}
+"""``Field(json_schema_extra=SPEC_FOLDER)`` marks a parameter naming a folder (e.g. where
+data lives): relative to the spec's folder, and not part of the results' key."""
 
 
 class Component:
@@ -312,7 +323,9 @@ class BisectionCertifier(Certifier):
             hit = self.certified(target, x, y, norm, middle)
             low = np.where(todo & hit, middle, low)
             high = np.where(todo & ~hit, middle, high)
-            todo = todo & (high > low * (1 + tolerance))
+            # stop at the tolerance, or where float32 (what bounds are computed in) cannot split the bracket
+            splits = (np.float32(np.sqrt(low * high)) > np.float32(low)) & (np.float32(np.sqrt(low * high)) < np.float32(high))
+            todo = todo & (high > low * (1 + tolerance)) & splits
         return np.where(ok, low, 0.0)
 
 

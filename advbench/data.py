@@ -38,6 +38,20 @@ class Subsets:
     eval_index: np.ndarray  # the examples attacked and certified (a subset of test_index)
 
     @property
+    def fingerprint(self) -> str:
+        """A digest of the content of the arrays used (the train and test subsets): a
+        job's key changes when the data files change, even under the same names."""
+        if not hasattr(self, "_fingerprint"):
+            import hashlib
+
+            digest = hashlib.blake2b(digest_size=16)
+            for array in (self.x_train, self.y_train, self.x_test, self.y_test):
+                digest.update(str(array.shape).encode())
+                digest.update(np.ascontiguousarray(array).tobytes())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+    @property
     def x_train(self):
         return self.data.x_train[self.train_index]
 

@@ -219,11 +219,14 @@ def move_into_place(source: Path, target: Path) -> None:
 
 from pydantic import Field  # noqa: E402
 
-from advbench.components import DatasetParams  # noqa: E402
+from advbench.components import SPEC_FOLDER, DatasetParams  # noqa: E402
 
 
 class FileDatasetParams(DatasetParams):
     """Parameters shared by the datasets read from files."""
 
-    data_dir: str | None = Field(None, description="Folder that holds the dataset's folder; default $ADVBENCH_DATA, else ~/.local/share/advbench.")
+    data_dir: str | None = Field(
+        None, min_length=1, json_schema_extra=SPEC_FOLDER,
+        description="Folder that holds the dataset's folder (relative to the spec); default $ADVBENCH_DATA, else ~/.local/share/advbench.",
+    )
     download: bool = Field(True, description="Download missing files from the official source (checksum-verified).")

@@ -115,12 +115,18 @@ class _RadiusSearch:
             if not len(todo):
                 break
             self._attempt(todo, np.full(len(todo), eps), lower)
-        # Bisect each finite bracket [lower, best_norm] to the relative tolerance.
+        # Bisect each finite bracket [lower, best_norm] to the relative tolerance, or until
+        # float32 (what attacks receive) cannot split it, or a step does not shrink it.
+        stalled = np.zeros(n, dtype=bool)
         while True:
-            todo = np.flatnonzero(np.isfinite(self.best_norm) & (self.best_norm - lower > tolerance * self.best_norm))
+            middle = (lower + self.best_norm) / 2
+            splits = (np.float32(middle) > np.float32(lower)) & (np.float32(middle) < np.float32(self.best_norm))
+            todo = np.flatnonzero(np.isfinite(self.best_norm) & (self.best_norm - lower > tolerance * self.best_norm) & splits & ~stalled)
             if not len(todo):
                 break
-            self._attempt(todo, (lower[todo] + self.best_norm[todo]) / 2, lower)
+            bracket = (lower[todo].copy(), self.best_norm[todo].copy())
+            self._attempt(todo, middle[todo], lower)
+            stalled[todo] = (lower[todo] == bracket[0]) & (self.best_norm[todo] == bracket[1])
         return fixed
 
     def _attempt(self, index, eps, lower) -> np.ndarray:

@@ -159,6 +159,14 @@ class Blend(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="advbench")
+class LogProbabilities(keras.layers.Layer):
+    """``log(p)``: logits of a model that outputs probabilities (softmax(log p) = p)."""
+
+    def call(self, inputs):
+        return keras.ops.log(keras.ops.maximum(inputs, 1e-30))
+
+
+@keras.saving.register_keras_serializable(package="advbench")
 class Dropout(keras.layers.Dropout):
     """Keras' dropout (inverted: kept units scaled by ``1 / (1 - rate)``) in training, the
     identity at inference, with masks from :mod:`advbench.rng`, so that training draws

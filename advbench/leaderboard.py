@@ -29,7 +29,8 @@ def ranked(bounds: list[Bounds], rank_by: str = "certified") -> list[Bounds]:
     """Sort by the chosen accuracy at the largest eps, then the other bound at that eps;
     remaining ties by the same pair at the next smaller eps, and so on, then clean
     accuracy (``rank_by="clean"``: clean accuracy first).  A missing number ranks below
-    every present one."""
+    every present one.  A model with an error (a failed job, an unsound certificate)
+    ranks below every model without one."""
     if rank_by not in RANK_KEYS:
         raise ValueError(f"rank_by must be one of {', '.join(RANK_KEYS)}")
     certified_first = rank_by != "empirical"
@@ -40,7 +41,7 @@ def ranked(bounds: list[Bounds], rank_by: str = "certified") -> list[Bounds]:
             pair = [b.certified_accuracy(eps), b.empirical_accuracy(eps)]
             values += pair if certified_first else pair[::-1]
         values.append(b.clean_accuracy())
-        return tuple(-(v if v is not None else -1.0) for v in values)
+        return (bool(b.errors),) + tuple(-(v if v is not None else -1.0) for v in values)
 
     return sorted(bounds, key=key)
 
@@ -128,6 +129,10 @@ def render_markdown(results: Results, rank_by: str = "certified", plots: dict[st
             details += [f"- `{b.model}`: {n}" for n in b.notes]
         if details:
             lines += details + [""]
+    if results.damaged:
+        lines += ["## Damaged records", "", "These files of the run directory do not read back; their jobs are "
+                  "missing above and are redone by the next `advbench run` of the spec.", ""]
+        lines += [f"- `{name}`: {problem}" for name, problem in sorted(results.damaged.items())] + [""]
     lines += _provenance(results)
     return "\n".join(lines) + "\n"
 
@@ -147,7 +152,8 @@ def _per_method(bounds: list[Bounds], rank_by: str, eps_list: list[float]) -> li
     for b in ranked(bounds, rank_by):
         cells = [b.model]
         cells += [" / ".join(_pct(b.empirical_accuracy(e, a)) for e in eps_list) if a in b.empirical else "n/a" for a in attacks]
-        cells += [" / ".join(_pct(b.certified_accuracy(e, c)) for e in eps_list) if c in b.certified else "n/a" for c in certifiers]
+        cells += ["unsound" if c in b.unsound else " / ".join(_pct(b.certified_accuracy(e, c)) for e in eps_list) if c in b.certified
+                  else "n/a" for c in certifiers]
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -175,6 +181,16 @@ def _provenance(results: Results) -> list[str]:
             f"- fixed-budget attacks: radius by per-example bisection over ε to relative tolerance "
             f"{spec['evaluation']['radius_tolerance']}; {calls:,} gradient evaluations in all"
         )
+    plugins = results.plan.get("plugins", {})
+    if plugins:
+        by_code: dict[str, list[str]] = {}
+        for name, fingerprint in plugins.items():
+            by_code.setdefault(fingerprint, []).append(name.split(" (")[0])
+        lines.append("- code: " + "; ".join(f"`{code}` ({', '.join(names)})" for code, names in by_code.items()))
+    data = results.plan.get("data", {})
+    if data:
+        lines.append(f"- data: {data['train']} training and {data['test']} test images, {data['evaluated']} evaluated; "
+                     f"content fingerprint `{data['fingerprint']}`")
     environments = sorted({(e["backend"], e["device"], e["precision"]) for e in (r.get("environment") for r in records) if e})
     if environments:
         lines.append("- computed with " + "; ".join(f"Keras on {b} ({d}, {p})" for b, d, p in environments))
@@ -199,13 +215,15 @@ def plot(results: Results, norm: str, path: Path) -> None:
     for i, b in enumerate(ranked(bounds)):
         color = f"C{i % 10}"
         upper = np.array([b.empirical_accuracy(e) for e in grid]) if b.empirical else None
-        lower = np.array([b.certified_accuracy(e) for e in grid]) if b.certified else None
+        lower = np.array([b.certified_accuracy(e) for e in grid]) if b.sound_certified else None
+        error = " (ERROR)" if b.errors else ""
+        layer = 2 * (len(bounds) - i)  # the best ranked on top; a model with an error (ranked last) under all
         if upper is not None:
-            axes.plot(grid, upper * 100, color=color, linestyle="--", label=f"{b.model} (empirical)")
+            axes.plot(grid, upper * 100, color=color, linestyle="--", label=f"{b.model} (empirical){error}", zorder=layer + 1)
         if lower is not None:
-            axes.plot(grid, lower * 100, color=color, label=f"{b.model} (certified)")
+            axes.plot(grid, lower * 100, color=color, label=f"{b.model} (certified){error}", zorder=layer + 1)
         if upper is not None and lower is not None:
-            axes.fill_between(grid, lower * 100, upper * 100, color=color, alpha=0.15)
+            axes.fill_between(grid, lower * 100, upper * 100, color=color, alpha=0.15, zorder=layer)
     ceiling = results.robustness_limit(grid)
     if ceiling is not None:
         axes.plot(grid, ceiling * 100, color="black", linestyle=":", linewidth=1.5, label="Fawzi et al. limit (any classifier)")
@@ -303,6 +321,7 @@ def write_leaderboard(run_dir: str | Path, output: str | Path | None = None, ran
             figure_name = f"{output.stem}-{norm}-examples.png"
             if examples_figure(results, store, norm, output.parent / figure_name):
                 figures[norm] = figure_name
+    results.damaged.update(store.damaged)  # array files found damaged while drawing
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(render_markdown(results, rank_by, plots, figures))
     return output, results

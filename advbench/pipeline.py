@@ -33,8 +33,9 @@ from advbench.errors import AdvbenchError, DataError, Problem, SpecError
 from advbench.evaluation import KEEP_ADVERSARIAL, attack_radii, certified_radii, gradient_check
 from advbench import backend
 from advbench.lazy import keras
+from advbench.plugins import host_fingerprint
 from advbench.spec import ModelPlan, Spec, stable_hash
-from advbench.store import RunStore, write_json
+from advbench.store import DiskFull, RunStore, file_digest, write_json
 
 RANDOMNESS_PROBE = 32
 """Examples used to check whether two identical calls of a model differ."""
@@ -66,8 +67,20 @@ def versions() -> dict[str, str]:
     return found
 
 
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def pretrained_model(plan: ModelPlan, input_shape, num_classes: int, as_given: bool = False):
+    """A pretrained model as the spec gives it (a Keras file or a PyTorch module); one
+    that outputs probabilities (``outputs: probabilities``) gets a log, its logits,
+    unless ``as_given``."""
+    if plan.path is not None:
+        model = load_keras_model(plan.path)
+    else:
+        t = plan.torch
+        model = backend.torch_model(t.file, t.attribute, t.arguments, t.weights, t.layout, input_shape, num_classes)
+    if plan.outputs == "probabilities" and not as_given:
+        from advbench.layers import LogProbabilities
+
+        model = keras.Model(model.inputs, LogProbabilities(name="logits_from_probabilities")(model.outputs[0]), name=model.name)
+    return model
 
 
 def load_keras_model(path: Path):
@@ -87,49 +100,85 @@ class Pipeline:
         self.reporter = reporter or Reporter()
         self.data: Subsets | None = None
         self.environment = backend.describe()
-        dataset = spec.dataset.as_dict()
+        dataset = spec.dataset.identity()
         evaluation = spec.evaluation.model_dump(mode="json")
-        self.data_key = stable_hash({"dataset": dataset, "seed": spec.seed, "examples": evaluation["examples"]})
-        self._evaluation_key = stable_hash({k: v for k, v in evaluation.items() if k != "examples"})
+        self.data_identity = stable_hash({"dataset": dataset, "seed": spec.seed, "examples": evaluation["examples"]})
+        self._evaluation_identity = stable_hash({k: v for k, v in evaluation.items() if k != "examples"})
         self.model_identities = {plan.name: self._model_identity(plan) for plan in spec.models}
-        self.model_keys = {name: self._key(identity) for name, identity in self.model_identities.items()}
+        self._model_keys: dict[str, str] | None = None
 
     # -- planning ---------------------------------------------------------------------
+    #
+    # A job's *identity* is what the spec says about it (it seeds the job, so that every
+    # backend and every version of the code draws alike); its *key* adds everything else
+    # that determines the result: the backend and its precision, the code of advbench
+    # and of every plugin the job uses (for an editable install, their source), and the
+    # content of the data.  A job is redone whenever its key changes.
 
-    def _key(self, identity: str) -> str:
-        """A job's key: its identity and the backend with its precision, so that results
-        computed on one backend are never reused for another."""
-        return stable_hash([identity, self.environment["backend"], self.environment["precision"]])
+    def _key(self, identity: str, *upstream: str) -> str:
+        return stable_hash([identity, self.environment["backend"], self.environment["precision"], *upstream])
+
+    def _plugin(self, ref) -> str:
+        """The fingerprint of the plugin that registered a component (see :class:`advbench.plugins.PluginInfo`)."""
+        return self.spec.host.plugins[ref.plugin].fingerprint if ref.plugin in self.spec.host.plugins else ref.plugin
 
     def _model_identity(self, plan: ModelPlan) -> str:
-        what: dict = {"data": self.data_key, "defense": plan.defense.as_dict(), "seed": plan.seed, "version": advbench.__version__}
+        what: dict = {"data": self.data_identity, "defense": plan.defense.identity(), "seed": plan.seed, "outputs": plan.outputs}
         if plan.path is not None:
             what["file"] = file_digest(plan.path)
         elif plan.torch is not None:
             what["torch"] = {**plan.torch.as_dict(), "module": file_digest(plan.torch.file), "attribute": plan.torch.attribute,
                              "weights": file_digest(plan.torch.weights) if plan.torch.weights else None}
         else:
-            what.update(architecture=plan.architecture.as_dict(), training=plan.training.model_dump(mode="json"))
+            what.update(architecture=plan.architecture.identity(), training=plan.training.model_dump(mode="json"))
         return stable_hash(what)
+
+    @property
+    def model_keys(self) -> dict[str, str]:
+        """Each model's training key (loads the data: its content is part of the key)."""
+        if self._model_keys is None:
+            data = self.load_data()
+            self.code = {"advbench": host_fingerprint(), "dataset": self._plugin(self.spec.dataset), "data": data.fingerprint}
+            self._model_keys = {}
+            for plan in self.spec.models:
+                components = [ref for ref in [plan.architecture, *plan.defense.refs] if ref is not None]
+                self._model_keys[plan.name] = self._key(
+                    self.model_identities[plan.name], *self.code.values(), *(self._plugin(ref) for ref in components)
+                )
+        return self._model_keys
 
     def plan(self) -> list[Job]:
         jobs: list[Job] = []
         for plan in self.spec.models:
-            model_identity = self.model_identities[plan.name]
-            jobs.append(Job(f"{plan.name}/train", "train", plan.name, self.model_keys[plan.name], identity=model_identity))
-            clean_identity = stable_hash([model_identity, self.data_key, self._evaluation_key])
-            jobs.append(Job(f"{plan.name}/clean", "clean", plan.name, self._key(clean_identity), identity=clean_identity))
+            model_identity, model_key = self.model_identities[plan.name], self.model_keys[plan.name]
+            jobs.append(Job(f"{plan.name}/train", "train", plan.name, model_key, identity=model_identity))
+            clean_identity = stable_hash([model_identity, self.data_identity, self._evaluation_identity])
+            clean_key = self._key(clean_identity, model_key)
+            jobs.append(Job(f"{plan.name}/clean", "clean", plan.name, clean_key, identity=clean_identity))
             for threat in self.spec.threat_models:
                 for kind, methods in (("attack", self.spec.attacks), ("certify", self.spec.certifiers)):
                     for method in methods:
-                        identity = stable_hash([clean_identity, threat.norm, threat.eps, kind, method.as_dict()])
+                        identity = stable_hash([clean_identity, threat.norm, threat.eps, kind, method.identity()])
                         job_id = f"{plan.name}/{threat.norm}/{kind}-{method.label}"
-                        jobs.append(Job(job_id, kind, plan.name, self._key(identity), threat.norm, method, list(threat.eps), identity))
+                        key = self._key(identity, clean_key, self._plugin(method))
+                        jobs.append(Job(job_id, kind, plan.name, key, threat.norm, method, list(threat.eps), identity))
         return jobs
+
+    def plugins_used(self) -> dict[str, str]:
+        """Every plugin a job of this spec uses, with its version or source fingerprint (the provenance)."""
+        refs = [self.spec.dataset, *self.spec.attacks, *self.spec.certifiers]
+        refs += [ref for plan in self.spec.models for ref in [plan.architecture, *plan.defense.refs] if ref is not None]
+        used = {"advbench (host)": host_fingerprint()}
+        for ref in refs:
+            info = self.spec.host.plugins.get(ref.plugin)
+            used[ref.plugin if info is None else f"{info.name} ({info.source})"] = self._plugin(ref)
+        return dict(sorted(used.items()))
 
     # -- checks before any work ----------------------------------------------------------
 
     def load_data(self) -> Subsets:
+        if self.data is None and self.spec.loaded is not None:
+            self.data = self.spec.loaded  # loaded by the spec's data checks
         if self.data is None:
             ref = self.spec.dataset
             try:
@@ -141,33 +190,6 @@ class Pipeline:
             )
         return self.data
 
-    def preflight(self) -> None:
-        """Checks that need the data or Keras: pretrained models must fit the dataset."""
-        data = self.load_data()
-        problems = []
-        for index, plan in enumerate(self.spec.models):
-            if plan.path is None and plan.torch is None:
-                continue
-            where = f"models[{index}].path" if plan.path is not None else f"models[{index}].torch"
-            if plan.torch is not None and backend.name() != "torch":
-                problems.append(Problem(str(self.spec.file), where, f"a PyTorch module needs the torch backend (run with "
-                                                                     f"--backend torch), not {backend.name()}"))
-                continue
-            try:
-                model = self._pretrained(plan)
-            except Exception as exc:
-                problems.append(Problem(str(self.spec.file), where, f"cannot load {plan.path or plan.torch.file}: {exc}"))
-                continue
-            expected_in = tuple(data.data.input_shape)
-            got_in = tuple(model.input_shape[1:])
-            if got_in != expected_in:
-                problems.append(Problem(str(self.spec.file), where, f"model input shape {got_in} does not match the dataset's {expected_in}"))
-            classes = model.output_shape[-1]
-            if classes != data.data.num_classes:
-                problems.append(Problem(str(self.spec.file), where, f"model outputs {classes} classes, the dataset has {data.data.num_classes}"))
-        if problems:
-            raise SpecError(problems)
-
     # -- running ---------------------------------------------------------------------------
 
     def run(self) -> "RunSummary":
@@ -175,8 +197,15 @@ class Pipeline:
         models), then each model's evaluations."""
         backend.enable_determinism()
         jobs = self.plan()
-        write_json(self.store.root / "plan.json", {"spec_hash": self.spec.hash, "jobs": {j.id: j.key for j in jobs}})
-        todo = [job for job in jobs if not _finished(self.store.job_record(job.id, job.key))]
+        data = self.load_data()
+        write_json(self.store.root / "plan.json", {
+            "spec_hash": self.spec.hash, "jobs": {j.id: j.key for j in jobs}, "plugins": self.plugins_used(),
+            "data": {"fingerprint": data.fingerprint, "train": int(len(data.train_index)), "test": int(len(data.test_index)),
+                     "evaluated": int(len(data.eval_index))},
+        })
+        todo = [job for job in jobs if not self._finished(job)]
+        for name, problem in sorted(self.store.damaged.items()):
+            self.reporter.warn(f"{self.store.root / name} is damaged ({problem}); its job is redone")
         summary = RunSummary(total=len(jobs), skipped=len(jobs) - len(todo))
         data = self.load_data()
         self.reporter.start(len(jobs), summary.skipped)
@@ -198,6 +227,14 @@ class Pipeline:
                     summary.errors.append(record)
         return summary
 
+    def _finished(self, job: Job) -> bool:
+        """A job is done when its record reads back whole for its key and did not fail
+        (failures are retried); a training job also needs its model file, unchanged."""
+        record = self.store.job_record(job.id, job.key)
+        if record is None or record.get("status") == "error":
+            return False
+        return job.kind != "train" or self.store.model_record(job.model, job.key) is not None
+
     @property
     def targets(self) -> "Targets":
         if not hasattr(self, "_targets"):
@@ -211,9 +248,9 @@ class Pipeline:
                 backend.set_seed(job.seed)
                 self.targets.forget_randomized()
                 record, arrays = work(advance)
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, DiskFull):
                 raise
-            except Exception as exc:
+            except BaseException as exc:  # a plugin calling sys.exit() fails its job, never ends the run
                 record, arrays = self._error(job, exc), None
         self._record(job, record, started, arrays)
         return record
@@ -252,12 +289,8 @@ class Pipeline:
         return plan.defense.build().prepare_model(model)
 
     def _pretrained(self, plan: ModelPlan):
-        """A pretrained model as the spec gives it: a Keras file or a PyTorch module."""
-        if plan.path is not None:
-            return load_keras_model(plan.path)
         data = self.load_data().data
-        t = plan.torch
-        return backend.torch_model(t.file, t.attribute, t.arguments, t.weights, t.layout, data.input_shape, data.num_classes)
+        return pretrained_model(plan, data.input_shape, data.num_classes)
 
     def _train(self, job: Job, advance) -> tuple[dict, dict]:
         from advbench.training import train_model
@@ -284,6 +317,11 @@ class Pipeline:
         target = make_target(model, plan, data, self.spec.evaluation)
         predicted = target.predict(data.x_test)
         record["test_accuracy"] = float(np.mean(predicted == data.y_test))
+        from advbench.checks import near_chance
+
+        if near_chance(record["test_accuracy"], data.data.num_classes):
+            self.reporter.warn(f"{plan.name}: test accuracy {100 * record['test_accuracy']:.1f}% is near chance "
+                               f"({data.data.num_classes} classes); are its inputs scaled as the model expects ([0, 1])?")
         record["parameters"] = int(model.count_params())
         self.store.save_model(model, plan.name, job.key, record)
         return record, {"train_index": data.train_index, "test_index": data.test_index}
@@ -320,6 +358,7 @@ class Pipeline:
                 "label": y.tolist(),
                 "predicted": predicted.tolist(),
                 "clean_accuracy": float(np.mean(predicted == y)),
+                "classes": int(data.data.num_classes),
                 "randomness": target.randomness,
                 "eot": target.protocol(),
                 "examples": int(len(x)),
@@ -364,9 +403,7 @@ class Pipeline:
         return record, {"index": data.eval_index[keep], "original": x[keep], "adversarial": outcome.adversarial[keep]}
 
 
-def _finished(record: dict | None) -> bool:
-    """A job is done when its record exists for its key and did not fail (failures are retried)."""
-    return record is not None and record.get("status") != "error"
+
 
 
 def make_target(model, plan: ModelPlan, data: Subsets, evaluation):

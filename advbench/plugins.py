@@ -47,6 +47,16 @@ class PluginInfo:
     version: str
     components: list[tuple[str, str]] = field(default_factory=list)  # (kind, name)
     error: str | None = None
+    modules: list[str] = field(default_factory=list)  # the modules it was loaded from
+    _fingerprint: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """What identifies the plugin's code: the SHA-256 of a spec-local file, or an
+        installed distribution's version and the SHA-256 of its packages' source files."""
+        if self._fingerprint is None:
+            self._fingerprint = _fingerprint(self)
+        return self._fingerprint
 
 
 class PluginWarning(UserWarning):
@@ -79,11 +89,14 @@ class PluginHost:
                 name=entry_point.name,
                 source=dist.metadata["Name"] if dist else "?",
                 version=dist.version if dist else "?",
+                modules=[entry_point.module],
             )
             try:
                 module = entry_point.load()
-            except Exception as exc:  # a broken plugin must not take the others down
-                self._fail(info, f"import failed: {exc.__class__.__name__}: {exc}", exc)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # a broken plugin must not take the others down, nor end the host
+                self._fail(info, f"import failed: {_describe(exc)}", exc)
                 continue
             self._register(info, module)
 
@@ -104,10 +117,12 @@ class PluginHost:
             sys.modules[module_name] = module
             try:
                 spec.loader.exec_module(module)
-            except Exception as exc:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # sys.exit() in a plugin must not end the host
                 del sys.modules[module_name]
                 raise PluginError(f"{path}: import failed: {_last_frames(exc)}") from None
-        info = PluginInfo(name=path.name, source=str(path), version="local file")
+        info = PluginInfo(name=path.name, source=str(path), version="local file", modules=[module_name])
         self._register(info, module, raise_errors=True)
         return info
 
@@ -131,11 +146,13 @@ class PluginHost:
                     register = self._register_callback(kind, info)
                     kwargs = {"register": register}
                     impl.function(**{arg: kwargs[arg] for arg in impl.argnames if arg in kwargs})
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
             self._unregister(info)
             if raise_errors:
-                raise PluginError(f"{info.source}: {exc}") from None
-            self._fail(info, f"registration failed: {exc}", exc)
+                raise PluginError(f"{info.source}: {exc if isinstance(exc, PluginError) else _describe(exc)}") from None
+            self._fail(info, f"registration failed: {exc if isinstance(exc, PluginError) else _describe(exc)}", exc)
 
     def _register_callback(self, kind: str, info: PluginInfo):
         def register(name: str, cls: type) -> None:
@@ -161,16 +178,62 @@ class PluginHost:
         warnings.warn(f"plugin {info.name!r} ({info.source}) was not loaded: {message}", PluginWarning, stacklevel=3)
 
 
+def _fingerprint(info: PluginInfo) -> str:
+    if info.version == "local file":
+        return "sha256:" + hashlib.sha256(Path(info.source).read_bytes()).hexdigest()[:16]
+    # The packages its entry points come from (advbench's own: the host package as well,
+    # since it runs every job), by their source: an editable install, or a reinstall of
+    # a changed checkout, changes the code under the same version.
+    packages = {module.split(".")[0] for module in info.modules}
+    if info.source == "advbench":
+        packages.add("advbench")
+    return f"{info.source}=={info.version}+source:{_source_digest(sorted(packages))}"
+
+
+def host_fingerprint() -> str:
+    """advbench's own code: its version and the SHA-256 of its source (the host runs every job)."""
+    from advbench import __version__
+
+    return f"advbench=={__version__}+source:{_source_digest(['advbench'])}"
+
+
+_SOURCE_DIGESTS: dict[tuple, str] = {}
+
+
+def _source_digest(packages: list[str]) -> str:
+    """SHA-256 over the Python source files of ``packages`` (paths and contents)."""
+    key = tuple(packages)
+    if key not in _SOURCE_DIGESTS:
+        digest = hashlib.sha256()
+        for package in packages:
+            spec = importlib.util.find_spec(package)
+            folders = list(spec.submodule_search_locations or []) if spec else []
+            files = [Path(spec.origin)] if spec and spec.origin and not folders else []
+            for folder in folders:
+                files += sorted(Path(folder).rglob("*.py"))
+            for path in files:
+                digest.update(f"{package}:{path.name}".encode())
+                digest.update(path.read_bytes())
+        _SOURCE_DIGESTS[key] = digest.hexdigest()[:16]
+    return _SOURCE_DIGESTS[key]
+
+
 def _builtin_first(entry_point) -> tuple[int, str]:
     dist = getattr(entry_point, "dist", None)
     is_builtin = dist is not None and dist.metadata["Name"] == "advbench"
     return (0 if is_builtin else 1, entry_point.name)
 
 
-def _last_frames(exc: Exception) -> str:
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    return f"{exc.__class__.__name__}: {exc}"
+
+
+def _last_frames(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" (line {frames[-1].lineno})" if frames else ""
-    return f"{exc.__class__.__name__}: {exc}{where}"
+    return f"{_describe(exc)}{where}"
 
 
 def load_plugins(strict: bool = False, files: list[str | Path] = ()) -> PluginHost:

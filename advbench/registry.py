@@ -53,6 +53,10 @@ class Registry:
         except KeyError:
             raise UnknownComponentError(self.unknown_message(kind, name)) from None
 
+    def plugin_of(self, kind: str, name: str) -> str:
+        """The name of the plugin that registered ``name``."""
+        return self._entries[kind][name].plugin
+
     def unknown_message(self, kind: str, name: str) -> str:
         known = sorted(self._entries[kind])
         message = f"unknown {kind} {name!r}"

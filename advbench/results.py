@@ -41,15 +41,22 @@ class Bounds:
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
+    unsound: set[str] = field(default_factory=set)  # certifiers shown wrong on this model: their radii are not used
 
     @property
     def correct(self) -> np.ndarray:
         return self.predicted == self.label
 
     @property
+    def sound_certified(self) -> dict[str, np.ndarray]:
+        """The certifiers' radii, without those of certifiers shown unsound on this model."""
+        return {label: radius for label, radius in self.certified.items() if label not in self.unsound}
+
+    @property
     def certified_radius(self) -> np.ndarray:
-        """Per example, the best (largest) certified radius; 0 where nothing certified."""
-        radii = [np.zeros(len(self.label))] + list(self.certified.values())
+        """Per example, the best (largest) certified radius of the sound certifiers; 0 where
+        nothing certified."""
+        radii = [np.zeros(len(self.label))] + list(self.sound_certified.values())
         return np.max(radii, axis=0) * self.correct
 
     @property
@@ -62,8 +69,9 @@ class Bounds:
         return float(np.mean(self.correct))
 
     def certified_accuracy(self, eps: float, method: str | None = None) -> float | None:
-        """Certified robust accuracy at eps: of all certifiers, or of the one labelled ``method``."""
-        if not self.certified:
+        """Certified robust accuracy at eps: of all sound certifiers, or of the one labelled
+        ``method``; ``None`` when there is none (or ``method`` is unsound)."""
+        if (method is None and not self.sound_certified) or method in self.unsound:
             return None
         radius = self.certified_radius if method is None else self.certified[method]
         return float(np.mean(self.correct & (radius >= eps)))
@@ -76,7 +84,7 @@ class Bounds:
 
     def median_radius(self, which: str) -> float | None:
         radii = self.certified_radius if which == "certified" else self.empirical_radius
-        present = self.certified if which == "certified" else self.empirical
+        present = self.sound_certified if which == "certified" else self.empirical
         return float(np.median(radii)) if present and len(radii) else None
 
     def smoothed_accuracy(self, label: str, eps: float) -> float:
@@ -87,7 +95,7 @@ class Bounds:
 
     def median_gap(self) -> float | None:
         """Median over correctly classified examples of empirical minus certified radius."""
-        if not (self.certified and self.empirical) or not self.correct.any():
+        if not (self.sound_certified and self.empirical) or not self.correct.any():
             return None
         return float(np.median((self.empirical_radius - self.certified_radius)[self.correct]))
 
@@ -109,6 +117,8 @@ class Results:
     bounds: list[Bounds]
     training: dict[str, dict]
     limit: dict | None = None  # Fawzi et al.'s parameters when the dataset's generator is known
+    damaged: dict[str, str] = field(default_factory=dict)  # run-directory files that do not read back, and why
+    plan: dict = field(default_factory=dict)  # plan.json: job keys, plugins used, data fingerprint
 
     def robustness_limit(self, eps):
         """The highest robust accuracy any classifier can reach at eps, or ``None`` if unknown."""
@@ -127,7 +137,8 @@ def load_results(run_dir: str | Path) -> Results:
     plan_path = store.root / "plan.json"
     if not plan_path.is_file():
         raise AdvbenchError(f"{store.root}: no plan.json; run the spec first")
-    plan = read_json(plan_path)["jobs"]
+    plan_record = store._read(plan_path, required=True)
+    plan = plan_record["jobs"]
     records = {}
     for job_id, key in plan.items():
         record = store.job_record(job_id, key)
@@ -174,18 +185,24 @@ def load_results(run_dir: str | Path) -> Results:
                         b.notes.append(f"{label}: {record['message']}")
             b.flags.extend(masking_flags(b, clean))
             for certifier, attack, count in b.violations():
+                # the attack's example was checked to be misclassified: the certificate is wrong
+                b.unsound.add(certifier)
                 b.errors.append(
                     f"certified > empirical on {count} example(s): {certifier} certifies a radius larger than the "
-                    f"adversarial example {attack} found; one of them is wrong"
+                    f"adversarial example {attack} found, so {certifier} is unsound on this model; its radii are not used"
                 )
             bounds.append(b)
-    results = Results(spec=spec, records=records, bounds=bounds, training=training, limit=limit)
+    results = Results(spec=spec, records=records, bounds=bounds, training=training, limit=limit, damaged=dict(store.damaged),
+                      plan=plan_record)
     for b in bounds:
         for eps in b.eps:
-            certified = b.certified_accuracy(eps)
             ceiling = results.robustness_limit(eps)
-            if certified is not None and ceiling is not None and certified > ceiling + 1e-9:
-                b.errors.append(f"certified accuracy {100 * certified:.1f}% at ε={eps:g} exceeds the Fawzi limit {100 * float(ceiling):.1f}%")
+            for certifier in sorted(b.sound_certified) if ceiling is not None else []:
+                certified = b.certified_accuracy(eps, certifier)
+                if certified > ceiling + 1e-9:
+                    b.unsound.add(certifier)
+                    b.errors.append(f"{certifier}: certified accuracy {100 * certified:.1f}% at ε={eps:g} exceeds the Fawzi limit "
+                                    f"{100 * float(ceiling):.1f}%, so {certifier} is unsound on this model; its radii are not used")
     return results
 
 
@@ -224,6 +241,10 @@ def _accuracy(radius: np.ndarray, correct: np.ndarray, eps: float) -> float:
 
 
 def _flags(b: Bounds, clean: dict) -> None:
+    from advbench.checks import near_chance
+
+    if near_chance(b.clean_accuracy(), clean.get("classes", len(np.unique(b.label)))):
+        b.flags.append("near-chance clean accuracy (input scaling?)")
     randomness = clean.get("randomness", {})
     eot = clean.get("eot", {})
     if eot.get("randomized"):
@@ -249,8 +270,8 @@ def fawzi_limit(eps, lipschitz: float, class_masses: list[float]):
     return np.clip(1 - vulnerable, 0.0, 1.0).reshape(eps.shape)
 
 
-def export_csv(run_dir: str | Path, output: str | Path) -> int:
-    """One row per (model, norm, example); returns the number of rows written."""
+def export_csv(run_dir: str | Path, output: str | Path) -> tuple[int, Results]:
+    """One row per (model, norm, example); returns the number of rows written and the results."""
     results = load_results(run_dir)
     certifiers = [m.get("label", m["name"]) for m in results.spec["certifiers"]]
     attacks = [m.get("label", m["name"]) for m in results.spec["attacks"]]
@@ -270,7 +291,7 @@ def export_csv(run_dir: str | Path, output: str | Path) -> int:
                 row += [_num(b.empirical[a][i]) if a in b.empirical else "" for a in attacks]
                 writer.writerow(row)
                 rows += 1
-    return rows
+    return rows, results
 
 
 def _num(value: float) -> str:

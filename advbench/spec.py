@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,7 +27,8 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: `eps: [true]` or `epochs: yes` are refused, not read as 1; no inf or NaN anywhere
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class ComponentEntry(BaseModel):
@@ -55,7 +56,7 @@ class AugmentationSpec(_Strict):
 class TrainingSpec(_Strict):
     epochs: int = Field(10, ge=1, description="Passes over the training set.")
     batch_size: int = Field(64, ge=1, description="Training batch size.")
-    learning_rate: float = Field(1e-3, gt=0, description="Optimizer learning rate.")
+    learning_rate: float = Field(1e-3, gt=0, le=10, description="Optimizer learning rate.")
     optimizer: Literal["adam", "sgd"] = Field("adam", description="adam, or sgd with momentum 0.9.")
     schedule: Literal["constant", "cosine"] = Field("constant", description="Learning-rate schedule over the training steps.")
     augmentation: AugmentationSpec = Field(default_factory=AugmentationSpec, description="Data augmentation of the training images.")
@@ -69,7 +70,7 @@ class TorchModuleSpec(_Strict):
         description="`file.py:Name`: a Python file (relative to the spec) and the nn.Module class, or a function returning one, in it.",
     )
     arguments: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for `Name`.")
-    weights: str | None = Field(None, description="A state_dict saved with torch.save (relative to the spec), loaded with weights_only=True.")
+    weights: str | None = Field(None, min_length=1, description="A state_dict saved with torch.save (relative to the spec), loaded with weights_only=True.")
     layout: Literal["NCHW", "NHWC"] = Field(
         "NCHW", description="The input layout the module expects; advbench's images (NHWC, in [0, 1]) are transposed for it."
     )
@@ -83,7 +84,10 @@ class ModelSpec(_Strict):
         description="Defense used in training and inference, or a list of defenses applied together (e.g. a regularizer and adversarial training).",
     )
     training: TrainingSpec = Field(default_factory=TrainingSpec)
-    path: str | None = Field(None, description="A pretrained Keras model (logits out, inputs in [0, 1]), relative to the spec.")
+    path: str | None = Field(None, min_length=1, description="A pretrained Keras model (logits out, inputs in [0, 1]), relative to the spec.")
+    outputs: Literal["logits", "probabilities"] = Field(
+        "logits", description="What a pretrained model outputs; probabilities (a final softmax) are turned into logits by a log."
+    )
     torch: TorchModuleSpec | None = Field(None, description="A pretrained PyTorch module (logits out, inputs in [0, 1]); needs the torch backend.")
     seed: int | None = Field(None, ge=0, description="Seed of this model's initialization and training (default: the spec's seed); e.g. an independently trained copy.")
 
@@ -99,7 +103,7 @@ class ModelSpec(_Strict):
 
 class ThreatModel(_Strict):
     norm: str = Field(description=f"One of {', '.join(NORMS)}.")
-    eps: list[float] = Field(min_length=1, description="Perturbation budgets, each > 0.")
+    eps: list[float] = Field(min_length=1, description="Perturbation budgets, each > 0 and at most the largest distance in [0, 1]^d.")
 
     @field_validator("norm")
     @classmethod
@@ -122,7 +126,10 @@ class ThreatModel(_Strict):
 class EvaluationSpec(_Strict):
     examples: int | None = Field(None, ge=1, description="Test examples to attack and certify (stratified subset of the test set); all when unset.")
     batch_size: int = Field(256, ge=1, description="Examples per attack or certifier batch.")
-    radius_tolerance: float = Field(0.02, gt=0, lt=1, description="Relative precision of the bisection that turns fixed-budget attacks into radii.")
+    radius_tolerance: float = Field(
+        0.02, ge=1e-6, lt=1,
+        description="Relative precision of the bisection that turns fixed-budget attacks into radii (float32 resolves about 1e-7).",
+    )
     eot: bool = Field(True, description="Attack randomized models with EOT and repeated final draws. Turning it off invalidates the evaluation and is flagged.")
     eot_samples: int = Field(20, ge=1, description="Draws averaged per gradient against a randomized model.")
     final_draws: int = Field(10, ge=1, description="Draws over which a randomized model's prediction is a majority vote.")
@@ -137,7 +144,7 @@ class SpecModel(_Strict):
     attacks: list[MethodEntry] = Field(default_factory=list)
     certifiers: list[MethodEntry] = Field(default_factory=list)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
-    plugins: list[str] = Field(default_factory=list, description="Plugin modules (.py files) next to the spec to load.")
+    plugins: list[str] = Field(default_factory=list, description="Plugin modules (.py files, relative to the spec) to import: a spec runs their code.")
 
     @field_validator("models")
     @classmethod
@@ -184,9 +191,25 @@ class ComponentRef:
     cls: type[Component]
     params: Any
     label: str
+    plugin: str = ""  # the plugin that registered it
 
     def build(self) -> Component:
         return self.cls(self.params)
+
+    def identity(self) -> dict:
+        """What determines the component's results: its parameters, with the content
+        (SHA-256) of the files they name instead of their location, and without the
+        folders they name (a dataset's content is fingerprinted separately)."""
+        from advbench.store import file_digest
+
+        data = self.as_dict()
+        for name, info in type(self.params).model_fields.items():
+            kind, key = spec_path_kind(info), info.alias or name
+            if kind == "folder":
+                data.pop(key, None)
+            elif kind == "file" and data.get(key) and Path(data[key]).is_file():
+                data[key] = "sha256:" + file_digest(Path(data[key]))
+        return data
 
     def as_dict(self) -> dict:
         data = {"name": self.name, **self.params.model_dump(mode="json", by_alias=True)}
@@ -210,6 +233,9 @@ class DefenseRefs:
     def as_dict(self):
         return self.refs[0].as_dict() if len(self.refs) == 1 else [ref.as_dict() for ref in self.refs]
 
+    def identity(self):
+        return self.refs[0].identity() if len(self.refs) == 1 else [ref.identity() for ref in self.refs]
+
     @property
     def name(self) -> str:
         return "+".join(ref.name for ref in self.refs)
@@ -224,6 +250,7 @@ class ModelPlan:
     path: Path | None
     seed: int | None = None
     torch: "TorchModule | None" = None
+    outputs: str = "logits"
 
     def as_dict(self) -> dict:
         data: dict[str, Any] = {"name": self.name, "defense": self.defense.as_dict()}
@@ -269,6 +296,17 @@ class Spec:
     evaluation: EvaluationSpec
     plugin_files: list[Path]
     host: Any  # advbench.plugins.PluginHost
+    model_index: list[int] = field(default_factory=list)  # position of each model in the file (a partial spec skips some)
+    threat_index: list[int] = field(default_factory=list)
+    loaded: Any = None  # the data subsets, once the data checks loaded them (advbench.data.Subsets)
+
+    @property
+    def indexed_models(self) -> list[tuple[int, "ModelPlan"]]:
+        return list(zip(self.model_index or range(len(self.models)), self.models))
+
+    @property
+    def indexed_threat_models(self) -> list[tuple[int, "ThreatModel"]]:
+        return list(zip(self.threat_index or range(len(self.threat_models)), self.threat_models))
 
     def as_dict(self) -> dict:
         """Everything that determines the results, with defaults filled in."""
@@ -300,15 +338,29 @@ def stable_hash(data: Any) -> str:
 # -- loading and validation ------------------------------------------------------------
 
 
-def load_spec(path: str | Path, strict: bool = False) -> Spec:
-    """Read, validate and resolve a spec file; raise :class:`SpecError` with every problem."""
+def load_spec(path: str | Path, strict: bool = False, check_data: bool = False) -> Spec:
+    """Read, validate and resolve a spec file; raise :class:`SpecError` with every problem.
+
+    With ``check_data``, the spec is also checked against its data and pretrained models
+    (:mod:`advbench.checks`), on every part that is valid on its own, so that one pass
+    reports every problem.
+    """
     from advbench.plugins import load_plugins
 
     path = Path(path)
     shown = str(path)
+    if not path.exists():
+        raise SpecError([Problem(shown, "", "file not found")])
     if not path.is_file():
-        raise SpecError([Problem(shown, "", "file not found" if not path.exists() else "not a file")])
-    text = path.read_text(encoding="utf-8")
+        raise SpecError([Problem(shown, "", "not a file (a directory?); give the spec's YAML file")])
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise SpecError([Problem(shown, "", f"exists but cannot be read: {exc.strerror or exc}")]) from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise SpecError([Problem(shown, "", f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                                            "save the spec as UTF-8", line)]) from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -323,12 +375,19 @@ def load_spec(path: str | Path, strict: bool = False) -> Spec:
 
     # Spec-local plugin files first: they may register components the spec uses.
     plugin_files: list[Path] = []
-    for index, entry in enumerate(data.get("plugins") or []):
-        plugin_path = path.parent / str(entry)
-        if not plugin_path.is_file():
-            problems.append(locator.problem(("plugins", index), f"plugin file not found: {plugin_path}"))
+    entries = data.get("plugins") or []
+    if not isinstance(entries, list):
+        problems.append(locator.problem(("plugins",), f"expected a list of Python files, e.g. [{entries!r}] (got {type(entries).__name__})"))
+        entries = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, str) or not entry:
+            problems.append(locator.problem(("plugins", index), f"expected the file name of a Python module (got {entry!r})"))
+            continue
+        problem = _file_problem(path.parent / entry, "plugin file")
+        if problem:
+            problems.append(locator.problem(("plugins", index), problem))
         else:
-            plugin_files.append(plugin_path.resolve())
+            plugin_files.append((path.parent / entry).resolve())
     try:
         host = load_plugins(strict=strict)
     except PluginError as exc:
@@ -340,67 +399,159 @@ def load_spec(path: str | Path, strict: bool = False) -> Spec:
             problems.append(locator.problem(("plugins", index), str(exc)))
 
     try:
-        model = SpecModel.model_validate(data)
+        model = SpecModel.model_validate({k: v for k, v in data.items() if k != "plugins"} | {"plugins": [str(p) for p in plugin_files]})
     except ValidationError as exc:
         problems.extend(locator.problem(err["loc"], _describe(err)) for err in exc.errors())
-        raise SpecError(problems) from None
+        model = None
+    resolver = _Resolver(host.registry, locator, path.parent)
+    spec = _resolve(model, data, path, resolver, plugin_files, host)
+    problems += resolver.problems
+    if spec is not None and model is not None and not problems:
+        problems += _cross_checks(spec, locator)
+    if check_data and spec is not None and spec.dataset is not None:
+        from advbench.checks import data_problems
+
+        problems += data_problems(spec, locator)
     if problems:
         raise SpecError(problems)
+    return spec
 
-    resolver = _Resolver(host.registry, locator)
-    spec = Spec(
-        file=path,
-        name=model.name,
-        seed=model.seed,
-        dataset=resolver.resolve("dataset", model.dataset, ("dataset",)),
-        models=[
-            ModelPlan(
-                name=m.name,
-                architecture=resolver.resolve("architecture", m.architecture, ("models", i, "architecture")) if m.architecture else None,
-                defense=DefenseRefs(
-                    [resolver.resolve("defense", m.defense, ("models", i, "defense"))]
-                    if isinstance(m.defense, ComponentEntry)
-                    else [resolver.resolve("defense", d, ("models", i, "defense", k)) for k, d in enumerate(m.defense)]
-                ),
-                training=m.training,
-                path=(path.parent / m.path) if m.path else None,
-                seed=m.seed,
-                torch=_torch_module(path.parent, m.torch) if m.torch else None,
-            )
-            for i, m in enumerate(model.models)
-        ],
-        threat_models=model.threat_models,
-        attacks=[resolver.resolve("attack", a, ("attacks", i)) for i, a in enumerate(model.attacks)],
-        certifiers=[resolver.resolve("certifier", c, ("certifiers", i)) for i, c in enumerate(model.certifiers)],
-        evaluation=model.evaluation,
-        plugin_files=plugin_files,
-        host=host,
+
+def _file_problem(path: Path, what: str) -> str | None:
+    """What is wrong with a file a spec names: missing, a directory, unreadable; or ``None``."""
+    import os
+
+    if not path.exists():
+        return f"{what} not found: {path}"
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file():
+            return (f"{path} is a TensorFlow SavedModel directory; advbench loads Keras 3 `.keras` files: load it "
+                    "with TensorFlow and save it with model.save('model.keras')")
+        return f"{what} {path} is a directory, not a file"
+    if not os.access(path, os.R_OK):
+        return f"{what} {path} exists but cannot be read (permission denied)"
+    return None
+
+
+def _resolve(model, data: dict, path: Path, resolver: "_Resolver", plugin_files, host) -> "Spec | None":
+    """The resolved spec; when the spec as a whole did not validate, a partial one made of
+    its parts that do (for the data checks), or ``None`` without a usable dataset."""
+    if model is not None:
+        return Spec(
+            file=path, name=model.name, seed=model.seed,
+            dataset=resolver.resolve("dataset", model.dataset, ("dataset",)),
+            models=[_model_plan(m, i, resolver, path) for i, m in enumerate(model.models)],
+            threat_models=model.threat_models,
+            attacks=[resolver.resolve("attack", a, ("attacks", i)) for i, a in enumerate(model.attacks)],
+            certifiers=[resolver.resolve("certifier", c, ("certifiers", i)) for i, c in enumerate(model.certifiers)],
+            evaluation=model.evaluation, plugin_files=plugin_files, host=host,
+        )
+    # Each part on its own: components are resolved (and their problems reported) wherever
+    # the entry names one; sections that validate are kept for the data checks.
+    def part(cls, value):
+        try:
+            return cls.model_validate(value)
+        except (ValidationError, TypeError):
+            return None
+
+    def entry(value, loc, kind, label=False):
+        parsed = part(MethodEntry if label else ComponentEntry, value) if isinstance(value, dict) else None
+        return resolver.resolve(kind, parsed, loc) if parsed is not None else None
+
+    dataset = entry(data.get("dataset"), ("dataset",), "dataset")
+    for kind, section in (("attack", "attacks"), ("certifier", "certifiers")):
+        for i, value in enumerate(data.get(section) or [] if isinstance(data.get(section), list) else []):
+            entry(value, (section, i), kind, label=True)
+    models, model_index = [], []
+    for i, value in enumerate(data.get("models") if isinstance(data.get("models"), list) else []):
+        parsed = part(ModelSpec, value)
+        if parsed is not None:
+            models.append(_model_plan(parsed, i, resolver, path))
+            model_index.append(i)
+        elif isinstance(value, dict):
+            entry(value.get("architecture"), ("models", i, "architecture"), "architecture")
+            defenses = value.get("defense")
+            for k, d in enumerate(defenses if isinstance(defenses, list) else [defenses]):
+                entry(d, ("models", i, "defense", k) if isinstance(defenses, list) else ("models", i, "defense"), "defense")
+    threats, threat_index = [], []
+    for i, value in enumerate(data.get("threat_models") if isinstance(data.get("threat_models"), list) else []):
+        parsed = part(ThreatModel, value)
+        if parsed is not None:
+            threats.append(parsed)
+            threat_index.append(i)
+    seed = data.get("seed", 0)
+    if dataset is None or not isinstance(seed, int) or isinstance(seed, bool):
+        return None
+    return Spec(
+        file=path, name=str(data.get("name", "")), seed=seed, dataset=dataset, models=models, threat_models=threats,
+        attacks=[], certifiers=[], evaluation=_evaluation_part(data.get("evaluation")), plugin_files=plugin_files,
+        host=host, model_index=model_index, threat_index=threat_index,
     )
+
+
+def _evaluation_part(raw) -> "EvaluationSpec | None":
+    """The evaluation section, or at least its number of examples, for the data checks."""
+    raw = raw if isinstance(raw, dict) else {}
+    for candidate in (raw, {"examples": raw.get("examples")}):
+        try:
+            return EvaluationSpec.model_validate(candidate)
+        except ValidationError:
+            continue
+    return None
+
+
+def _model_plan(m: "ModelSpec", i: int, resolver: "_Resolver", path: Path) -> "ModelPlan":
+    plan = ModelPlan(
+        name=m.name,
+        architecture=resolver.resolve("architecture", m.architecture, ("models", i, "architecture")) if m.architecture else None,
+        defense=DefenseRefs(
+            [resolver.resolve("defense", m.defense, ("models", i, "defense"))]
+            if isinstance(m.defense, ComponentEntry)
+            else [resolver.resolve("defense", d, ("models", i, "defense", k)) for k, d in enumerate(m.defense)]
+        ),
+        training=m.training,
+        path=(path.parent / m.path) if m.path else None,
+        seed=m.seed,
+        torch=_torch_module(path.parent, m.torch) if m.torch else None,
+        outputs=m.outputs,
+    )
+    locate = resolver.locator.problem
+    if plan.path is not None:
+        problem = _file_problem(plan.path, "model file")
+        if problem:
+            resolver.problems.append(locate(("models", i, "path"), problem))
+    if plan.torch is not None:
+        for file, field_name in ((plan.torch.file, "module"), (plan.torch.weights, "weights")):
+            problem = _file_problem(file, f"{field_name} file") if file is not None else None
+            if problem:
+                resolver.problems.append(locate(("models", i, "torch", field_name), problem))
+    return plan
+
+
+def _cross_checks(spec: "Spec", locator: "_Locator") -> list[Problem]:
+    """Checks across sections: flips the dataset forbids, and each component's own
+    ``check_spec`` against the rest of the spec (e.g. a transfer attack's source model)."""
+    problems = []
     for i, plan in enumerate(spec.models):
-        if plan.path is not None and not plan.path.is_file():
-            resolver.problems.append(locator.problem(("models", i, "path"), f"model file not found: {plan.path}"))
-        if plan.torch is not None:
-            if not plan.torch.file.is_file():
-                resolver.problems.append(locator.problem(("models", i, "torch", "module"), f"module file not found: {plan.torch.file}"))
-            if plan.torch.weights is not None and not plan.torch.weights.is_file():
-                resolver.problems.append(locator.problem(("models", i, "torch", "weights"), f"weights file not found: {plan.torch.weights}"))
-        if plan.training.augmentation.flip and spec.dataset and not spec.dataset.cls.mirror_invariant:
-            resolver.problems.append(locator.problem(
+        if plan.training.augmentation.flip and not spec.dataset.cls.mirror_invariant:
+            problems.append(locator.problem(
                 ("models", i, "training", "augmentation", "flip"),
                 f"dataset {spec.dataset.name!r} does not allow horizontal flips (its classes are not mirror-invariant)",
             ))
-    # Checks a component makes against the rest of the spec (e.g. a transfer attack's source model).
     references = [(("dataset",), spec.dataset)]
     references += [(("models", i, "architecture"), m.architecture) for i, m in enumerate(spec.models)]
     references += [(("models", i, "defense"), ref) for i, m in enumerate(spec.models) for ref in m.defense.refs]
     references += [(("attacks", i), a) for i, a in enumerate(spec.attacks)] + [(("certifiers", i), c) for i, c in enumerate(spec.certifiers)]
     for loc, ref in references:
-        message = ref.cls.check_spec(ref.params, spec) if ref is not None else None
+        if ref is None:
+            continue
+        try:
+            message = ref.cls.check_spec(ref.params, spec)
+        except Exception as exc:  # a plugin's own check must not end validation with a traceback
+            message = f"the {ref.kind} plugin's check_spec raised {exc.__class__.__name__}: {exc}"
         if message:
-            resolver.problems.append(locator.problem(loc, message))
-    if resolver.problems:
-        raise SpecError(resolver.problems)
-    return spec
+            problems.append(locator.problem(loc, message))
+    return problems
 
 
 def _torch_module(folder: Path, entry: TorchModuleSpec) -> TorchModule:
@@ -409,9 +560,10 @@ def _torch_module(folder: Path, entry: TorchModuleSpec) -> TorchModule:
 
 
 class _Resolver:
-    def __init__(self, registry, locator: "_Locator"):
+    def __init__(self, registry, locator: "_Locator", folder: Path):
         self.registry = registry
         self.locator = locator
+        self.folder = folder
         self.problems: list[Problem] = []
 
     def resolve(self, kind: str, entry: ComponentEntry, loc: tuple) -> ComponentRef | None:
@@ -426,8 +578,29 @@ class _Resolver:
             for err in exc.errors():
                 self.problems.append(self.locator.problem(loc + tuple(err["loc"]), _describe(err, cls.Params)))
             return None
+        except Exception as exc:  # a plugin's validator raising something else is still a message
+            self.problems.append(self.locator.problem(loc, f"the {kind} {entry.name!r} could not check its parameters: "
+                                                           f"{exc.__class__.__name__}: {exc}"))
+            return None
+        params = self._spec_relative(params)
         label = getattr(entry, "label", None) or entry.name
-        return ComponentRef(kind, entry.name, cls, params, label)
+        return ComponentRef(kind, entry.name, cls, params, label, self.registry.plugin_of(kind, entry.name))
+
+    def _spec_relative(self, params):
+        """Parameters marked as files or folders (``json_schema_extra={"spec_path": ...}``)
+        are relative to the spec's folder, not to where advbench runs."""
+        updates = {}
+        for name, info in type(params).model_fields.items():
+            value = getattr(params, name)
+            if spec_path_kind(info) and isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                updates[name] = str((self.folder / value).resolve())
+        return params.model_copy(update=updates) if updates else params
+
+
+def spec_path_kind(info) -> str | None:
+    """``"file"`` or ``"folder"`` for a parameter that names a path, else ``None``."""
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    return extra.get("spec_path")
 
 
 def _describe(err: dict, params_model: type[BaseModel] | None = None) -> str:

@@ -128,6 +128,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions; the best is reported")
     args = parser.parse_args()
     os.environ["KERAS_BACKEND"] = args.backend
+    if importlib.util.find_spec("torch") is not None:
+        import torch  # noqa: F401 (before TensorFlow: imported after it, PyTorch's CUDA wheel crashes the process)
 
     import keras
 

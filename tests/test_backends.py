@@ -106,28 +106,40 @@ TORCH_MODULE = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif("torch" not in OTHERS, reason="PyTorch is not installed")
-def test_a_pytorch_module_is_evaluated_as_is_on_the_torch_backend(tmp_path):
+TRAIN_TORCH_MODULE = textwrap.dedent("""
+    import sys
+    import numpy as np
     import torch
+    from net import Net
 
-    from advbench import load_dataset
-
-    (tmp_path / "net.py").write_text(TORCH_MODULE)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        from net import Net
-    finally:
-        sys.path.remove(str(tmp_path))
+    folder = sys.argv[1]
+    data = np.load(folder + "/digits.npz")
     torch.manual_seed(0)
     net = Net()
-    data = load_dataset("digits")
-    images, labels = torch.tensor(data.x_train).permute(0, 3, 1, 2), torch.tensor(data.y_train)
+    images, labels = torch.tensor(data["x"]).permute(0, 3, 1, 2), torch.tensor(data["y"])
     optimizer = torch.optim.Adam(net.parameters(), 0.01)
     for _ in range(100):
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(net(images), labels).backward()
         optimizer.step()
-    torch.save(net.state_dict(), tmp_path / "net.pt")
+    torch.save(net.state_dict(), folder + "/net.pt")
+    with torch.no_grad():
+        np.save(folder + "/predicted.npy", net(torch.tensor(data["test"]).permute(0, 3, 1, 2)).argmax(1).numpy())
+""")
+
+
+@pytest.mark.skipif("torch" not in OTHERS, reason="PyTorch is not installed")
+def test_a_pytorch_module_is_evaluated_as_is_on_the_torch_backend(tmp_path):
+    from advbench import load_dataset
+
+    # PyTorch runs in its own process: imported after TensorFlow, PyTorch's CUDA wheel
+    # (its triton) crashes the process; a user picks one backend per process anyway.
+    data = load_dataset("digits")
+    np.savez(tmp_path / "digits.npz", x=data.x_train, y=data.y_train, test=data.x_test)
+    (tmp_path / "net.py").write_text(TORCH_MODULE)
+    (tmp_path / "train.py").write_text(TRAIN_TORCH_MODULE)
+    trained = subprocess.run([sys.executable, str(tmp_path / "train.py"), str(tmp_path)], cwd=tmp_path, capture_output=True, text=True)
+    assert trained.returncode == 0, trained.stderr[-3000:]
     spec = tiny_spec(tmp_path, dataset={"name": "digits"}, models=[
         {"name": "torchnet", "torch": {"module": "net.py:Net", "arguments": {"hidden": 16}, "weights": "net.pt"}}],
         threat_models=[{"norm": "linf", "eps": [0.05]}], attacks=[{"name": "pgd", "steps": 10}], certifiers=[{"name": "crown"}],
@@ -139,8 +151,7 @@ def test_a_pytorch_module_is_evaluated_as_is_on_the_torch_backend(tmp_path):
     assert advbench("export", str(tmp_path / "run"), "-o", str(tmp_path / "out.csv"), backend="torch").returncode == 0
     exported = list(rows(tmp_path / "out.csv").values())
     index = np.array([int(r["index"]) for r in exported])
-    with torch.no_grad():
-        direct = net(torch.tensor(data.x_test[index]).permute(0, 3, 1, 2)).argmax(1).numpy()
+    direct = np.load(tmp_path / "predicted.npy")[index]
     np.testing.assert_array_equal([int(r["predicted"]) for r in exported], direct)
     radius = np.array([float(r["attack:pgd"]) for r in exported])
     assert np.isfinite(radius[direct == data.y_test[index]]).mean() > 0.5  # attacked through torch's autograd

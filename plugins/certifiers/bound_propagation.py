@@ -14,7 +14,7 @@ from advbench.structure import UnsupportedModel
 
 
 class BoundParams(Params):
-    tolerance: float = Field(1e-3, gt=0, lt=1, description="Relative precision of the radius bisection.")
+    tolerance: float = Field(1e-3, ge=1e-6, lt=1, description="Relative precision of the radius bisection (float32 resolves about 1e-7).")
     memory_mb: int = Field(1024, ge=16, description="Memory budget of one sub-batch of bound computations.")
 
 

@@ -1,0 +1,232 @@
+"""Never stale, never misranked, never a traceback: the run directory under damaged
+records, changed code and data, concurrent runs and unsound certificates."""
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from advbench.cli import app
+from advbench.testing import run_spec, tiny_spec
+
+SMALL = dict(threat_models=[{"norm": "linf", "eps": [0.1]}], attacks=[{"name": "fgsm"}], certifiers=[{"name": "lipschitz"}])
+
+
+def export(run_dir, out):
+    result = CliRunner().invoke(app, ["export", str(run_dir), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    return result, out.read_text()
+
+
+@pytest.fixture
+def finished(tmp_path):
+    spec = tiny_spec(tmp_path, **SMALL)
+    run = run_spec(spec, tmp_path / "run")
+    assert run.exit_code == 0, run.output
+    return spec, run
+
+
+@pytest.mark.parametrize("damage", ["truncate", "edit"])
+def test_a_damaged_record_is_reported_by_name_and_its_job_redone(finished, tmp_path, damage):
+    spec, run = finished
+    _, before = export(run.run_dir, tmp_path / "before.csv")
+    record = run.run_dir / "jobs" / "plain" / "linf" / "attack-fgsm.json"
+    text = record.read_text()
+    record.write_text(text[: len(text) // 2] if damage == "truncate" else text.replace('"radius": [', '"radius": ["oops", '))
+    result, _ = export(run.run_dir, tmp_path / "during.csv")
+    assert "attack-fgsm.json is damaged" in result.output and "Traceback" not in result.output
+    board = CliRunner().invoke(app, ["leaderboard", str(run.run_dir)])
+    assert board.exit_code == 0 and "Damaged records" in (run.run_dir / "leaderboard.md").read_text()
+    rerun = run_spec(spec, run.run_dir)
+    assert rerun.exit_code == 0 and "attack-fgsm.json is damaged" in rerun.output and "1 job(s) run" in rerun.output
+    assert export(run.run_dir, tmp_path / "after.csv")[1] == before
+
+
+def test_a_damaged_array_file_leaves_the_figure_out_not_the_leaderboard(finished):
+    _, run = finished
+    (run.run_dir / "jobs" / "plain" / "linf" / "attack-fgsm.npz").write_bytes(b"not a zip file")
+    board = CliRunner().invoke(app, ["leaderboard", str(run.run_dir)])
+    assert board.exit_code == 0, board.output
+    assert "attack-fgsm.npz is damaged" in board.output
+
+
+@pytest.mark.parametrize("damage", ["delete", "corrupt"])
+def test_a_missing_or_changed_model_file_is_retrained_not_trusted(finished, tmp_path, damage):
+    spec, run = finished
+    _, before = export(run.run_dir, tmp_path / "before.csv")
+    model_file = next((run.run_dir / "models").glob("plain-*.keras"))
+    if damage == "delete":
+        model_file.unlink()
+    else:
+        model_file.write_bytes(model_file.read_bytes()[:-100] + b"x" * 100)
+    rerun = run_spec(spec, run.run_dir)
+    assert rerun.exit_code == 0, rerun.output
+    assert "1 job(s) run" in rerun.output and model_file.name in rerun.output  # retrained, said so; the evaluations stand
+    assert export(run.run_dir, tmp_path / "after.csv")[1] == before
+
+
+def test_a_second_process_on_the_same_run_directory_is_refused_with_who_holds_it(finished):
+    spec, run = finished
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from advbench.store import RunStore
+            store = RunStore({str(run.run_dir)!r})
+            store.lock()
+            print("locked", flush=True)
+            time.sleep(60)
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        second = run_spec(spec, run.run_dir)
+        assert second.exit_code != 0 and f"is in use by pid {holder.pid}" in second.output
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_spec(spec, run.run_dir).exit_code == 0  # a killed holder leaves no lock behind
+
+
+def test_temporary_files_of_a_killed_run_are_cleaned_up(finished):
+    spec, run = finished
+    orphans = [run.run_dir / "jobs" / "plain" / ".train.json.abc123.tmp", run.run_dir / "models" / ".plain-x.q1w2e3.tmp.keras"]
+    for orphan in orphans:
+        orphan.write_text("half written")
+    assert run_spec(spec, run.run_dir).exit_code == 0
+    assert not any(orphan.exists() for orphan in orphans)
+
+
+LOCAL_ATTACK = textwrap.dedent("""
+    from advbench import hookimpl
+    from advbench_plugins.attacks.pgd import PGD
+
+    class Mine(PGD):
+        \"\"\"PGD under another name.\"\"\"
+        STRENGTH = 1
+
+    @hookimpl
+    def advbench_register_attacks(register):
+        register("mine", Mine)
+""")
+
+LOCAL_DATASET = textwrap.dedent("""
+    from pathlib import Path
+    import numpy as np
+    from advbench import Dataset, DatasetArrays, hookimpl
+
+    class Folder(Dataset):
+        \"\"\"Arrays from a .npz next to this file.\"\"\"
+        def load(self):
+            data = np.load(Path(__file__).parent / "arrays.npz")
+            return DatasetArrays(data["x"][:300], data["y"][:300], data["x"][300:], data["y"][300:], 10, [str(k) for k in range(10)])
+
+    @hookimpl
+    def advbench_register_datasets(register):
+        register("folder", Folder)
+""")
+
+
+def test_changed_plugin_code_or_data_content_recomputes_what_depends_on_it(tmp_path, clean_sys_path):
+    from advbench import load_dataset
+
+    digits = load_dataset("digits")
+    x, y = np.concatenate([digits.x_train, digits.x_test])[:400], np.concatenate([digits.y_train, digits.y_test])[:400]
+    np.savez(tmp_path / "arrays.npz", x=x, y=y)
+    (tmp_path / "mine.py").write_text(LOCAL_ATTACK)
+    (tmp_path / "folder.py").write_text(LOCAL_DATASET)
+    spec = tiny_spec(tmp_path, plugins=["mine.py", "folder.py"], dataset={"name": "folder"},
+                     threat_models=[{"norm": "linf", "eps": [0.1]}], attacks=[{"name": "mine", "steps": 5}, {"name": "fgsm"}],
+                     certifiers=[])
+    assert run_spec(spec, tmp_path / "run").exit_code == 0
+    assert "0 job(s) run" in run_spec(spec, tmp_path / "run").output
+    (tmp_path / "mine.py").write_text(LOCAL_ATTACK.replace("STRENGTH = 1", "STRENGTH = 2"))  # the attack's code changed
+    rerun = run_spec(spec, tmp_path / "run")
+    assert "1 job(s) run, 3 already done" in rerun.output, rerun.output
+    x[:, 0, 0, 0] = 1.0  # the data changed, under the same file name
+    np.savez(tmp_path / "arrays.npz", x=x, y=y)
+    rerun = run_spec(spec, tmp_path / "run")
+    assert "4 job(s) run, 0 already done" in rerun.output, rerun.output
+    board = (tmp_path / "run" / "leaderboard.md").read_text()
+    assert "mine.py" in board and "sha256:" in board and "content fingerprint" in board  # the provenance says what ran
+
+
+UNSOUND = textwrap.dedent("""
+    import numpy as np
+    from advbench import Certifier, hookimpl
+
+    class Boastful(Certifier):
+        \"\"\"Claims far too much, for one model.\"\"\"
+        def certify(self, target, x, y, norm):
+            boast = target.model.count_params() < 1000
+            return np.full(len(x), 10.0 if boast else 0.0)
+
+    @hookimpl
+    def advbench_register_certifiers(register):
+        register("boastful", Boastful)
+""")
+
+
+def test_a_model_with_an_unsound_certificate_is_ranked_last_and_its_certificate_not_used(tmp_path, clean_sys_path):
+    from advbench.leaderboard import ranked
+
+    (tmp_path / "boast.py").write_text(UNSOUND)
+    models = [{"name": "small", "architecture": {"name": "linear"}, "training": {"epochs": 3, "learning_rate": 0.01}},
+              {"name": "big", "architecture": {"name": "mlp", "hidden": 32}, "training": {"epochs": 3, "learning_rate": 0.01}}]
+    spec = tiny_spec(tmp_path, plugins=["boast.py"], models=models, threat_models=[{"norm": "linf", "eps": [0.1]}],
+                     attacks=[{"name": "pgd", "steps": 10}], certifiers=[{"name": "boastful"}, {"name": "lipschitz"}])
+    run = run_spec(spec, tmp_path / "run")
+    assert run.exit_code == 1
+    bounds = run.results.for_norm("linf")
+    order = [b.model for b in ranked(bounds, "certified")]
+    assert order == ["big", "small"]  # "small" would lead with its impossible 100% certified
+    small = next(b for b in bounds if b.model == "small")
+    assert small.unsound == {"boastful"} and small.errors
+    assert small.certified_accuracy(0.1) <= small.empirical_accuracy(0.1)  # only the sound certificate counts
+    board = (run.run_dir / "leaderboard.md").read_text()
+    table = board[board.index("| # |"):]
+    assert table.index("| big |") < table.index("| small |") and "unsound" in board
+
+
+def test_the_radius_bisection_stops_where_float32_cannot_split_the_bracket():
+    from advbench.evaluation import attack_radii
+    from advbench.plugins import load_plugins
+    from advbench.target import Target
+    from helpers import linear_model
+
+    model = linear_model(classes=3, seed=1)
+    x = np.random.default_rng(0).uniform(0.3, 0.7, size=(8, 8, 8, 1)).astype(np.float32)
+    target = Target(model, num_classes=3)
+    predicted = target.predict(x)
+    fgsm = load_plugins().registry.get("attack", "fgsm")()
+    started = time.perf_counter()
+    outcome = attack_radii(fgsm, target, x, predicted, predicted, "linf", [0.5], 1e-6, 0, 8)
+    assert outcome.attack_calls < 80 and time.perf_counter() - started < 60
+    outcome = attack_radii(fgsm, target, x, predicted, predicted, "linf", [0.5], 1e-12, 0, 8)  # below float32: still ends
+    assert outcome.attack_calls < 80
+
+
+EXITING = textwrap.dedent("""
+    import sys
+    from advbench import Attack, hookimpl
+
+    class Quitter(Attack):
+        \"\"\"Ends the process.\"\"\"
+        def perturb(self, target, x, y, eps, norm, seed):
+            sys.exit(3)
+
+    @hookimpl
+    def advbench_register_attacks(register):
+        register("quitter", Quitter)
+""")
+
+
+def test_a_plugin_calling_sys_exit_in_a_job_fails_that_job_not_the_run(tmp_path, clean_sys_path):
+    (tmp_path / "quit.py").write_text(EXITING)
+    spec = tiny_spec(tmp_path, plugins=["quit.py"], threat_models=[{"norm": "linf", "eps": [0.1]}],
+                     attacks=[{"name": "quitter"}, {"name": "fgsm"}], certifiers=[])
+    run = run_spec(spec, tmp_path / "run")
+    assert run.exit_code == 1 and "quitter failed: SystemExit" in (run.run_dir / "leaderboard.md").read_text()
+    assert "fgsm" in run.results.for_norm("linf")[0].empirical
