@@ -537,7 +537,7 @@ def while_loop(cond: Callable, body: Callable, loop_vars):
     # them with one abstract trace of the body, so the weights it only reads stay
     # outside the carry.
     by_id = {id(v): v for v in getattr(scope, "advbench_changing", [])}
-    assigned: set = set()
+    assigned = set()
 
     def probe(*args):
         with _Child(scope, {}) as child:

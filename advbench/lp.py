@@ -62,6 +62,43 @@ def clip_to_box(x, delta):
     return keras.ops.clip(x + delta, 0.0, 1.0) - x
 
 
+def project_in_box(x, delta, eps, p: str):
+    """The exact Euclidean projection of ``delta`` onto {d : ||d||_p <= eps, 0 <= x + d <= 1}.
+
+    For linf the set is a box and projecting is clipping.  For l2, projecting onto the ball
+    and then clipping (what PGD does) is not the projection: the clipped coordinates' share
+    of the budget is lost.  The projection is ``clip(s delta, -x, 1 - x)`` with the largest
+    ``s`` in (0, 1] whose point lies in the ball (KKT of the separable problem); the squared
+    norm ``sum_i min(s^2 delta_i^2, room_i^2)`` is piecewise quadratic in s, and s is found
+    exactly by sorting the breakpoints ``room_i / |delta_i|``."""
+    ops = keras.ops
+    if p == "linf":
+        return clip_to_box(x, project(delta, eps, p))
+    if p != "l2":
+        raise ValueError(f"unknown norm {p!r}")
+    inf = float("inf")
+    d_flat, x_flat = flat(delta), flat(x)
+    magnitude = ops.abs(d_flat)
+    room = ops.where(d_flat > 0, 1.0 - x_flat, x_flat)
+    breakpoint_ = ops.where(magnitude > 0, room / ops.maximum(magnitude, 1e-30), inf)
+    order = ops.argsort(breakpoint_, axis=1)
+    t = ops.take_along_axis(breakpoint_, order, axis=1)
+    d2 = ops.take_along_axis(ops.square(d_flat), order, axis=1)
+    r2 = ops.take_along_axis(ops.square(ops.minimum(room, magnitude * 1e30)), order, axis=1)
+    clipped_before = ops.cumsum(r2, axis=1) - r2  # sum_{i < k} room_i^2
+    free_from = ops.flip(ops.cumsum(ops.flip(d2, axis=1), axis=1), axis=1)  # sum_{i >= k} delta_i^2
+    finite = ops.isfinite(t)
+    at = ops.where(finite, clipped_before + r2 + ops.square(ops.where(finite, t, 0.0)) * (free_from - d2), inf)
+    e2 = ops.reshape(ops.square(ops.cast(eps, x_flat.dtype)), (-1, 1))
+    reaches = at >= e2  # the squared norm at breakpoint k reaches eps^2
+    k = ops.argmax(ops.cast(reaches, "int32"), axis=1)[:, None]
+    before = ops.take_along_axis(clipped_before, k, axis=1)[:, 0]
+    free = ops.take_along_axis(free_from, k, axis=1)[:, 0]
+    s = ops.sqrt(ops.maximum(e2[:, 0] - before, 0.0) / ops.maximum(free, 1e-30))
+    s = ops.where(ops.any(reaches, axis=1), ops.minimum(s, 1.0), 1.0)
+    return clip_to_box(x, delta * broadcast(s, delta))
+
+
 def steepest_ascent(grad, p: str):
     """The unit-p-norm direction that maximizes the first-order gain <grad, d>."""
     ops = keras.ops
@@ -138,3 +175,42 @@ def box_constrained_l2_step(v, c, x):
     step = -ops.minimum(lam[:, None], 1e30) * v_flat
     delta = ops.clip(step, -x_flat, 1.0 - x_flat)
     return ops.reshape(delta, ops.shape(x)), feasible
+
+
+def box_constrained_linf_step(v, c, x):
+    """The exactly minimal linf perturbation that lowers a linear function by ``c``
+    inside the box, per example::
+
+        min ||delta||_inf  s.t.  <v, delta> = -c,  0 <= x + delta <= 1
+
+    At budget t the largest decrease is ``g(t) = sum_i |v_i| min(t, room_i)`` (every
+    coordinate moved against ``v`` by t, or as far as the box allows: ``room_i`` is
+    ``x_i`` or ``1 - x_i``), so ``delta_i = -sign(v_i) min(t, room_i)`` with the smallest t
+    where ``g(t) = c``; g is piecewise linear, and t is found exactly by sorting the rooms.
+    Shapes and return value as :func:`box_constrained_l2_step`."""
+    ops = keras.ops
+    inf = float("inf")
+    v = ops.reshape(ops.convert_to_tensor(v), ops.shape(x))
+    v_flat, x_flat = flat(v), flat(x)
+    magnitude = ops.abs(v_flat)
+    room = ops.where(v_flat > 0, x_flat, 1.0 - x_flat)
+    order = ops.argsort(room, axis=1)
+    r = ops.take_along_axis(room, order, axis=1)
+    a = ops.take_along_axis(magnitude, order, axis=1)
+    spent = ops.cumsum(a * r, axis=1)  # sum_{i <= k} |v_i| room_i
+    slope_from = ops.flip(ops.cumsum(ops.flip(a, axis=1), axis=1), axis=1)  # sum_{i >= k} |v_i|
+    g_at = spent + r * (slope_from - a)  # g(r_k)
+    c = ops.reshape(ops.cast(c, x_flat.dtype), (-1, 1))
+    reaches = g_at >= c
+    k = ops.argmax(ops.cast(reaches, "int32"), axis=1)[:, None]
+    feasible = ops.any(reaches, axis=1)
+    before = ops.take_along_axis(spent - a * r, k, axis=1)[:, 0]  # sum_{i < k} |v_i| room_i
+    slope = ops.take_along_axis(slope_from, k, axis=1)[:, 0]
+    t = (c[:, 0] - before) / ops.maximum(slope, 1e-30)
+    t = ops.where(feasible, t, inf)
+    delta = -ops.sign(v_flat) * ops.minimum(ops.minimum(t[:, None], 1e30), room)
+    return ops.reshape(delta, ops.shape(x)), feasible
+
+
+BOX_STEPS = {"l2": box_constrained_l2_step, "linf": box_constrained_linf_step}
+"""The exactly minimal box-constrained step onto a hyperplane, per norm."""

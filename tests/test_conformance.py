@@ -29,8 +29,10 @@ ATTACK_SETTINGS = {
     "apgd": {"steps": 10},
     "square": {"queries": 100},
     "ensemble": {"steps": 5, "targets": 2, "queries": 50},
-    "cw": {"steps": 60, "search_steps": 4, "learning_rate": 0.05},
+    "cw": {"steps": 60, "search_steps": 4, "learning_rate": 0.05, "targets": 1},
     "deepfool": {"steps": 20},
+    "fmn": {"steps": 30},
+    "fab": {"steps": 10},
     "masked_pgd": {"steps": 10, "share": 0.5},
     "transfer": {"steps": 10, "source": "self"},
 }

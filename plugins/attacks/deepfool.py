@@ -1,12 +1,13 @@
 """DeepFool (Moosavi-Dezfooli et al. 2016), a minimal-norm attack for l2 and linf.
 
 Each iteration linearizes the logits at the current point and steps to the nearest
-linearized decision boundary (all K logit gradients from one batched Jacobian).  For l2
-it runs twice and keeps, per example, the smaller result: once with the exactly minimal
-step *inside the [0, 1] box* (the clipped-ray solution of
-:func:`advbench.lp.box_constrained_l2_step`; exact on a linear model even where the box
-binds), and once with the classic unconstrained step followed by clipping (often better
-on networks, where the linearization is only local).  Each result is moved back along
+linearized decision boundary (all K logit gradients from one batched Jacobian).  It runs
+twice and keeps, per example, the smaller result: once with the exactly minimal step
+*inside the [0, 1] box* (:func:`advbench.lp.box_constrained_l2_step` and
+:func:`~advbench.lp.box_constrained_linf_step`: exact on a linear model even where the
+box binds, and never "nothing found" where the linearization has a point in the box),
+and once with the classic unconstrained step followed by clipping (often better on
+networks, where the linearization is only local).  Each result is moved back along
 its ray to the decision boundary (:func:`advbench.evaluation.shrink_to_boundary`),
 removing the overshoot.
 """
@@ -27,7 +28,7 @@ class DeepFoolParams(Params):
 
 
 class DeepFool(Attack):
-    """DeepFool: repeated steps to the nearest linearized boundary (box-exact for l2); minimal norm."""
+    """DeepFool: repeated steps to the nearest linearized boundary (box-exact and classic); minimal norm."""
 
     Params = DeepFoolParams
     minimal_norm = True
@@ -56,10 +57,10 @@ class DeepFool(Attack):
                     distance = ops.maximum(margin, 0.0) / ops.sqrt(ops.maximum(squared, 1e-24))
                     scale = ops.maximum(margin, 0.0) / ops.maximum(squared, 1e-24)
                     steps = -v * scale[:, :, None, None, None]
-                elif norm == "l2":
+                elif box_exact:
                     x_rep = ops.repeat(x_now, classes, axis=0)
-                    steps, feasible = lp.box_constrained_l2_step(flat_v, ops.maximum(ops.reshape(margin, (-1,)), 0.0), x_rep)
-                    distance = ops.where(feasible, lp.norm(steps, "l2"), float("inf"))
+                    steps, feasible = lp.BOX_STEPS[norm](flat_v, ops.maximum(ops.reshape(margin, (-1,)), 0.0), x_rep)
+                    distance = ops.where(feasible, lp.norm(steps, norm), float("inf"))
                     distance = ops.reshape(distance, (batch, classes))
                     steps = ops.reshape(steps, ops.shape(v))
                 else:
@@ -76,8 +77,6 @@ class DeepFool(Attack):
 
     def minimize(self, target, x, y, norm, seed):
         x, y = np.asarray(x, np.float32), np.asarray(y)
-        if norm != "l2":
-            return self._run(target, x, y, norm, box_exact=False)
         boxed = self._run(target, x, y, norm, box_exact=True)
         classic = self._run(target, x, y, norm, box_exact=False)
         sizes = []
