@@ -234,13 +234,16 @@ class Attack(Component):
     A *fixed-budget* attack implements :meth:`perturb`: advbench calls it at each eps of
     the threat model and bisects eps per example for the radius.  A *minimal-norm*
     attack sets ``minimal_norm = True`` and implements :meth:`minimize`; its result's
-    norm is the radius directly.  Gradients must come from
+    norm is the radius directly.  A fixed-budget attack that also sets ``minimal_stage =
+    True`` and implements :meth:`minimize` (the ``ensemble``) has it called first: its
+    result is where the bisection over eps starts.  Gradients must come from
     :meth:`Target.loss_and_gradient` (which applies EOT to randomized models and counts
     evaluations), logits from :meth:`Target.logits`.
     """
 
     norms: ClassVar[tuple[str, ...]] = NORMS
     minimal_norm: ClassVar[bool] = False
+    minimal_stage: ClassVar[bool] = False  # a fixed-budget attack whose minimize() runs before its bisection
     uses_gradients: ClassVar[bool] = True  # False for black-box attacks (they only query logits)
 
     def prepare(self, target: "Target", x, y, context) -> None:
@@ -259,7 +262,8 @@ class Attack(Component):
         raise NotImplementedError
 
     def minimize(self, target: "Target", x, y, norm: str, seed: int):
-        """Return, per example, the smallest adversarial example found (inside the box)."""
+        """Return, per example, the smallest adversarial example found (inside the box);
+        like :meth:`perturb`, may return ``(x_adv, found_by)``."""
         raise NotImplementedError
 
 

@@ -5,7 +5,9 @@
   bisection over eps (per example, batched) until the bracket [eps where it failed,
   norm of the adversarial example] is tighter than the relative tolerance.  Examples
   not broken at the largest eps are tried at doubling budgets up to the box diameter.
-* A minimal-norm attack's result gives the radius directly.
+* A minimal-norm attack's result gives the radius directly.  A fixed-budget attack with a
+  minimal-norm stage (``Attack.minimal_stage``) runs it first; the bisection then starts
+  from its radius, so the result is the smaller of both.
 * A certifier's radius is taken as returned.
 
 Misclassified clean examples have radius 0 on both sides and are not attacked.
@@ -70,9 +72,9 @@ def attack_radii(
         index = index[predicted[index] == y[index]]
         if len(index):
             search = _RadiusSearch(attack, target, x[index], y[index], norm, seed + start)
-            if attack.minimal_norm:
+            if attack.minimal_norm or attack.minimal_stage:
                 search.minimal()
-            else:
+            if not attack.minimal_norm:
                 fixed[:, index] = search.fixed_budget(eps_list, tolerance)
             radius[index] = search.best_norm
             adversarial[index] = search.best_adv

@@ -97,6 +97,7 @@ def render_markdown(results: Results, rank_by: str = "certified", plots: dict[st
         lines += ["| " + " | ".join(row.cells) + " |" for row in rows]
         lines.append("")
         lines += _per_method(bounds, rank_by, threat["eps"])
+        lines += _sources(bounds, rank_by)
         ceiling = results.robustness_limit(threat["eps"])
         if ceiling is not None:
             lines += [
@@ -155,6 +156,20 @@ def _per_method(bounds: list[Bounds], rank_by: str, eps_list: list[float]) -> li
         cells += ["unsound" if c in b.unsound else " / ".join(_pct(b.certified_accuracy(e, c)) for e in eps_list) if c in b.certified
                   else "n/a" for c in certifiers]
         lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _sources(bounds: list[Bounds], rank_by: str) -> list[str]:
+    """Which attack gave the empirical radius, as shares of the correctly classified examples."""
+    shares = {b.model: b.source_shares() for b in ranked(bounds, rank_by) if b.empirical and b.correct.any()}
+    if not shares:
+        return []
+    lines = ["Which attack found each example's smallest adversarial example (the empirical radius), "
+             "as a share of the correctly classified examples (`ensemble: fab`: the ensemble's FAB member; "
+             "per example in `advbench export`, column `empirical_by`):", ""]
+    for model, parts in shares.items():
+        text = ", ".join(f"{name or 'none found'} {_pct(share)}%" for name, share in parts)
+        lines.append(f"- `{model}`: {text}")
     return lines + [""]
 
 

@@ -65,6 +65,32 @@ class Bounds:
         radii = [np.full(len(self.label), np.inf)] + list(self.empirical.values())
         return np.where(self.correct, np.min(radii, axis=0), 0.0)
 
+    @property
+    def empirical_source(self) -> np.ndarray:
+        """Per example, which attack gave the empirical radius: its label, with the member of a
+        composite attack that found it (``"ensemble: fab"``); ``""`` where nothing was found or
+        the example is misclassified.  Ties go to the attack listed first in the spec."""
+        source = np.full(len(self.label), "", dtype=object)
+        if not self.empirical:
+            return source
+        labels = list(self.empirical)
+        radii = np.stack([self.empirical[label] for label in labels])
+        best = np.argmin(radii, axis=0)
+        for i in np.flatnonzero(self.correct & np.isfinite(radii.min(axis=0))):
+            label = labels[best[i]]
+            members = self.attack_records.get(label, {}).get("found_by")
+            member = members[i] if members and i < len(members) else None
+            source[i] = f"{label}: {member}" if member else label
+        return source
+
+    def source_shares(self) -> list[tuple[str, float]]:
+        """The share of the correctly classified examples whose empirical radius each source
+        gave (largest first), ``""`` standing for no adversarial example found."""
+        source = self.empirical_source[self.correct]
+        names, counts = np.unique(source.astype(str), return_counts=True)
+        order = np.argsort(-counts, kind="stable")
+        return [(str(names[k]), counts[k] / len(source)) for k in order]
+
     def clean_accuracy(self) -> float:
         return float(np.mean(self.correct))
 
@@ -275,7 +301,7 @@ def export_csv(run_dir: str | Path, output: str | Path) -> tuple[int, Results]:
     results = load_results(run_dir)
     certifiers = [m.get("label", m["name"]) for m in results.spec["certifiers"]]
     attacks = [m.get("label", m["name"]) for m in results.spec["attacks"]]
-    header = ["model", "norm", "index", "label", "predicted", "certified_radius", "empirical_radius"]
+    header = ["model", "norm", "index", "label", "predicted", "certified_radius", "empirical_radius", "empirical_by"]
     header += [f"cert:{c}" for c in certifiers] + [f"attack:{a}" for a in attacks]
     rows = 0
     output = Path(output)
@@ -284,9 +310,10 @@ def export_csv(run_dir: str | Path, output: str | Path) -> tuple[int, Results]:
         writer = csv.writer(stream)
         writer.writerow(header)
         for b in results.bounds:
-            certified, empirical = b.certified_radius, b.empirical_radius
+            certified, empirical, source = b.certified_radius, b.empirical_radius, b.empirical_source
             for i in range(len(b.label)):
-                row = [b.model, b.norm, int(b.index[i]), int(b.label[i]), int(b.predicted[i]), _num(certified[i]), _num(empirical[i])]
+                row = [b.model, b.norm, int(b.index[i]), int(b.label[i]), int(b.predicted[i]), _num(certified[i]), _num(empirical[i]),
+                       source[i]]
                 row += [_num(b.certified[c][i]) if c in b.certified else "" for c in certifiers]
                 row += [_num(b.empirical[a][i]) if a in b.empirical else "" for a in attacks]
                 writer.writerow(row)

@@ -119,6 +119,41 @@ def test_ensemble_is_at_least_as_strong_as_each_member(mlp):
     assert set(found_by[broken]) <= {"apgd-ce", "apgd-t", "square"} and all(found_by[broken])
 
 
+@pytest.mark.parametrize("norm, eps", [("l2", 0.5), ("linf", 0.05)])
+def test_the_ensemble_radius_is_the_smallest_any_member_found_and_says_which(mlp, norm, eps):
+    target, x, y = mlp
+    settings = dict(steps=10, targets=2, queries=50)
+    ensemble = attack("ensemble", minimal_steps=40, **settings)
+    combined = attack_radii(ensemble, target, x, y, y, norm, [eps], 0.01, 0, len(x))
+    members = {name: attack_radii(attack(name, steps=40), target, x, y, y, norm, [eps], 0.01, 0, len(x)).radius
+               for name in ("fmn", "fab")}
+    cascade = attack_radii(attack("ensemble", minimal=[], **settings), target, x, y, y, norm, [eps], 0.01, 0, len(x)).radius
+    for name, radius in members.items():
+        assert np.all(combined.radius <= radius * (1 + 1e-6)), name
+    assert np.median(combined.radius) <= np.median(cascade) * 1.01
+    labels = np.asarray(combined.found_by, dtype=object)
+    assert np.all((labels != None) == np.isfinite(combined.radius))  # noqa: E711
+    assert set(labels[labels != None]) <= {"fmn", "fab", "apgd-ce", "apgd-t", "square"}  # noqa: E711
+    assert {"fmn", "fab"} & set(labels)
+    for name, radius in members.items():  # an example credited to a member has that member's radius
+        np.testing.assert_allclose(combined.radius[labels == name], radius[labels == name], rtol=1e-6)
+
+
+def test_the_leaderboard_says_which_member_of_the_ensemble_gave_each_radius(tmp_path):
+    spec = tiny_spec(tmp_path, models=[{"name": "plain", "architecture": {"name": "mlp", "hidden": 16}, "training": {"epochs": 3}}],
+                     threat_models=[{"norm": "l2", "eps": [0.5]}], certifiers=[{"name": "lipschitz"}],
+                     attacks=[{"name": "ensemble", "steps": 5, "targets": 1, "queries": 20, "minimal_steps": 20}])
+    run = run_spec(spec, tmp_path / "run")
+    assert run.exit_code == 0, run.output
+    bounds = run.results.bounds[0]
+    sources = set(bounds.empirical_source[bounds.correct])
+    assert sources and sources <= {"ensemble: fmn", "ensemble: fab", "ensemble: apgd-ce", "ensemble: apgd-t", "ensemble: square", ""}
+    assert sources & {"ensemble: fmn", "ensemble: fab"}
+    assert np.all(bounds.certified_radius <= bounds.empirical_radius)
+    board = (run.run_dir / "leaderboard.md").read_text()
+    assert "`plain`: ensemble: f" in board
+
+
 def test_eot_breaks_random_resize_and_pad_that_looks_robust_to_plain_pgd():
     from advbench import load_dataset
     from advbench.data import make_subsets

@@ -28,7 +28,7 @@ def attack(name, **params):
 # Every registered attack, with small settings, in every norm it supports.
 CONFORMANCE = [(name, norm) for name in REGISTRY.names("attack") if name not in {"transfer"} for norm in REGISTRY.get("attack", name).norms]
 SMALL = {"pgd": {"steps": 5}, "masked_pgd": {"steps": 5}, "apgd": {"steps": 10}, "square": {"queries": 50},
-         "cw": {"steps": 10, "search_steps": 2}, "ensemble": {"steps": 5, "targets": 2, "queries": 20}}
+         "cw": {"steps": 10, "search_steps": 2}, "ensemble": {"steps": 5, "targets": 2, "queries": 20, "minimal_steps": 10}}
 
 
 @pytest.mark.parametrize("name, norm", CONFORMANCE)

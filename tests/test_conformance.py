@@ -28,7 +28,7 @@ ATTACK_SETTINGS = {
     "pgd": {"steps": 10},
     "apgd": {"steps": 10},
     "square": {"queries": 100},
-    "ensemble": {"steps": 5, "targets": 2, "queries": 50},
+    "ensemble": {"steps": 5, "targets": 2, "queries": 50, "minimal_steps": 10},
     "cw": {"steps": 60, "search_steps": 4, "learning_rate": 0.05, "targets": 1},
     "deepfool": {"steps": 20},
     "fmn": {"steps": 30},

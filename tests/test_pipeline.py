@@ -44,7 +44,7 @@ def test_run_writes_a_ranked_leaderboard_with_both_bounds(finished):
     board = (run.run_dir / "leaderboard.md").read_text()
     for piece in ("## linf threat model", "## l2 threat model", "ε=0.05 cert / emp", "median r cert", "## Provenance",
                   "pgd", "steps: 10", "lipschitz", "tensorflow", "![linf", "leaderboard-linf.png",
-                  "leaderboard-linf-examples.png", "weight_decay+gaussian_noise"):
+                  "leaderboard-linf-examples.png", "weight_decay+gaussian_noise", "Which attack found each example's smallest"):
         assert piece in board, piece
     assert (run.run_dir / "leaderboard-linf.png").stat().st_size > 1000
     assert (run.run_dir / "leaderboard-l2-examples.png").stat().st_size > 1000
@@ -52,6 +52,8 @@ def test_run_writes_a_ranked_leaderboard_with_both_bounds(finished):
         assert set(bounds.empirical) == {"fgsm", "pgd"} and set(bounds.certified) == {"lipschitz"}
         assert not bounds.errors
         assert (bounds.certified_radius <= bounds.empirical_radius).all()
+        shares = dict(bounds.source_shares())
+        assert sum(shares.values()) == pytest.approx(1.0) and set(shares) <= {"fgsm", "pgd", ""}
         for eps in bounds.eps:
             assert bounds.certified_accuracy(eps) <= bounds.empirical_accuracy(eps) <= bounds.clean_accuracy()
     assert "plain" in run.output and "cert / emp" in run.output  # the Rich table
@@ -81,12 +83,16 @@ def test_export_has_one_row_per_model_norm_and_example(finished, tmp_path):
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(out.open()))
     assert list(rows[0]) == ["model", "norm", "index", "label", "predicted", "certified_radius", "empirical_radius",
-                             "cert:lipschitz", "attack:fgsm", "attack:pgd"]
+                             "empirical_by", "cert:lipschitz", "attack:fgsm", "attack:pgd"]
     assert len(rows) == 4 * 2 * 30
     data = load_dataset("digits")
     for row in rows[:30]:
         assert int(row["label"]) == data.y_test[int(row["index"])]  # the index finds the example again
         assert float(row["empirical_radius"]) == min(float(row["attack:fgsm"]), float(row["attack:pgd"]))
+        if row["empirical_by"]:  # the attack credited with the radius found it
+            assert float(row["empirical_radius"]) == float(row[f"attack:{row['empirical_by']}"])
+        else:
+            assert row["empirical_radius"] in ("inf", "0.0")
         assert float(row["certified_radius"]) <= float(row["empirical_radius"])
 
 

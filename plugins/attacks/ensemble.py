@@ -1,15 +1,26 @@
 """`ensemble`: a cascade in the spirit of AutoAttack (Croce & Hein 2020): APGD-CE, then
 targeted APGD-DLR, then the Square attack, each run only on the examples the previous
-ones left unbroken; every example records which attack broke it."""
+ones left unbroken; every example records which attack broke it.
+
+Before the cascade, a minimal-norm stage (FMN and FAB by default) gives each example the
+smallest adversarial example those attacks find; the per-example bisection of the cascade
+then starts from that radius.  The ensemble's radius is thus the smallest any member found,
+and the record says which member found it."""
 
 from __future__ import annotations
 
 import numpy as np
+from typing import Literal
+
 from pydantic import Field
 
 from advbench import Attack, Params, hookimpl
 from advbench_plugins.attacks.apgd import APGD
+from advbench_plugins.attacks.fab import FAB
+from advbench_plugins.attacks.fmn import FMN
 from advbench_plugins.attacks.square import Square
+
+MINIMAL = {"fmn": FMN, "fab": FAB}
 
 
 class EnsembleParams(Params):
@@ -17,12 +28,15 @@ class EnsembleParams(Params):
     targets: int = Field(9, ge=1, description="Target classes of the targeted APGD-DLR.")
     queries: int = Field(1000, ge=1, description="Query budget of the Square attack.")
     restarts: int = Field(1, ge=1, description="APGD-CE restarts.")
+    minimal: list[Literal["fmn", "fab"]] = Field(["fmn", "fab"], description="Minimal-norm attacks run first ([] for none).")
+    minimal_steps: int = Field(100, ge=1, description="Iterations of each minimal-norm attack.")
 
 
 class Ensemble(Attack):
-    """AutoAttack-style cascade: APGD-CE, APGD-T (DLR), Square; each on the examples still unbroken."""
+    """AutoAttack-style cascade: APGD-CE, APGD-T (DLR), Square; each on the examples still unbroken; FMN and FAB first for the radius."""
 
     Params = EnsembleParams
+    minimal_stage = True
 
     def members(self):
         p = self.params
@@ -35,6 +49,24 @@ class Ensemble(Attack):
     def __init__(self, params=None, **kwargs):
         super().__init__(params, **kwargs)
         self._members = self.members()
+        self._minimal = [(name, MINIMAL[name](steps=self.params.minimal_steps)) for name in self.params.minimal]
+
+    def minimize(self, target, x, y, norm, seed):
+        """The minimal-norm stage: per example, the smallest adversarial example any of the
+        minimal-norm members found, and which one (``None`` where none did)."""
+        from advbench import lp
+
+        x, y = np.asarray(x, np.float32), np.asarray(y)
+        best, size = x.copy(), np.full(len(x), np.inf)
+        found_by = np.full(len(x), None, dtype=object)
+        for k, (label, attack) in enumerate(self._minimal):
+            if norm not in attack.norms:
+                continue
+            candidate = np.asarray(attack.minimize(target, x, y, norm, seed + 100 + k), np.float32)
+            candidate_size = np.where(target.predict(candidate) != y, lp.numpy_norm(candidate - x, norm), np.inf)
+            better = candidate_size < size
+            best[better], size[better], found_by[better] = candidate[better], candidate_size[better], label
+        return best, found_by
 
     def perturb(self, target, x, y, eps, norm, seed):
         x, y, eps = np.asarray(x), np.asarray(y), np.asarray(eps, np.float32)
