@@ -103,8 +103,8 @@ def main() -> None:
         "deepfool": (l2, "l2", "up to 50 iterations, overshoot 0.02 (ART: epsilon 0.02), all 10 class gradients",
                      ours("deepfool", steps=50),
                      theirs(lambda e, n: DeepFool(classifier, max_iter=50, epsilon=0.02, nb_grads=10, batch_size=batch, verbose=False))),
-        "cw": (l2, "l2", "5 binary-search steps x 50 Adam steps, learning rate 0.01, initial c 1",
-               ours("cw", steps=50, search_steps=5, learning_rate=0.01, initial_const=1.0),
+        "cw": (l2, "l2", "5 binary-search steps x 50 Adam steps, learning rate 0.01, initial c 1, untargeted only",
+               ours("cw", steps=50, search_steps=5, learning_rate=0.01, initial_const=1.0, targets=0),
                theirs(lambda e, n: CarliniL2Method(classifier, learning_rate=0.01, binary_search_steps=5, max_iter=50, initial_const=1.0, batch_size=batch, verbose=False))),
     }
 

@@ -59,10 +59,21 @@ def mnist(images: int):
     return None, None, x, rng.integers(0, 10, images), "random images"
 
 
-def madry_cnn():
-    from advbench.plugins import load_plugins
+def madry_cnn(x_train=None, y_train=None):
+    """The Madry MNIST CNN, seeded, trained for one epoch when training data is given."""
+    import keras
 
-    return load_plugins().registry.get("architecture", "madry_cnn")().build((28, 28, 1), 10)
+    from advbench import backend
+    from advbench.plugins import load_plugins
+    from advbench.training import initialize
+
+    backend.set_seed(0)
+    model = load_plugins().registry.get("architecture", "madry_cnn")().build((28, 28, 1), 10)
+    initialize(model, 0)
+    if x_train is not None:
+        model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x_train, y_train, epochs=1, batch_size=128, verbose=0)
+    return model
 
 
 def torch_copy(model):
@@ -135,16 +146,10 @@ def main() -> None:
 
     from advbench import backend
     from advbench.target import Target
-    from advbench.training import initialize
     from advbench_plugins.attacks.pgd import PGD
 
-    backend.set_seed(0)
     x_train, y_train, x, y, source = mnist(args.images)
-    model = madry_cnn()
-    initialize(model, 0)
-    if x_train is not None:
-        model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        model.fit(x_train, y_train, epochs=1, batch_size=128, verbose=0)
+    model = madry_cnn(x_train, y_train)
     target = Target(model, num_classes=10, batch_size=args.batch_size)
 
     def advbench_runner(early_stop):
