@@ -261,6 +261,15 @@ class Attack(Component):
         """
         raise NotImplementedError
 
+    def compiled(self, target: "Target", key, fn, batch_args: tuple[int, ...] = ()):
+        """``fn`` compiled for ``target`` (:meth:`Target.compile`) on the first call with this
+        ``(target, key)``, the same compiled function on later calls."""
+        cache = self.__dict__.setdefault("_compiled_for", {})
+        entry = cache.get((id(target), key))
+        if entry is None or entry[0] is not target:  # an id can be reused by a new target
+            entry = cache[(id(target), key)] = (target, target.compile(fn, batch_args=batch_args))
+        return entry[1]
+
     def minimize(self, target: "Target", x, y, norm: str, seed: int):
         """Return, per example, the smallest adversarial example found (inside the box);
         like :meth:`perturb`, may return ``(x_adv, found_by)``."""

@@ -93,24 +93,14 @@ class FAB(Attack):
     Params = FABParams
     minimal_norm = True
 
-    def __init__(self, params=None, **kwargs):
-        super().__init__(params, **kwargs)
-        self._compiled = {}
-
     def _run(self, target, norm):
-        key = (id(target), norm)
-        if key not in self._compiled:
-            p = self.params
+        p = self.params
 
-            def linearize(point):
-                jacobian, logits = target.logit_jacobian(point)
-                return jacobian, logits
+        def run(x, y, start):
+            return fab_search(target.logit_jacobian, target.logits, x, y, start, norm,
+                              steps=p.steps, alpha_max=p.alpha_max, eta=p.eta, beta=p.beta)
 
-            def run(x, y, start):
-                return fab_search(linearize, target.logits, x, y, start, norm, steps=p.steps, alpha_max=p.alpha_max, eta=p.eta, beta=p.beta)
-
-            self._compiled[key] = target.compile(run, batch_args=(0, 1, 2))
-        return self._compiled[key]
+        return self.compiled(target, norm, run, batch_args=(0, 1, 2))
 
     def minimize(self, target, x, y, norm, seed):
         from advbench.evaluation import shrink_to_boundary

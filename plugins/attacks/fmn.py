@@ -80,22 +80,15 @@ class FMN(Attack):
     Params = FMNParams
     minimal_norm = True
 
-    def __init__(self, params=None, **kwargs):
-        super().__init__(params, **kwargs)
-        self._compiled = {}
-
     def _run(self, target, norm):
-        key = (id(target), norm)
-        if key not in self._compiled:
-            p = self.params
-            settings = dict(steps=p.steps, alpha_init=p.alpha_init, alpha_final=p.alpha_final or p.alpha_init / 100,
-                            gamma_init=p.gamma_init, gamma_final=p.gamma_final)
+        p = self.params
+        settings = dict(steps=p.steps, alpha_init=p.alpha_init, alpha_final=p.alpha_final or p.alpha_init / 100,
+                        gamma_init=p.gamma_init, gamma_final=p.gamma_final)
 
-            def run(x, y):
-                return fmn_search(lambda a, b: target.loss_and_gradient(cw_margin, a, b), x, y, norm, **settings)
+        def run(x, y):
+            return fmn_search(lambda a, b: target.loss_and_gradient(cw_margin, a, b), x, y, norm, **settings)
 
-            self._compiled[key] = target.compile(run, batch_args=(0, 1))
-        return self._compiled[key]
+        return self.compiled(target, norm, run, batch_args=(0, 1))
 
     def minimize(self, target, x, y, norm, seed):
         from advbench.evaluation import shrink_to_boundary
