@@ -89,6 +89,11 @@ def run(
     strict: Strict = False,
     rank_by: RankBy = "certified",
     backend: Backend = None,
+    executor: Annotated[str, typer.Option(
+        "--executor", help="Where jobs run: local (one after another in this process) or ray (in parallel on Ray; "
+        'pip install "advbench[ray]"). The results are the same.')] = "local",
+    address: Annotated[Optional[str], typer.Option(
+        "--address", help="With --executor ray: the Ray cluster to join (host:port, or auto); default: start Ray on this machine.")] = None,
 ) -> None:
     """Train or load every model, attack and certify it, and write the leaderboard.
 
@@ -96,6 +101,16 @@ def run(
     """
     with reported():
         _check_rank_by(rank_by)
+        from advbench.executors import EXECUTORS
+
+        if executor not in EXECUTORS:
+            raise UsageError(f"--executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
+        if address is not None and executor != "ray":
+            raise UsageError("--address: only with --executor ray")
+        if executor == "ray":
+            from advbench.executors import import_ray
+
+            import_ray()  # before any work: a missing extra is a usage error
         if backend:
             from advbench.backend import select
 
@@ -118,7 +133,12 @@ def run(
             reporter = RichReporter(errors)
             pipeline.reporter = reporter
             with reporter:
-                summary = pipeline.run()
+                if executor == "ray":
+                    from advbench.executors import RayExecutor
+
+                    summary = pipeline.run(RayExecutor(address, strict=strict))
+                else:
+                    summary = pipeline.run()
             from advbench.leaderboard import write_leaderboard
 
             path, results = write_leaderboard(store.root, rank_by=rank_by)

@@ -246,10 +246,16 @@ class Attack(Component):
     minimal_stage: ClassVar[bool] = False  # a fixed-budget attack whose minimize() runs before its bisection
     uses_gradients: ClassVar[bool] = True  # False for black-box attacks (they only query logits)
 
+    @classmethod
+    def models_needed(cls, params) -> list[str]:
+        """Other models of the spec whose training this attack's jobs wait for, because
+        :meth:`prepare` asks ``context.target(name)`` for them (a transfer attack's source)."""
+        return []
+
     def prepare(self, target: "Target", x, y, context) -> None:
         """Called once per job with all the evaluated examples (NumPy) before the batches:
         e.g. to rank pixels over the dataset.  ``context.target(name)`` gives another
-        model of the spec (trained by then), for transfer attacks."""
+        model of the spec, for transfer attacks (name it in :meth:`models_needed`)."""
 
     def perturb(self, target: "Target", x, y, eps, norm: str, seed: int):
         """Return adversarial candidates with ``||x_adv - x||_norm <= eps`` per example

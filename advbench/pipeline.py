@@ -20,6 +20,7 @@ import hashlib
 import platform
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -192,9 +193,11 @@ class Pipeline:
 
     # -- running ---------------------------------------------------------------------------
 
-    def run(self) -> "RunSummary":
-        """Run every unfinished job: all training first (transfer attacks need other
-        models), then each model's evaluations."""
+    def run(self, executor=None) -> "RunSummary":
+        """Run every unfinished job with ``executor`` (see :mod:`advbench.executors`; by
+        default one after another in this process)."""
+        from advbench.executors import InProcess
+
         backend.enable_determinism()
         jobs = self.plan()
         data = self.load_data()
@@ -207,25 +210,33 @@ class Pipeline:
         for name, problem in sorted(self.store.damaged.items()):
             self.reporter.warn(f"{self.store.root / name} is damaged ({problem}); its job is redone")
         summary = RunSummary(total=len(jobs), skipped=len(jobs) - len(todo))
-        data = self.load_data()
         self.reporter.start(len(jobs), summary.skipped)
-        failed_models = set()
-        for job in [job for job in todo if job.kind == "train"]:
-            record = self._run_job(job, self.spec.model(job.model).training.epochs, lambda advance: self._train(job, advance))
-            summary.done += 1
+        for record in (executor or InProcess()).execute(self, todo):
+            summary.done += "blocked_by" not in record
             if record["status"] == "error":
                 summary.errors.append(record)
-                failed_models.add(job.model)
-        for plan in self.spec.models:
-            for job in [job for job in todo if job.kind != "train" and job.model == plan.name]:
-                if plan.name in failed_models:
-                    summary.errors.append(self._run_job(job, 0, lambda advance: (self._skipped_record(plan.name), None)))
-                    continue
-                record = self._run_job(job, len(data.eval_index), lambda advance: self._evaluate(job, self.targets.target(plan.name), advance))
-                summary.done += 1
-                if record["status"] == "error":
-                    summary.errors.append(record)
         return summary
+
+    def needs(self, job: Job) -> set[str]:
+        """The models whose training must have finished before ``job`` runs: its own, and
+        those its attack evaluates too (a transfer attack's source)."""
+        if job.kind == "train":
+            return set()
+        needed = {job.model}
+        if job.kind == "attack":
+            needed.update(job.method.cls.models_needed(job.method.params))
+        return needed
+
+    def run_one(self, job: Job, failed: set[str] = frozenset()) -> dict:
+        """Run one job and save its record; ``failed``: the models whose training failed in
+        this run (a job that needs one of them is recorded as blocked, not run)."""
+        if job.kind == "train":
+            return self._run_job(job, self.spec.model(job.model).training.epochs, lambda advance: self._train(job, advance))
+        blocked = sorted(self.needs(job) & set(failed))
+        if blocked:
+            return self._run_job(job, 0, lambda advance: (self._blocked_record(blocked[0]), None))
+        size = len(self.load_data().eval_index)
+        return self._run_job(job, size, lambda advance: self._evaluate(job, self.targets.target(job.model), advance))
 
     def _finished(self, job: Job) -> bool:
         """A job is done when its record reads back whole for its key and did not fail
@@ -256,8 +267,8 @@ class Pipeline:
         return record
 
     @staticmethod
-    def _skipped_record(model: str) -> dict:
-        return {"status": "error", "message": f"model {model!r} could not be trained; see its train job"}
+    def _blocked_record(model: str) -> dict:
+        return {"status": "error", "blocked_by": model, "message": f"model {model!r} could not be trained; see its train job"}
 
     def _record(self, job: Job, record: dict, started: float, arrays) -> None:
         record.update(
@@ -275,7 +286,14 @@ class Pipeline:
             record.update(norm=job.norm, eps=job.eps, method=job.method.name, label=job.method.label, settings=job.method.as_dict())
         self.store.save_job(record, arrays)
 
-    def _error(self, job: Job, exc: Exception) -> dict:
+    def record_failure(self, job: Job, exc: BaseException) -> dict:
+        """Save an error record for a job that ended outside :meth:`run_one` (its worker was
+        lost for good); returns it."""
+        record = self._error(job, exc)
+        self._record(job, record, time.perf_counter(), None)
+        return record
+
+    def _error(self, job: Job, exc: BaseException) -> dict:
         self.reporter.warn(f"{job.id} failed: {exc.__class__.__name__}: {exc}")
         return {"status": "error", "message": f"{exc.__class__.__name__}: {exc}", "traceback": traceback.format_exc()}
 
@@ -472,16 +490,39 @@ class RunSummary:
 
 
 class Reporter:
-    """Progress reporting; the default reports nothing (the CLI passes a Rich one)."""
+    """Progress reporting; the default reports nothing (the CLI passes a Rich one).
+
+    A job's progress is ``handle = begin(job, size)``, then ``advance(handle, n)`` as work
+    is done and ``end(handle)`` when the job's record is saved; :meth:`job` wraps the three
+    for a job run in this process.  Executors that run jobs in parallel also call
+    :meth:`queue` with how many jobs are running and how many wait."""
 
     def start(self, total: int, skipped: int) -> None:
         pass
 
-    def job(self, job: Job, size: int):
-        """A context manager yielding ``advance(n, description=None)``."""
-        from contextlib import nullcontext
+    def begin(self, job: Job, size: int):
+        return None
 
-        return nullcontext(lambda n, description=None: None)
+    def advance(self, handle, n: int, description: str | None = None) -> None:
+        pass
+
+    def end(self, handle, finished: bool = True) -> None:
+        """The job's bar goes; ``finished``: its record is saved (False: it will start again)."""
+
+    def queue(self, running: int, waiting: int) -> None:
+        pass
 
     def warn(self, message: str) -> None:
         pass
+
+    def note(self, message: str) -> None:
+        pass
+
+    @contextmanager
+    def job(self, job: Job, size: int):
+        """A context manager yielding ``advance(n, description=None)``."""
+        handle = self.begin(job, size)
+        try:
+            yield lambda n, description=None: self.advance(handle, n, description)
+        finally:
+            self.end(handle)

@@ -1,8 +1,6 @@
-"""Rich progress bars for a run: one bar for the jobs, one for the job at hand."""
+"""Rich progress bars for a run: one bar for the jobs, one for each job running."""
 
 from __future__ import annotations
-
-from contextlib import contextmanager
 
 from rich.console import Console
 from rich.markup import escape
@@ -35,19 +33,23 @@ class RichReporter(Reporter):
     def start(self, total: int, skipped: int) -> None:
         self.overall = self.progress.add_task("jobs", total=total, completed=skipped)
 
-    @contextmanager
-    def job(self, job: Job, size: int):
-        task = self.progress.add_task(f"  {job.id}", total=size)
+    def begin(self, job: Job, size: int):
+        return job.id, self.progress.add_task(f"  {job.id}", total=size)
 
-        def advance(n: int, description: str | None = None) -> None:
-            self.progress.update(task, advance=n, description=f"  {job.id}" + (f" ({description})" if description else ""))
+    def advance(self, handle, n: int, description: str | None = None) -> None:
+        name, task = handle
+        self.progress.update(task, advance=n, description=f"  {name}" + (f" ({description})" if description else ""))
 
-        try:
-            yield advance
-        finally:
-            self.progress.update(task, completed=size, visible=False)
-            self.progress.remove_task(task)
+    def end(self, handle, finished: bool = True) -> None:
+        self.progress.remove_task(handle[1])
+        if finished:
             self.progress.advance(self.overall)
+
+    def queue(self, running: int, waiting: int) -> None:
+        self.progress.update(self.overall, description=f"jobs ({running} running, {waiting} waiting)")
 
     def warn(self, message: str) -> None:
         self.console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+    def note(self, message: str) -> None:
+        self.console.print(escape(message), style="dim", highlight=False, soft_wrap=True)

@@ -135,6 +135,17 @@ class EvaluationSpec(_Strict):
     final_draws: int = Field(10, ge=1, description="Draws over which a randomized model's prediction is a majority vote.")
 
 
+class ResourcesSpec(_Strict):
+    """What one job asks of a worker under ``--executor ray`` (ignored by the in-process executor;
+    not part of any result's key: where a job runs does not change what it computes)."""
+
+    cpus_per_job: float = Field(1, gt=0, description="CPU cores reserved per job; a worker's framework uses that many threads.")
+    gpus_per_job: float | None = Field(
+        None, ge=0, description="GPUs per job (a fraction shares one GPU between jobs); default: 1 where the cluster has GPUs, else 0.",
+    )
+    retries: int = Field(3, ge=0, description="Times a job is rerun when its worker process or node is lost (a job that raises is not retried).")
+
+
 class SpecModel(_Strict):
     name: str = Field(pattern=NAME_PATTERN, description="Run name; output goes to runs/<name>/ by default.")
     seed: int = Field(0, ge=0, description="Seeds data subsets, training and attacks.")
@@ -145,6 +156,7 @@ class SpecModel(_Strict):
     certifiers: list[MethodEntry] = Field(default_factory=list)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     plugins: list[str] = Field(default_factory=list, description="Plugin modules (.py files, relative to the spec) to import: a spec runs their code.")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Per-job resources under `--executor ray`.")
 
     @field_validator("models")
     @classmethod
@@ -299,6 +311,7 @@ class Spec:
     model_index: list[int] = field(default_factory=list)  # position of each model in the file (a partial spec skips some)
     threat_index: list[int] = field(default_factory=list)
     loaded: Any = None  # the data subsets, once the data checks loaded them (advbench.data.Subsets)
+    resources: ResourcesSpec = field(default_factory=lambda: ResourcesSpec())  # where jobs run, not what they compute
 
     @property
     def indexed_models(self) -> list[tuple[int, "ModelPlan"]]:
@@ -444,7 +457,7 @@ def _resolve(model, data: dict, path: Path, resolver: "_Resolver", plugin_files,
             threat_models=model.threat_models,
             attacks=[resolver.resolve("attack", a, ("attacks", i)) for i, a in enumerate(model.attacks)],
             certifiers=[resolver.resolve("certifier", c, ("certifiers", i)) for i, c in enumerate(model.certifiers)],
-            evaluation=model.evaluation, plugin_files=plugin_files, host=host,
+            evaluation=model.evaluation, plugin_files=plugin_files, host=host, resources=model.resources,
         )
     # Each part on its own: components are resolved (and their problems reported) wherever
     # the entry names one; sections that validate are kept for the data checks.

@@ -144,14 +144,15 @@ def test_spec_local_plugin_file_runs_through_advbench_run(tmp_path, clean_sys_pa
     assert run.results.for_norm("linf")[0].defense == "shrink"
 
 
-def test_importing_the_cli_and_all_plugins_does_not_import_tensorflow():
+def test_importing_the_cli_and_all_plugins_does_not_import_tensorflow_or_ray():
     code = (
-        "import sys, advbench.cli, advbench.spec, advbench.results, advbench.leaderboard\n"
+        "import sys, advbench.cli, advbench.spec, advbench.results, advbench.leaderboard, advbench.executors\n"
         "from advbench.plugins import load_plugins\n"
         "host = load_plugins(strict=True)\n"
         "from advbench.schema import spec_schema; spec_schema(host.registry)\n"
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
         "assert 'keras' not in sys.modules, 'keras was imported'\n"
+        "assert 'ray' not in sys.modules, 'ray was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

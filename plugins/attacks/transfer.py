@@ -29,6 +29,10 @@ class Transfer(PGD):
             return f"source model {params.source!r} is not a model of this spec (models: {', '.join(names)})"
         return None
 
+    @classmethod
+    def models_needed(cls, params):
+        return [params.source]
+
     def prepare(self, target, x, y, context):
         self.source = context.target(self.params.source)
 
