@@ -29,8 +29,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Leaderboard tables are wide: outside a terminal (CI logs, pipes) do not wrap them at 80.
-console = Console() if sys.stdout.isatty() else Console(width=160)
+# The terminal's tables fit the terminal; outside one (CI logs, pipes) they are as wide as 120 columns.
+console = Console() if sys.stdout.isatty() else Console(width=120)
 errors = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=160)
 
 Strict = Annotated[bool, typer.Option("--strict", help="Treat a plugin that fails to load as fatal.")]
@@ -179,9 +179,15 @@ def validate(spec: Annotated[Path, typer.Argument(help="The YAML spec to check."
 
 
 @app.command()
-def schema(strict: Strict = False) -> None:
+def schema(strict: Strict = False,
+           leaderboard: Annotated[bool, typer.Option("--leaderboard", help="The schema of `advbench export --format json` instead.")] = False) -> None:
     """Print the JSON schema of a spec, including the loaded plugins' parameters."""
     with reported():
+        if leaderboard:
+            from advbench.report import leaderboard_schema
+
+            sys.stdout.write(json.dumps(leaderboard_schema(), indent=1) + "\n")
+            return
         from advbench.plugins import load_plugins
         from advbench.schema import spec_schema
 
@@ -191,17 +197,42 @@ def schema(strict: Strict = False) -> None:
 @app.command()
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The CSV file to write.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="The file to write; - for standard output.")],
+    format_: Annotated[str, typer.Option(
+        "--format", help="csv: one row per (model, norm, test example) with every radius; json: the leaderboard, every "
+        "number with its interval (schema: advbench schema --leaderboard).")] = "csv",
+    rank_by: RankBy = "certified",
 ) -> None:
-    """Write one CSV row per (model, norm, test example) with every radius."""
+    """Write the results for other tools: per-example radii (CSV) or the leaderboard (JSON)."""
     with reported():
-        from advbench.results import export_csv
+        if format_ not in ("csv", "json"):
+            raise UsageError(f"--format: expected csv or json, got {format_!r}")
+        _check_rank_by(rank_by)
+        to_stdout = output == "-"
+        if not to_stdout and Path(output).is_dir():
+            raise UsageError(f"--output {output}: is a directory; give the file to write")
+        import io
 
-        if output.is_dir():
-            raise UsageError(f"--output {output}: is a directory; give the CSV file to write")
-        rows, results = export_csv(run_dir, output)
+        from advbench.results import export_csv, load_results
+
+        stream = io.StringIO()
+        if format_ == "csv":
+            rows, results = export_csv(run_dir, stream)
+            what = f"{rows} rows"
+        else:
+            from advbench.report import leaderboard_document
+
+            results = load_results(run_dir)
+            stream.write(json.dumps(leaderboard_document(results, rank_by), indent=1, ensure_ascii=False) + "\n")
+            what = "the leaderboard"
         _warn_damaged(results)
-        console.print(f"{rows} rows written to {output}", highlight=False)
+        if to_stdout:
+            sys.stdout.write(stream.getvalue())
+            sys.stdout.flush()
+        else:
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
+            Path(output).write_text(stream.getvalue())
+            console.print(f"{what} written to {output}", highlight=False)
 
 
 @app.command()
@@ -250,19 +281,9 @@ def _warn_damaged(results) -> None:
 
 
 def _print_tables(results, rank_by: str) -> None:
-    from advbench.leaderboard import table
+    from advbench.leaderboard import print_tables
 
-    for threat in results.spec["threat_models"]:
-        bounds = results.for_norm(threat["norm"])
-        if not bounds:
-            continue
-        header, rows = table(bounds, rank_by)
-        rich_table = Table(title=f"{results.spec['name']}: {threat['norm']} (cert = lower bound, emp = upper bound, %)")
-        for i, column in enumerate(header):
-            rich_table.add_column(column, justify="right" if i == 0 or 3 <= i < len(header) - 1 else "left")
-        for row in rows:
-            rich_table.add_row(*row.cells, style="red" if row.bounds.errors else None)
-        console.print(rich_table)
+    print_tables(console, results, rank_by)
 
 
 def main() -> None:

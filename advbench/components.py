@@ -12,15 +12,34 @@ backend tensors (of whichever Keras backend runs) or NumPy arrays as documented.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 if TYPE_CHECKING:  # pragma: no cover
     from advbench.target import Target
 
 NORMS = ("linf", "l2")
+
+
+def budget_value(value):
+    """A budget as a spec may write it: a number, or a fraction ``8/255`` (YAML reads it as
+    text), which becomes the number; anything else is left for the number check to refuse."""
+    if isinstance(value, str) and value.count("/") == 1:
+        numerator, denominator = (part.strip() for part in value.split("/"))
+        try:
+            numerator_value, denominator_value = float(numerator), float(denominator)
+        except ValueError:
+            raise ValueError(f"expected a number or a fraction like 8/255, got {value!r}") from None
+        if denominator_value == 0:
+            raise ValueError(f"{value!r} divides by zero")
+        return numerator_value / denominator_value
+    return value
+
+
+Budget = Annotated[float, BeforeValidator(budget_value)]
+"""A float parameter that also accepts ``k/255`` (perturbation budgets)."""
 """The threat-model norms advbench knows: ``linf`` and ``l2``."""
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from advbench.results import Bounds, Results, load_results
+from advbench.statistics import rank_ranges
 
 RANK_KEYS = ("certified", "empirical", "clean")
 
@@ -25,42 +26,160 @@ class Row:
     cells: list[str]
 
 
+def primary(rank_by: str) -> str:
+    """The accuracy a ranking orders by first."""
+    return "empirical" if rank_by == "empirical" else "certified" if rank_by == "certified" else "clean"
+
+
+def unranked(b: Bounds, rank_by: str) -> bool:
+    """Whether ``b`` is left out of the ranking: it has an error (a failed job, an unsound
+    certificate), or it lacks the ranking accuracy (``—``: no certifier applies to it) ,
+    which is unknown, not worse than 0."""
+    top = max(b.eps) if b.eps else None
+    return bool(b.errors) or b.accuracy(primary(rank_by), top) is None
+
+
 def ranked(bounds: list[Bounds], rank_by: str = "certified") -> list[Bounds]:
-    """Sort by the chosen accuracy at the largest eps, then the other bound at that eps;
-    remaining ties by the same pair at the next smaller eps, and so on, then clean
-    accuracy (``rank_by="clean"``: clean accuracy first).  A missing number ranks below
-    every present one.  A model with an error (a failed job, an unsound certificate)
-    ranks below every model without one."""
+    """Sort by the chosen accuracy at the largest eps; ties (every model at 0 there, say) by
+    the same accuracy at the next smaller eps, and so on, so that the ranking is decided at
+    the largest eps where the models differ; then by the other bound in the same way, then
+    clean accuracy (``rank_by="clean"``: clean accuracy first, then certified, then
+    empirical).  The models :func:`unranked` leaves out come last, in the same order among
+    themselves (a missing number last)."""
     if rank_by not in RANK_KEYS:
         raise ValueError(f"rank_by must be one of {', '.join(RANK_KEYS)}")
-    certified_first = rank_by != "empirical"
+    kinds = ("empirical", "certified") if rank_by == "empirical" else ("certified", "empirical")
 
     def key(b: Bounds):
         values = [b.clean_accuracy()] if rank_by == "clean" else []
-        for eps in sorted(b.eps, reverse=True):
-            pair = [b.certified_accuracy(eps), b.empirical_accuracy(eps)]
-            values += pair if certified_first else pair[::-1]
+        for kind in kinds:
+            values += [b.accuracy(kind, eps) for eps in sorted(b.eps, reverse=True)]
         values.append(b.clean_accuracy())
-        return (bool(b.errors),) + tuple(-(v if v is not None else -1.0) for v in values)
+        return (unranked(b, rank_by), bool(b.errors)) + tuple(-(v if v is not None else -1.0) for v in values)
 
     return sorted(bounds, key=key)
 
 
-def table(bounds: list[Bounds], rank_by: str = "certified") -> tuple[list[str], list[Row]]:
-    """Header and rows of one threat model's table (shared by markdown and the terminal)."""
+def deciding_eps(bounds: list[Bounds], rank_by: str) -> float | None:
+    """The budget the ranking is decided at: the largest eps where the ranked models' ranking
+    accuracies differ (the largest eps when they never do); ``None`` when ranking by clean."""
+    if rank_by == "clean" or not bounds:
+        return None
+    ranked_models = [b for b in bounds if not unranked(b, rank_by)]
+    for eps in sorted(bounds[0].eps, reverse=True):
+        if len({b.accuracy(primary(rank_by), eps) for b in ranked_models}) > 1:
+            return eps
+    return max(bounds[0].eps)
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[Row]
+    notes: list[str]  # what the table's ranks, intervals and dashes mean
+
+
+def table(bounds: list[Bounds], rank_by: str = "certified", intervals: bool = True) -> Table:
+    """One threat model's table (shared by markdown and the terminal): ranks as rank ranges
+    (models whose 95% intervals overlap share one), accuracies in % with the half-width of
+    their interval when ``intervals``, radii with one number format per column."""
     eps_list = bounds[0].eps if bounds else []
     header = ["#", "model", "defense", "clean"]
-    header += [f"ε={_fmt_eps(e)} cert / emp" for e in eps_list]
+    header += [f"ε={format_eps(e)} cert / emp" for e in eps_list]
     header += ["median r cert", "median r emp", "median gap", "flags"]
+    order = ranked(bounds, rank_by)
+    decide = deciding_eps(bounds, rank_by)
+    which = primary(rank_by)
+    ranked_models = [b for b in order if not unranked(b, rank_by)]
+    ends = [b.interval(which, decide) for b in ranked_models]
+    ranges = rank_ranges([lo for lo, _ in ends], [hi for _, hi in ends]) if ends else []
+
+    def accuracy(b: Bounds, kind: str, eps=None) -> str:
+        value = b.accuracy(kind, eps)
+        if value is None or not intervals:
+            return _pct(value)
+        lower, upper = b.interval(kind, eps)
+        return f"{_pct(value)} ±{100 * max(value - lower, upper - value):.1f}"
+
     rows = []
-    for rank, b in enumerate(ranked(bounds, rank_by), start=1):
-        cells = [str(rank), b.model, b.defense, _pct(b.clean_accuracy())]
-        cells += [f"{_pct(b.certified_accuracy(e))} / {_pct(b.empirical_accuracy(e))}" for e in eps_list]
-        cells += [_radius(b.median_radius("certified")), _radius(b.median_radius("empirical")), _radius(b.median_gap())]
+    radii = [[b.median_radius("certified"), b.median_radius("empirical"), b.median_gap()] for b in order]
+    columns = [_radius_column([r[k] for r in radii]) for k in range(3)]
+    for position, b in enumerate(order):
+        if position < len(ranges):
+            best, worst = ranges[position]
+            rank = str(best) if best == worst else f"{best}–{worst}"
+        else:
+            rank = "—"
+        cells = [rank, b.model, b.defense, accuracy(b, "clean")]
+        cells += [f"{accuracy(b, 'certified', e)} / {accuracy(b, 'empirical', e)}" for e in eps_list]
+        cells += [column[position] for column in columns]
         flags = list(b.flags) + (["ERROR"] if b.errors else [])
         cells.append(", ".join(flags) or "")
-        rows.append(Row(rank, b, cells))
-    return header, rows
+        rows.append(Row(position + 1, b, cells))
+    notes = _table_notes(order, rank_by, decide, intervals, len(bounds[0].label) if bounds else 0)
+    return Table(header, rows, notes)
+
+
+def _table_notes(order: list[Bounds], rank_by: str, decide, intervals: bool, examples: int) -> list[str]:
+    where = f" at ε={format_eps(decide)}" if decide is not None else ""
+    notes = [f"#: ranked by {rank_by} accuracy{where}; a range (1–3) where the 95% intervals of that accuracy overlap: "
+             "those models are not told apart by these examples."]
+    if decide is not None and order and decide != max(order[0].eps):
+        notes.append(f"Every ranked model has the same {rank_by} accuracy above ε={format_eps(decide)}: ranked by the largest "
+                     "ε where they differ.")
+    if intervals:
+        notes.append(f"±: the 95% Clopper-Pearson interval of each accuracy over the {examples} evaluated examples "
+                     "(its larger side; the two ends are in `advbench export --format json`).")
+    if any(unranked(b, rank_by) for b in order):
+        notes.append(f"— as rank: not ranked, listed last: a failed job or unsound certificate (ERROR), or no {primary(rank_by)} "
+                     f"accuracy (— in its cells: no {'certifier' if primary(rank_by) == 'certified' else 'attack'} applies), "
+                     "which is unknown, not 0.")
+    return notes
+
+
+def print_tables(console, results: Results, rank_by: str = "certified") -> None:
+    """The terminal's tables: rank, model, clean and cert / emp per eps, within the
+    console's width (eps split over several tables when they do not fit), then the notes
+    and each model's flags; defenses, intervals and radii are in leaderboard.md."""
+    from rich.table import Table as RichTable
+
+    for threat in results.spec["threat_models"]:
+        bounds = results.for_norm(threat["norm"])
+        if not bounds:
+            continue
+        shown = table(bounds, rank_by, intervals=False)
+        eps_cells = [[row.cells[4 + k] for row in shown.rows] for k in range(len(bounds[0].eps))]
+        fixed = 4 + max(len(r.cells[0]) for r in shown.rows) + 3 + max(8, *(len(r.cells[1]) for r in shown.rows)) + 3 + 5 + 3
+        widths = [max(len(shown.header[4 + k]) - len(" cert / emp"), *(len(c) for c in column)) + 3 for k, column in enumerate(eps_cells)]
+        groups, current, used = [], [], fixed
+        for k, width in enumerate(widths):
+            if current and used + width > console.width:
+                groups.append(current)
+                current, used = [], fixed
+            current.append(k)
+            used += width
+        groups.append(current)
+        for part, group in enumerate(groups):
+            title = f"{results.spec['name']}: {threat['norm']}, cert / emp robust accuracy (%)"
+            if len(groups) > 1:
+                title += f" ({part + 1}/{len(groups)})"
+            rich_table = RichTable(title=title, title_justify="left")
+            for name in ("#", "model", "clean"):
+                rich_table.add_column(name, justify="left" if name == "model" else "right", no_wrap=True,
+                                      overflow="ellipsis", max_width=24 if name == "model" else None)
+            for k in group:
+                rich_table.add_column(f"ε={format_eps(bounds[0].eps[k])}", justify="right", no_wrap=True)
+            for position, row in enumerate(shown.rows):
+                rich_table.add_row(row.cells[0], row.cells[1], row.cells[3], *(eps_cells[k][position] for k in group),
+                                   style="red" if row.bounds.errors else None)
+            console.print(rich_table)
+        for note in shown.notes:
+            console.print(note, highlight=False, markup=False)
+        for row in shown.rows:
+            flags = row.cells[-1]
+            if flags:
+                console.print(f"{row.bounds.model}: {flags}", highlight=False, markup=False)
+    console.print("", highlight=False)
 
 
 def render_markdown(results: Results, rank_by: str = "certified", plots: dict[str, str] | None = None,
@@ -77,32 +196,35 @@ def render_markdown(results: Results, rank_by: str = "certified", plots: dict[st
         "",
         "For every model and budget ε, two bounds on the true robust accuracy: **cert** is the certified robust "
         "accuracy (a lower bound: no perturbation within ε changes these predictions), **emp** the empirical robust "
-        "accuracy (an upper bound: the attacks found no adversarial example within ε). The radii are per-example "
-        "medians over the evaluated examples (0 for misclassified ones): the certified radius is the largest any "
-        "certifier proved, the empirical radius the smallest adversarial perturbation any attack found; the gap is "
-        "what is not known yet. "
-        f"Ranked by {rank_by} robust accuracy at the largest ε (ties: the other bound, then the next smaller ε).",
+        "accuracy (an upper bound: the attacks found no adversarial example within ε); **clean** the accuracy on the "
+        "same evaluated examples. Every accuracy is in % with the half-width of its 95% interval. The radii are "
+        "medians over all evaluated examples (a misclassified one counts 0): the certified radius is the largest any "
+        "certifier proved, the empirical radius the smallest adversarial perturbation any attack found, and the gap "
+        "their per-example difference: what is not known yet. "
+        f"Ranked by {rank_by} robust accuracy at the largest ε (ties: the other bound, then the next smaller ε); "
+        "the notes under each table say how.",
         "",
     ]
     for threat in spec["threat_models"]:
         norm = threat["norm"]
         bounds = results.for_norm(norm)
-        lines += [f"## {norm} threat model: ε ∈ {{{', '.join(_fmt_eps(e) for e in threat['eps'])}}}", ""]
+        lines += [f"## {norm} threat model: ε ∈ {{{', '.join(format_eps(e) for e in threat['eps'])}}}", ""]
         if not bounds:
             lines += ["No results yet.", ""]
             continue
-        header, rows = table(bounds, rank_by)
+        shown = table(bounds, rank_by)
+        header = shown.header
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "|".join(["---:" if i == 0 or i >= 3 and i < len(header) - 1 else "---" for i in range(len(header))]) + "|")
-        lines += ["| " + " | ".join(row.cells) + " |" for row in rows]
-        lines.append("")
+        lines += ["| " + " | ".join(row.cells) + " |" for row in shown.rows]
+        lines += [""] + shown.notes + [""]
         lines += _per_method(bounds, rank_by, threat["eps"])
         lines += _sources(bounds, rank_by)
         ceiling = results.robustness_limit(threat["eps"])
         if ceiling is not None:
             lines += [
                 "Fawzi et al.'s limit for this generator: no classifier can have a robust accuracy above "
-                + ", ".join(f"{_pct(float(c))}% at ε={_fmt_eps(e)}" for e, c in zip(threat["eps"], ceiling)) + ".",
+                + ", ".join(f"{_pct(float(c))}% at ε={format_eps(e)}" for e, c in zip(threat["eps"], ceiling)) + ".",
                 "",
             ]
         if plots and norm in plots:
@@ -115,7 +237,7 @@ def render_markdown(results: Results, rank_by: str = "certified", plots: dict[st
                 "Randomized smoothing certifies the *smoothed* classifier g (a majority vote under Gaussian noise), "
                 "not the model above, and holds with probability at least 1 − α; abstentions count as not certified.",
                 "",
-                "| model | certifier | smoothed clean | " + " | ".join(f"ε={_fmt_eps(e)} cert" for e in threat["eps"]) + " |",
+                "| model | certifier | smoothed clean | " + " | ".join(f"ε={format_eps(e)} cert" for e in threat["eps"]) + " |",
                 "|---|---|---:|" + "---:|" * len(threat["eps"]),
             ]
             lines += [
@@ -145,7 +267,7 @@ def _per_method(bounds: list[Bounds], rank_by: str, eps_list: list[float]) -> li
     if len(attacks) + len(certifiers) < 2:
         return []
     header = ["model"] + [f"{a} (emp)" for a in attacks] + [f"{c} (cert)" for c in certifiers]
-    eps_text = " / ".join(_fmt_eps(e) for e in eps_list)
+    eps_text = " / ".join(format_eps(e) for e in eps_list)
     lines = [f"Per method, at ε = {eps_text} (%). The table above combines them per example: an example "
              "counts as broken if any attack broke it and as certified if any certifier certified it, so its "
              "empirical numbers can lie below every single attack's.", "",
@@ -184,7 +306,8 @@ def _provenance(results: Results) -> list[str]:
     for model in spec["models"]:
         train = results.training.get(model["name"], {})
         described = _inline({k: v for k, v in model.items() if k != "name"})
-        accuracy = f", test accuracy {_pct(train['test_accuracy'])}%" if "test_accuracy" in train else ""
+        accuracy = (f", accuracy on all {train.get('test_size', results.plan.get('data', {}).get('test', '?'))} test images "
+                    f"{_pct(train['test_accuracy'])}% (the tables' clean: on the evaluated examples)") if "test_accuracy" in train else ""
         lines.append(f"- model `{model['name']}`: `{described}`{accuracy}")
     for kind in ("attacks", "certifiers"):
         for method in spec[kind]:
@@ -346,14 +469,24 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}"
 
 
-def _radius(value: float | None) -> str:
-    if value is None:
-        return "—"
-    return "∞" if math.isinf(value) else f"{value:.3g}"
+def _radius_column(values: list[float | None]) -> list[str]:
+    """Radii of one column in one format: fixed decimals, enough for three significant digits
+    of the column's typical (median nonzero) value (so 0.993, 1.000 and 0.000, never 1.94e-07)."""
+    finite = [abs(v) for v in values if v is not None and math.isfinite(v) and v != 0]
+    decimals = min(6, max(0, 2 - math.floor(math.log10(float(np.median(finite)))))) if finite else 0
+    return ["—" if v is None else "∞" if math.isinf(v) else f"{v:.{decimals}f}" for v in values]
 
 
-def _fmt_eps(eps: float) -> str:
-    return f"{eps:g}"
+def format_eps(eps: float) -> str:
+    """A budget as people write it: a short decimal (0.1, 0.25, 1.5), else k/255 when it is
+    exactly that fraction (8/255, as image budgets are given), else four significant digits."""
+    short = f"{eps:.3g}"
+    if float(short) == eps:
+        return short
+    k = round(eps * 255)
+    if k and k / 255 == eps:
+        return f"{k}/255"
+    return f"{eps:.4g}"
 
 
 def _inline(data: dict) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from advbench.components import NORMS, Component
+from advbench.components import NORMS, Budget, Component
 from advbench.errors import PluginError, Problem, SpecError
 from advbench.registry import UnknownComponentError
 
@@ -103,7 +103,9 @@ class ModelSpec(_Strict):
 
 class ThreatModel(_Strict):
     norm: str = Field(description=f"One of {', '.join(NORMS)}.")
-    eps: list[float] = Field(min_length=1, description="Perturbation budgets, each > 0 and at most the largest distance in [0, 1]^d.")
+    eps: list[Budget] = Field(
+        min_length=1, description="Perturbation budgets, each > 0 and at most the largest distance in [0, 1]^d; a fraction like 8/255 is read as its value.",
+    )
 
     @field_validator("norm")
     @classmethod

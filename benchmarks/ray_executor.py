@@ -77,6 +77,21 @@ def empty_task_round_trip(tasks: int = 200) -> float:
         ray.shutdown()
 
 
+def fresh_worker_start(spec: Path) -> float:
+    """Seconds a new worker process takes before its first job: Python, the framework, the
+    spec and the data (what a GPU job pays: Ray gives each GPU job a fresh process)."""
+    code = ("import tempfile\n"
+            "from advbench import backend\n"
+            "from advbench.executors import WorkerContext, worker_pipeline\n"
+            "from advbench.spec import load_spec\n"
+            f"spec = {str(spec.resolve())!r}\n"
+            "context = WorkerContext(spec, False, tempfile.mkdtemp(), backend.name(), load_spec(spec).hash)\n"
+            "worker_pipeline(context).plan()\n")
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, default=6)
@@ -109,9 +124,13 @@ def main() -> None:
     critical = max(local[f"{m}/train"] + max(s for job, s in local.items() if job.startswith(f"{m}/") and not job.endswith("/train"))
                    for m in (f"mlp{i}" for i in range(args.models)))
     total = sum(local.values())
-    print(f"critical path (a training, then its longest evaluation): {critical:.1f} s of {total:.1f} s in all")
+    start = fresh_worker_start(spec)
+    print(f"critical path (a training, then its longest evaluation): {critical:.1f} s of {total:.1f} s in all; "
+          f"a fresh worker process needs {start:.1f} s before its first job")
+    print("expected on N GPUs, one job per GPU, each GPU job in a fresh process (jobs as long as here):")
     for n in (2, 4, 8, 16):
-        print(f"  {n:>2} workers, one GPU each: at most {min(n, total / critical):.1f}x")
+        wall = max(critical + 2 * start, (total + jobs * start) / n)
+        print(f"  {n:>2} GPUs: {total / wall:.1f}x the sequential run (the bound without overheads: {min(n, total / critical):.1f}x)")
 
 
 if __name__ == "__main__":

@@ -179,6 +179,21 @@ def test_smoothing_through_the_pipeline_is_kept_apart_and_labelled(tmp_path):
     assert "smoothing" in bounds.smoothed and "smoothing" not in bounds.certified
     board = (run.run_dir / "leaderboard.md").read_text()
     assert "certifies the *smoothed* classifier" in board and "1 − α" in board
+    # the export has the smoothed classifier's own radii and predictions, apart from the model's certified radius
+    import csv
+    import io
+
+    from advbench.results import export_csv
+
+    stream = io.StringIO()
+    export_csv(run.run_dir, stream)
+    rows = list(csv.DictReader(io.StringIO(stream.getvalue())))
+    assert "cert:smoothing" not in rows[0] and "cert:lipschitz" in rows[0]
+    radius, prediction = bounds.smoothed["smoothing"]
+    assert [float(r["smoothed:smoothing"]) for r in rows] == pytest.approx(radius.tolist())
+    assert [int(r["smoothed:smoothing:prediction"]) for r in rows] == prediction.tolist()
+    assert any(float(r["smoothed:smoothing"]) > 0 for r in rows)
+    assert all(float(r["certified_radius"]) == float(r["cert:lipschitz"]) * (r["label"] == r["predicted"]) for r in rows)
 
 
 @pytest.mark.parametrize("name", REGISTRY.names("certifier"))

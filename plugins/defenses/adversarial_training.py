@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field
 
 from advbench import Defense, Params, backend, hookimpl
+from advbench.components import Budget
 from advbench import rng
 from advbench import lp
 from advbench.lazy import keras
@@ -16,7 +17,7 @@ from advbench.lazy import keras
 
 class PGDTrainingParams(Params):
     norm: Literal["linf", "l2"] = Field("linf", description="Norm of the training threat model.")
-    eps: float = Field(0.3, gt=0, description="Training budget.")
+    eps: Budget = Field(0.3, gt=0, description="Training budget (a fraction like 8/255 is read as its value).")
     steps: int = Field(40, ge=1, description="PGD steps per batch.")
     step_size: float | None = Field(None, gt=0, description="PGD step as a fraction of eps; default 2.5 / steps.")
     random_start: bool = Field(True, description="Start PGD from a random point in the ball.")
