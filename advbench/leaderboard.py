@@ -339,41 +339,66 @@ def _provenance(results: Results) -> list[str]:
 
 
 def plot(results: Results, norm: str, path: Path) -> None:
-    """Robust accuracy against eps for every model; the band between the certified
-    (lower) and empirical (upper) curve shaded."""
+    """Robust accuracy against eps, one panel per model in ranked order (small multiples,
+    legible with many models): its certified (solid, lower) and empirical (dashed, upper)
+    curve with the band between them shaded, 95% intervals as error bars at the spec's
+    budgets, the other models' curves in grey for comparison, and its flags in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    bounds = results.for_norm(norm)
+    bounds = ranked(results.for_norm(norm))
+    shown = {row.bounds.model: row.cells[0] for row in table(bounds).rows}
     top = max(max(b.eps) for b in bounds) * 1.25
     grid = np.linspace(0, top, 200)
-    figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for i, b in enumerate(ranked(bounds)):
-        color = f"C{i % 10}"
-        upper = np.array([b.empirical_accuracy(e) for e in grid]) if b.empirical else None
-        lower = np.array([b.certified_accuracy(e) for e in grid]) if b.sound_certified else None
-        error = " (ERROR)" if b.errors else ""
-        layer = 2 * (len(bounds) - i)  # the best ranked on top; a model with an error (ranked last) under all
-        if upper is not None:
-            axes.plot(grid, upper * 100, color=color, linestyle="--", label=f"{b.model} (empirical){error}", zorder=layer + 1)
-        if lower is not None:
-            axes.plot(grid, lower * 100, color=color, label=f"{b.model} (certified){error}", zorder=layer + 1)
-        if upper is not None and lower is not None:
-            axes.fill_between(grid, lower * 100, upper * 100, color=color, alpha=0.15, zorder=layer)
+    columns = min(3, len(bounds))
+    rows = math.ceil(len(bounds) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.6 * rows + 0.6), dpi=120, squeeze=False,
+                                sharex=True, sharey=True)
+    curves = {b.model: (np.array([b.certified_accuracy(e) for e in grid]) if b.sound_certified else None,
+                        np.array([b.empirical_accuracy(e) for e in grid]) if b.empirical else None) for b in bounds}
     ceiling = results.robustness_limit(grid)
-    if ceiling is not None:
-        axes.plot(grid, ceiling * 100, color="black", linestyle=":", linewidth=1.5, label="Fawzi et al. limit (any classifier)")
-    for e in bounds[0].eps:
-        axes.axvline(e, color="grey", linewidth=0.5, linestyle=":")
-    axes.set_xlabel(f"ε ({norm})")
-    axes.set_ylabel("robust accuracy (%)")
-    axes.set_ylim(0, 100)
-    axes.set_xlim(0, top)
-    axes.set_title(f"{results.spec['name']}: {norm}: certified (solid) ≤ true ≤ empirical (dashed)", fontsize=9)
-    axes.legend(fontsize=7, loc="upper right")
-    figure.tight_layout()
+    for i, b in enumerate(bounds):
+        axis = axes[i // columns][i % columns]
+        for other, (lower, upper) in curves.items():
+            if other != b.model:
+                for curve in (lower, upper):
+                    if curve is not None:
+                        axis.plot(grid, curve * 100, color="0.8", linewidth=0.8, zorder=1)
+        lower, upper = curves[b.model]
+        color = "C3" if b.errors else "C0"
+        if upper is not None:
+            axis.plot(grid, upper * 100, color=color, linestyle="--", zorder=3, label="empirical (upper bound)")
+        if lower is not None:
+            axis.plot(grid, lower * 100, color=color, zorder=3, label="certified (lower bound)")
+        if upper is not None and lower is not None:
+            axis.fill_between(grid, lower * 100, upper * 100, color=color, alpha=0.15, zorder=2)
+        for kind in ("certified", "empirical"):
+            for e in b.eps:
+                value, ends = b.accuracy(kind, e), b.interval(kind, e)
+                if value is not None:
+                    axis.errorbar([e], [value * 100], yerr=[[100 * (value - ends[0])], [100 * (ends[1] - value)]],
+                                  color=color, capsize=2, linewidth=0.8, zorder=4)
+        if ceiling is not None:
+            axis.plot(grid, ceiling * 100, color="black", linestyle=":", linewidth=1.2, label="Fawzi et al. limit")
+        flags = list(b.flags) + (["ERROR"] if b.errors else [])
+        title = f"#{shown.get(b.model, '—')} {b.model}" + (f"\n{', '.join(flags)}" if flags else "")
+        axis.set_title(title if len(title) < 90 else title[:87] + "...", fontsize=8, color="C3" if flags else "black")
+        axis.set_ylim(0, 100)
+        axis.set_xlim(0, top)
+        if i % columns == 0:
+            axis.set_ylabel("robust accuracy (%)", fontsize=8)
+        if i // columns == rows - 1 or i + columns >= len(bounds):
+            axis.set_xlabel(f"ε ({norm})", fontsize=8)
+        axis.tick_params(labelsize=7)
+    for j in range(len(bounds), rows * columns):
+        axes[j // columns][j % columns].axis("off")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    figure.suptitle(f"{results.spec['name']}, {norm}: certified ≤ true robust accuracy ≤ empirical; bars: 95% intervals; "
+                    "grey: the other models", fontsize=8)
+    figure.tight_layout(rect=(0, 0.05, 1, 0.97))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
     plt.close(figure)

@@ -127,10 +127,13 @@ def main() -> None:
     start = fresh_worker_start(spec)
     print(f"critical path (a training, then its longest evaluation): {critical:.1f} s of {total:.1f} s in all; "
           f"a fresh worker process needs {start:.1f} s before its first job")
-    print("expected on N GPUs, one job per GPU, each GPU job in a fresh process (jobs as long as here):")
-    for n in (2, 4, 8, 16):
-        wall = max(critical + 2 * start, (total + jobs * start) / n)
-        print(f"  {n:>2} GPUs: {total / wall:.1f}x the sequential run (the bound without overheads: {min(n, total / critical):.1f}x)")
+    print("expected on N GPUs, one job per GPU, each GPU job paying a fresh worker process:")
+    for scale, what in ((1, "jobs as long as here"), (60, "jobs 60x longer (minutes, as on real data)")):
+        speedups = []
+        for n in (2, 4, 8, 16):
+            wall = max(scale * critical + 2 * start, (scale * total + jobs * start) / n)
+            speedups.append(f"{n} GPUs {scale * total / wall:.1f}x")
+        print(f"  {what}: " + ", ".join(speedups) + f" (without overheads at most min(N, {total / critical:.1f})x)")
 
 
 if __name__ == "__main__":

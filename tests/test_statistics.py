@@ -140,3 +140,18 @@ def test_export_json_has_every_number_with_its_interval_and_matches_the_publishe
     assert entry["clean"]["value"] == bounds.clean_accuracy() and entry["rank_range"] == [1, 1]
     csv_out = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "-o", "-"])
     assert csv_out.stdout.splitlines()[0].startswith("model,norm,index") and len(csv_out.stdout.splitlines()) == 21
+
+
+def test_the_plot_draws_one_panel_per_model_with_9_models(tmp_path):
+    from advbench.leaderboard import plot
+
+    rng = np.random.default_rng(0)
+    models = [bounds(f"m{i}", rng.uniform(0, 0.5, 60), rng.uniform(0, 2, 60), eps=(0.5, 1.0), flags=["randomized"] * (i == 3))
+              for i in range(9)]
+    results = Results(spec={"name": "nine", "threat_models": [{"norm": "linf", "eps": [0.5, 1.0]}]}, records={}, bounds=models,
+                      training={})
+    plot(results, "linf", tmp_path / "nine.png")
+    from matplotlib.image import imread
+
+    height, width = imread(tmp_path / "nine.png").shape[:2]
+    assert width >= 1000 and height >= 900  # a 3 x 3 grid of panels, not one crowded axis
