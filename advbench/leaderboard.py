@@ -183,7 +183,7 @@ def print_tables(console, results: Results, rank_by: str = "certified") -> None:
 
 
 def render_markdown(results: Results, rank_by: str = "certified", plots: dict[str, str] | None = None,
-                    figures: dict[str, str] | None = None) -> str:
+                    figures: dict[str, str] | None = None, diagnostics: dict[str, dict] | None = None) -> str:
     spec = results.spec
     dataset = spec["dataset"]
     evaluated = {len(b.label) for b in results.bounds}
@@ -252,6 +252,18 @@ def render_markdown(results: Results, rank_by: str = "certified", plots: dict[st
             details += [f"- `{b.model}`: {n}" for n in b.notes]
         if details:
             lines += details + [""]
+    if diagnostics:
+        lines += ["## Defense diagnostics", "",
+                  "What each model's defense records about itself when it is evaluated (e.g. `prm`: the IoU between the top "
+                  "pixels by mean absolute input gradient and the pixels it designates).", ""]
+        for model, found in diagnostics.items():
+            values = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in found["values"].items())
+            lines.append(f"- `{model}`: {values}")
+        lines.append("")
+        images = [(model, name) for model, found in diagnostics.items() for name in found["figures"]]
+        if images:
+            lines += ["| " + " | ".join(model for model, _ in images) + " |", "|" + "---|" * len(images),
+                      "| " + " | ".join(f"![{model}]({name})" for model, name in images) + " |", ""]
     if results.damaged:
         lines += ["## Damaged records", "", "These files of the run directory do not read back; their jobs are "
                   "missing above and are redone by the next `advbench run` of the spec.", ""]
@@ -419,11 +431,14 @@ def smallest_adversarials(results: Results, store, norm: str) -> dict[str, dict]
             size = numpy_norm(arrays["adversarial"] - arrays["original"], norm)
             radius = np.asarray(record["radius"])[: len(size)]
             size = np.where(np.isfinite(radius) & (radius > 0), size, np.inf)
+            predicted = arrays["predicted"] if "predicted" in arrays else np.full(len(size), -1)  # runs before it was kept
             if best is None:
-                best = {"index": arrays["index"], "original": arrays["original"], "adversarial": arrays["adversarial"].copy(), "size": size}
+                best = {"index": arrays["index"], "original": arrays["original"], "adversarial": arrays["adversarial"].copy(), "size": size,
+                        "label": arrays["label"] if "label" in arrays else np.full(len(size), -1), "predicted": predicted.copy()}
             else:
                 better = size < best["size"]
                 best["adversarial"][better], best["size"][better] = arrays["adversarial"][better], size[better]
+                best["predicted"][better] = predicted[better]
         if best is not None:
             found[b.model] = best
     return found
@@ -445,20 +460,35 @@ def examples_figure(results: Results, store, norm: str, path: Path, count: int =
     count = min(count, len(first["index"]))
     figure, axes = plt.subplots(len(models) + 1, count, figsize=(1.3 * count, 1.45 * (len(models) + 1)), dpi=110, squeeze=False)
 
-    def show(axis, image, title):
+    records = [results.records.get(f"{model}/clean") or {} for model in models]
+    names = next((r["class_names"] for r in records if r.get("class_names")), None)
+
+    def name(index) -> str:
+        index = int(index)
+        if index < 0:
+            return "?"
+        return names[index][:14] if names and index < len(names) else str(index)
+
+    def show(axis, image, title, row_label=None):
         image = np.clip(image, 0, 1)
         axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=1)
         axis.set_title(title, fontsize=6)
-        axis.axis("off")
+        axis.set_xticks([])
+        axis.set_yticks([])
+        if row_label:
+            axis.set_ylabel(row_label, fontsize=6)
 
     for column in range(count):
-        show(axes[0, column], first["original"][column], f"#{int(first['index'][column])}")
+        show(axes[0, column], first["original"][column], f"test #{int(first['index'][column])}\ntrue: {name(first['label'][column])}",
+             "clean" if column == 0 else None)
         for row, model in enumerate(models, start=1):
             entry = found[model]
             size = entry["size"][column]
-            show(axes[row, column], entry["adversarial"][column] if np.isfinite(size) else entry["original"][column],
-                 f"{model}: {size:.3g}" if np.isfinite(size) else f"{model}: none")
-    figure.suptitle(f"{results.spec['name']}: smallest {norm} adversarial examples found", fontsize=8)
+            title = f"→ {name(entry['predicted'][column])}, ‖δ‖={size:.3g}" if np.isfinite(size) else "none found"
+            show(axes[row, column], entry["adversarial"][column] if np.isfinite(size) else entry["original"][column], title,
+                 model[:18] if column == 0 else None)
+    figure.suptitle(f"{results.spec['name']}: smallest {norm} adversarial example found per model (row); "
+                    f"→ the class the model predicts for it, ‖δ‖ its {norm} norm", fontsize=7)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
@@ -486,8 +516,32 @@ def write_leaderboard(run_dir: str | Path, output: str | Path | None = None, ran
                 figures[norm] = figure_name
     results.damaged.update(store.damaged)  # array files found damaged while drawing
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render_markdown(results, rank_by, plots, figures))
+    diagnostics = _copy_diagnostics(results, Path(run_dir), output)
+    output.write_text(render_markdown(results, rank_by, plots, figures, diagnostics))
     return output, results
+
+
+def _copy_diagnostics(results: Results, run_dir: Path, output: Path) -> dict[str, dict]:
+    """Per model, what its defense recorded in ``diagnostics`` (e.g. PRM's gradient IoU),
+    with its figures copied beside the leaderboard (``<stem>-<figure>``)."""
+    import shutil
+
+    found = {}
+    for model in results.spec["models"]:
+        record = results.records.get(f"{model['name']}/clean") or {}
+        diagnostics = record.get("diagnostics") or {}
+        if not isinstance(diagnostics, dict) or not diagnostics:
+            continue
+        figures = []
+        for name in diagnostics.get("figures", []):
+            source = run_dir / "diagnostics" / name
+            if source.is_file():
+                target = output.parent / f"{output.stem}-{name}"
+                if source.resolve() != target.resolve():
+                    shutil.copyfile(source, target)
+                figures.append(target.name)
+        found[model["name"]] = {"values": {k: v for k, v in diagnostics.items() if k != "figures"}, "figures": figures}
+    return found
 
 
 def _pct(value: float | None) -> str:

@@ -294,7 +294,9 @@ class Pipeline:
         return record
 
     def _error(self, job: Job, exc: BaseException) -> dict:
-        self.reporter.warn(f"{job.id} failed: {exc.__class__.__name__}: {exc}")
+        from advbench.results import short_message
+
+        self.reporter.warn(f"{job.id} failed: {short_message(f'{exc.__class__.__name__}: {exc}')} (in full: {self.store.job_path(job.id)})")
         return {"status": "error", "message": f"{exc.__class__.__name__}: {exc}", "traceback": traceback.format_exc()}
 
     # -- training ----------------------------------------------------------------------------
@@ -377,6 +379,7 @@ class Pipeline:
                 "predicted": predicted.tolist(),
                 "clean_accuracy": float(np.mean(predicted == y)),
                 "classes": int(data.data.num_classes),
+                "class_names": [str(name) for name in data.data.class_names],
                 "randomness": target.randomness,
                 "eot": target.protocol(),
                 "examples": int(len(x)),
@@ -418,7 +421,9 @@ class Pipeline:
         if outcome.found_by is not None:
             record["found_by"] = outcome.found_by
         keep = slice(0, KEEP_ADVERSARIAL)
-        return record, {"index": data.eval_index[keep], "original": x[keep], "adversarial": outcome.adversarial[keep]}
+        kept = outcome.adversarial[keep]
+        return record, {"index": data.eval_index[keep], "original": x[keep], "adversarial": kept,
+                        "label": y[keep], "predicted": target.predict(kept)}
 
 
 

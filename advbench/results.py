@@ -225,7 +225,7 @@ def load_results(run_dir: str | Path) -> Results:
                         if kind == "attack":
                             b.attack_records[label] = record
                     elif record["status"] == "error":
-                        b.errors.append(f"{label} failed: {record['message']}")
+                        b.errors.append(f"{label} failed: {short_message(record['message'])} (in full: jobs/{record['id']}.json)")
                     else:
                         b.notes.append(f"{label}: {record['message']}")
             b.flags.extend(masking_flags(b, clean))
@@ -249,6 +249,20 @@ def load_results(run_dir: str | Path) -> Results:
                     b.errors.append(f"{certifier}: certified accuracy {100 * certified:.1f}% at ε={eps:g} exceeds the Fawzi limit "
                                     f"{100 * float(ceiling):.1f}%, so {certifier} is unsound on this model; its radii are not used")
     return results
+
+
+MESSAGE_CHARACTERS = 300
+"""How much of a failed job's error message tables and warnings show (the record keeps all of it)."""
+
+
+def short_message(message: str) -> str:
+    """A failed job's message as tables show it: its first line, at most
+    :data:`MESSAGE_CHARACTERS` long (an exception can carry whole arrays)."""
+    lines = str(message).strip().splitlines() or [""]
+    first = lines[0]
+    if len(first) > MESSAGE_CHARACTERS:
+        return first[: MESSAGE_CHARACTERS - 1] + "…"
+    return first + (" …" if len(lines) > 1 else "")
 
 
 def masking_flags(b: Bounds, clean: dict) -> list[str]:

@@ -155,3 +155,51 @@ def test_the_plot_draws_one_panel_per_model_with_9_models(tmp_path):
 
     height, width = imread(tmp_path / "nine.png").shape[:2]
     assert width >= 1000 and height >= 900  # a 3 x 3 grid of panels, not one crowded axis
+
+
+EXPLODING = '''
+import numpy as np
+from advbench import hookimpl
+from advbench.components import Attack
+
+
+class Dumps(Attack):
+    def perturb(self, target, x, y, eps, norm, seed):
+        raise ValueError(f"bad values {np.arange(20000)}")
+
+
+@hookimpl
+def advbench_register_attacks(register):
+    register("dumps", Dumps)
+'''
+
+
+def test_defense_diagnostics_figures_labels_and_short_errors_reach_the_leaderboard(tmp_path, clean_sys_path):
+    import numpy as np
+
+    from advbench.results import MESSAGE_CHARACTERS, short_message
+    from advbench.store import RunStore
+    from advbench.testing import run_spec, tiny_spec
+
+    assert short_message("x" * 1000).endswith("…") and len(short_message("x" * 1000)) == MESSAGE_CHARACTERS
+    assert short_message("first\nsecond") == "first …"
+    (tmp_path / "dumps.py").write_text(EXPLODING)
+    spec = tiny_spec(tmp_path, plugins=["dumps.py"], threat_models=[{"norm": "linf", "eps": [0.1]}],
+                     models=[{"name": "prm", "architecture": {"name": "mlp", "hidden": 16}, "defense": {"name": "prm"},
+                              "training": {"epochs": 2, "learning_rate": 0.01}}],
+                     attacks=[{"name": "pgd", "steps": 10}, {"name": "dumps"}], evaluation={"examples": 20, "batch_size": 20})
+    run = run_spec(spec, tmp_path / "run")
+    assert run.exit_code == 1
+    board = (run.run_dir / "leaderboard.md").read_text()
+    assert len(board.splitlines()) < 150 and "dumps failed: ValueError: bad values [" in board
+    assert "(in full: jobs/prm/linf/attack-dumps.json)" in board
+    assert "traceback" in (run.run_dir / "jobs/prm/linf/attack-dumps.json").read_text()
+    # PRM's diagnostics: rendered by the leaderboard itself, its figure beside it
+    assert "## Defense diagnostics" in board and "gradient_iou" in board
+    assert "![prm](leaderboard-prm-gradients.png)" in board and (run.run_dir / "leaderboard-prm-gradients.png").is_file()
+    # the adversarial examples are kept with their true and predicted class, for the figure's labels
+    arrays = RunStore.open(run.run_dir).job_arrays("prm/linf/attack-pgd")
+    record = run.results.records["prm/linf/attack-pgd"]
+    found = np.isfinite(np.asarray(record["radius"][: len(arrays["label"])])) & (np.asarray(record["radius"][: len(arrays["label"])]) > 0)
+    assert found.any() and (arrays["predicted"][found] != arrays["label"][found]).all()
+    assert run.results.records["prm/clean"]["class_names"] == [str(d) for d in range(10)]
