@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from advbench.target import Target
 
 NORMS = ("linf", "l2")
+"""The threat-model norms advbench knows: ``linf`` and ``l2``."""
 
 
 def budget_value(value):
@@ -40,7 +41,6 @@ def budget_value(value):
 
 Budget = Annotated[float, BeforeValidator(budget_value)]
 """A float parameter that also accepts ``k/255`` (perturbation budgets)."""
-"""The threat-model norms advbench knows: ``linf`` and ``l2``."""
 
 
 class Params(BaseModel):
@@ -68,6 +68,20 @@ class Component:
 
     def __init__(self, params: Params | None = None, **kwargs: Any):
         self.params = params if params is not None else self.Params(**kwargs)
+
+    def per_target(self, target: "Target", key, build):
+        """What ``build()`` returns (compiled functions for this model), made on the first
+        call with this ``(target, key)`` and kept for later calls.  The target itself is
+        checked, not only its ``id``: Python may give a dead target's id to a new one."""
+        cache = self.__dict__.setdefault("_per_target", {})
+        entry = cache.get((id(target), key))
+        if entry is None or entry[0] is not target:
+            entry = cache[(id(target), key)] = (target, build())
+        return entry[1]
+
+    def forget_targets(self) -> None:
+        """Drop what :meth:`per_target` kept (after a change that the kept functions baked in)."""
+        self.__dict__.pop("_per_target", None)
 
     @classmethod
     def summary(cls) -> str:
@@ -285,15 +299,6 @@ class Attack(Component):
         (which part of a composite attack found each example), recorded with the result.
         """
         raise NotImplementedError
-
-    def compiled(self, target: "Target", key, fn, batch_args: tuple[int, ...] = ()):
-        """``fn`` compiled for ``target`` (:meth:`Target.compile`) on the first call with this
-        ``(target, key)``, the same compiled function on later calls."""
-        cache = self.__dict__.setdefault("_compiled_for", {})
-        entry = cache.get((id(target), key))
-        if entry is None or entry[0] is not target:  # an id can be reused by a new target
-            entry = cache[(id(target), key)] = (target, target.compile(fn, batch_args=batch_args))
-        return entry[1]
 
     def minimize(self, target: "Target", x, y, norm: str, seed: int):
         """Return, per example, the smallest adversarial example found (inside the box);

@@ -17,26 +17,24 @@ from advbench.results import Bounds, Results, load_results
 from advbench.statistics import rank_ranges
 
 RANK_KEYS = ("certified", "empirical", "clean")
+MODEL_WIDTH = 24
+"""The terminal table's model column: longer names end in an ellipsis."""
 
 
 @dataclass
 class Row:
-    rank: int
+    rank: int  # position in the table
     bounds: Bounds
     cells: list[str]
-
-
-def primary(rank_by: str) -> str:
-    """The accuracy a ranking orders by first."""
-    return "empirical" if rank_by == "empirical" else "certified" if rank_by == "certified" else "clean"
+    rank_range: tuple[int, int] | None = None  # best and worst rank the 95% intervals allow; None: not ranked
 
 
 def unranked(b: Bounds, rank_by: str) -> bool:
     """Whether ``b`` is left out of the ranking: it has an error (a failed job, an unsound
-    certificate), or it lacks the ranking accuracy (``—``: no certifier applies to it) ,
+    certificate), or it lacks the ranking accuracy (``—``: no certifier applies to it),
     which is unknown, not worse than 0."""
     top = max(b.eps) if b.eps else None
-    return bool(b.errors) or b.accuracy(primary(rank_by), top) is None
+    return bool(b.errors) or b.accuracy(rank_by, top) is None
 
 
 def ranked(bounds: list[Bounds], rank_by: str = "certified") -> list[Bounds]:
@@ -67,7 +65,7 @@ def deciding_eps(bounds: list[Bounds], rank_by: str) -> float | None:
         return None
     ranked_models = [b for b in bounds if not unranked(b, rank_by)]
     for eps in sorted(bounds[0].eps, reverse=True):
-        if len({b.accuracy(primary(rank_by), eps) for b in ranked_models}) > 1:
+        if len({b.accuracy(rank_by, eps) for b in ranked_models}) > 1:
             return eps
     return max(bounds[0].eps)
 
@@ -89,9 +87,8 @@ def table(bounds: list[Bounds], rank_by: str = "certified", intervals: bool = Tr
     header += ["median r cert", "median r emp", "median gap", "flags"]
     order = ranked(bounds, rank_by)
     decide = deciding_eps(bounds, rank_by)
-    which = primary(rank_by)
     ranked_models = [b for b in order if not unranked(b, rank_by)]
-    ends = [b.interval(which, decide) for b in ranked_models]
+    ends = [b.interval(rank_by, decide) for b in ranked_models]
     ranges = rank_ranges([lo for lo, _ in ends], [hi for _, hi in ends]) if ends else []
 
     def accuracy(b: Bounds, kind: str, eps=None) -> str:
@@ -105,17 +102,17 @@ def table(bounds: list[Bounds], rank_by: str = "certified", intervals: bool = Tr
     radii = [[b.median_radius("certified"), b.median_radius("empirical"), b.median_gap()] for b in order]
     columns = [_radius_column([r[k] for r in radii]) for k in range(3)]
     for position, b in enumerate(order):
-        if position < len(ranges):
-            best, worst = ranges[position]
-            rank = str(best) if best == worst else f"{best}–{worst}"
-        else:
+        rank_range = ranges[position] if position < len(ranges) else None  # the ranked models come first
+        if rank_range is None:
             rank = "—"
+        else:
+            rank = str(rank_range[0]) if rank_range[0] == rank_range[1] else f"{rank_range[0]}–{rank_range[1]}"
         cells = [rank, b.model, b.defense, accuracy(b, "clean")]
         cells += [f"{accuracy(b, 'certified', e)} / {accuracy(b, 'empirical', e)}" for e in eps_list]
         cells += [column[position] for column in columns]
         flags = list(b.flags) + (["ERROR"] if b.errors else [])
         cells.append(", ".join(flags) or "")
-        rows.append(Row(position + 1, b, cells))
+        rows.append(Row(position + 1, b, cells, rank_range))
     notes = _table_notes(order, rank_by, decide, intervals, len(bounds[0].label) if bounds else 0)
     return Table(header, rows, notes)
 
@@ -131,8 +128,8 @@ def _table_notes(order: list[Bounds], rank_by: str, decide, intervals: bool, exa
         notes.append(f"±: the 95% Clopper-Pearson interval of each accuracy over the {examples} evaluated examples "
                      "(its larger side; the two ends are in `advbench export --format json`).")
     if any(unranked(b, rank_by) for b in order):
-        notes.append(f"— as rank: not ranked, listed last: a failed job or unsound certificate (ERROR), or no {primary(rank_by)} "
-                     f"accuracy (— in its cells: no {'certifier' if primary(rank_by) == 'certified' else 'attack'} applies), "
+        notes.append(f"— as rank: not ranked, listed last: a failed job or unsound certificate (ERROR), or no {rank_by} "
+                     f"accuracy (— in its cells: no {'certifier' if rank_by == 'certified' else 'attack'} applies), "
                      "which is unknown, not 0.")
     return notes
 
@@ -149,8 +146,11 @@ def print_tables(console, results: Results, rank_by: str = "certified") -> None:
             continue
         shown = table(bounds, rank_by, intervals=False)
         eps_cells = [[row.cells[4 + k] for row in shown.rows] for k in range(len(bounds[0].eps))]
-        fixed = 4 + max(len(r.cells[0]) for r in shown.rows) + 3 + max(8, *(len(r.cells[1]) for r in shown.rows)) + 3 + 5 + 3
-        widths = [max(len(shown.header[4 + k]) - len(" cert / emp"), *(len(c) for c in column)) + 3 for k, column in enumerate(eps_cells)]
+        # each column takes its text plus 3 (padding and border); the model column at most MODEL_WIDTH
+        rank_width = max(len(r.cells[0]) for r in shown.rows)
+        model_width = min(MODEL_WIDTH, max(5, *(len(r.cells[1]) for r in shown.rows)))
+        fixed = 4 + (rank_width + 3) + (model_width + 3) + (len("clean") + 3)
+        widths = [max(len(f"ε={format_eps(e)}"), *(len(c) for c in column)) + 3 for e, column in zip(bounds[0].eps, eps_cells)]
         groups, current, used = [], [], fixed
         for k, width in enumerate(widths):
             if current and used + width > console.width:
@@ -166,7 +166,7 @@ def print_tables(console, results: Results, rank_by: str = "certified") -> None:
             rich_table = RichTable(title=title, title_justify="left")
             for name in ("#", "model", "clean"):
                 rich_table.add_column(name, justify="left" if name == "model" else "right", no_wrap=True,
-                                      overflow="ellipsis", max_width=24 if name == "model" else None)
+                                      overflow="ellipsis", max_width=MODEL_WIDTH if name == "model" else None)
             for k in group:
                 rich_table.add_column(f"ε={format_eps(bounds[0].eps[k])}", justify="right", no_wrap=True)
             for position, row in enumerate(shown.rows):
@@ -350,7 +350,7 @@ def _provenance(results: Results) -> list[str]:
     return lines
 
 
-def plot(results: Results, norm: str, path: Path) -> None:
+def plot(results: Results, norm: str, path: Path, rank_by: str = "certified") -> None:
     """Robust accuracy against eps, one panel per model in ranked order (small multiples,
     legible with many models): its certified (solid, lower) and empirical (dashed, upper)
     curve with the band between them shaded, 95% intervals as error bars at the spec's
@@ -360,13 +360,14 @@ def plot(results: Results, norm: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    bounds = ranked(results.for_norm(norm))
-    shown = {row.bounds.model: row.cells[0] for row in table(bounds).rows}
+    rows = table(results.for_norm(norm), rank_by).rows
+    bounds = [row.bounds for row in rows]
+    shown = {row.bounds.model: row.cells[0] for row in rows}
     top = max(max(b.eps) for b in bounds) * 1.25
     grid = np.linspace(0, top, 200)
     columns = min(3, len(bounds))
-    rows = math.ceil(len(bounds) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 2.6 * rows + 0.6), dpi=120, squeeze=False,
+    grid_rows = math.ceil(len(bounds) / columns)
+    figure, axes = plt.subplots(grid_rows, columns, figsize=(3.4 * columns, 2.6 * grid_rows + 0.6), dpi=120, squeeze=False,
                                 sharex=True, sharey=True)
     curves = {b.model: (np.array([b.certified_accuracy(e) for e in grid]) if b.sound_certified else None,
                         np.array([b.empirical_accuracy(e) for e in grid]) if b.empirical else None) for b in bounds}
@@ -401,10 +402,10 @@ def plot(results: Results, norm: str, path: Path) -> None:
         axis.set_xlim(0, top)
         if i % columns == 0:
             axis.set_ylabel("robust accuracy (%)", fontsize=8)
-        if i // columns == rows - 1 or i + columns >= len(bounds):
+        if i // columns == grid_rows - 1 or i + columns >= len(bounds):
             axis.set_xlabel(f"ε ({norm})", fontsize=8)
         axis.tick_params(labelsize=7)
-    for j in range(len(bounds), rows * columns):
+    for j in range(len(bounds), grid_rows * columns):
         axes[j // columns][j % columns].axis("off")
     handles, labels = axes[0][0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
@@ -509,7 +510,7 @@ def write_leaderboard(run_dir: str | Path, output: str | Path | None = None, ran
         norm = threat["norm"]
         if results.for_norm(norm):
             name = f"{output.stem}-{norm}.png"
-            plot(results, norm, output.parent / name)
+            plot(results, norm, output.parent / name, rank_by)
             plots[norm] = name
             figure_name = f"{output.stem}-{norm}-examples.png"
             if examples_figure(results, store, norm, output.parent / figure_name):

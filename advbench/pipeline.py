@@ -296,8 +296,9 @@ class Pipeline:
     def _error(self, job: Job, exc: BaseException) -> dict:
         from advbench.results import short_message
 
-        self.reporter.warn(f"{job.id} failed: {short_message(f'{exc.__class__.__name__}: {exc}')} (in full: {self.store.job_path(job.id)})")
-        return {"status": "error", "message": f"{exc.__class__.__name__}: {exc}", "traceback": traceback.format_exc()}
+        message = f"{exc.__class__.__name__}: {exc}"
+        self.reporter.warn(f"{job.id} failed: {short_message(message)} (in full: {self.store.job_path(job.id)})")
+        return {"status": "error", "message": message, "traceback": traceback.format_exc()}
 
     # -- training ----------------------------------------------------------------------------
 

@@ -107,12 +107,8 @@ def leaderboard_document(results: Results, rank_by: str = "certified") -> dict:
         entries = []
         for row in shown.rows if shown else []:
             b = row.bounds
-            rank_cell = row.cells[0]
-            ranked = rank_cell != "—"
-            low, _, high = rank_cell.partition("–")
             entries.append(Entry(
-                model=b.model, defense=b.defense, rank=row.rank if ranked else None,
-                rank_range=(int(low), int(high or low)) if ranked else None,
+                model=b.model, defense=b.defense, rank=row.rank if row.rank_range else None, rank_range=row.rank_range,
                 clean=_accuracy(b, "clean"),
                 budgets=[Budget(
                     eps=e, eps_text=format_eps(e), certified=_accuracy(b, "certified", e), empirical=_accuracy(b, "empirical", e),

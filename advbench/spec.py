@@ -141,7 +141,7 @@ class ResourcesSpec(_Strict):
     """What one job asks of a worker under ``--executor ray`` (ignored by the in-process executor;
     not part of any result's key: where a job runs does not change what it computes)."""
 
-    cpus_per_job: float = Field(1, gt=0, description="CPU cores reserved per job; a worker's framework uses that many threads.")
+    cpus_per_job: float = Field(1, gt=0, description="CPU cores Ray reserves per job (the framework keeps its own thread pool: its size changes float sums).")
     gpus_per_job: float | None = Field(
         None, ge=0, description="GPUs per job (a fraction shares one GPU between jobs); default: 1 where the cluster has GPUs, else 0.",
     )
@@ -313,7 +313,7 @@ class Spec:
     model_index: list[int] = field(default_factory=list)  # position of each model in the file (a partial spec skips some)
     threat_index: list[int] = field(default_factory=list)
     loaded: Any = None  # the data subsets, once the data checks loaded them (advbench.data.Subsets)
-    resources: ResourcesSpec = field(default_factory=lambda: ResourcesSpec())  # where jobs run, not what they compute
+    resources: ResourcesSpec = field(default_factory=ResourcesSpec)  # where jobs run, not what they compute
 
     @property
     def indexed_models(self) -> list[tuple[int, "ModelPlan"]]:

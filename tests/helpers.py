@@ -49,3 +49,19 @@ def trained_mlp(hidden=32, epochs=20, seed=0, activation="softplus"):
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=128, verbose=0)
     return model, data
+
+
+def kill_midway(command, run_dir, records: int, timeout: float = 180) -> int:
+    """Start ``advbench run`` (``command``), SIGKILL it once ``records`` job records exist in
+    ``run_dir``, and return how many exist after it died (to check it died midway)."""
+    import signal
+    import subprocess
+    import time
+
+    victim = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    jobs, deadline = run_dir / "jobs", time.time() + timeout
+    while time.time() < deadline and len(list(jobs.rglob("*.json"))) < records:
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    return len(list(jobs.rglob("*.json")))

@@ -99,3 +99,25 @@ def test_an_attack_leaving_its_budget_is_an_error(mlp):
     target, x, y = mlp
     with pytest.raises(AttackContractError, match="left its budget"):
         attack_radii(Cheat(), target, x[:4], y[:4], y[:4], "linf", [0.1], 0.05, 0, 4)
+
+
+def test_per_target_keeps_one_build_per_live_target_and_never_serves_a_dead_targets():
+    from advbench.components import Component
+
+    class Model:
+        pass
+
+    component, builds = Component(), []
+
+    def build():
+        builds.append(len(builds) + 1)
+        return builds[-1]
+
+    first = Model()
+    assert component.per_target(first, "linf", build) == 1 and component.per_target(first, "linf", build) == 1
+    assert component.per_target(first, "l2", build) == 2
+    second = Model()
+    component.__dict__["_per_target"][(id(second), "linf")] = (first, 99)  # as if `second` had a dead target's id
+    assert component.per_target(second, "linf", build) == 3
+    component.forget_targets()
+    assert component.per_target(first, "linf", build) == 4

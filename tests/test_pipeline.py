@@ -2,12 +2,9 @@
 changed specs, failures and the certified <= empirical check."""
 
 import csv
-import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +12,7 @@ from typer.testing import CliRunner
 
 from advbench.cli import app
 from advbench.testing import run_spec, tiny_spec
+from helpers import kill_midway
 
 
 @pytest.fixture(scope="module")
@@ -124,14 +122,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_results(tmp_path):
     )
     command = [sys.executable, "-m", "advbench.cli", "run", str(spec), "--out"]
     subprocess.run(command + [str(tmp_path / "clean")], check=True, capture_output=True)
-    victim = subprocess.Popen(command + [str(tmp_path / "killed")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    jobs = tmp_path / "killed" / "jobs"
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(jobs.rglob("*.json"))) < 5:
-        time.sleep(0.05)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    finished_before = len(list(jobs.rglob("*.json")))
+    finished_before = kill_midway(command + [str(tmp_path / "killed")], tmp_path / "killed", records=5, timeout=120)
     assert 5 <= finished_before < 15, "the run should have been killed midway"
     subprocess.run(command + [str(tmp_path / "killed")], check=True, capture_output=True)
     assert export(tmp_path / "clean", tmp_path / "a.csv") == export(tmp_path / "killed", tmp_path / "b.csv")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from advbench.testing import tiny_spec
+from helpers import kill_midway
 
 pytest.importorskip("ray")
 
@@ -96,14 +97,7 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_results_do_not_change(spec,
 def test_a_driver_killed_mid_run_resumes_to_the_same_results(spec, sequential):
     run_dir = spec.parent / "driver-killed"
     command = [sys.executable, "-m", "advbench.cli", "run", str(spec), "--out", str(run_dir), "--executor", "ray"]
-    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    jobs, deadline = run_dir / "jobs", time.time() + 180
-    while time.time() < deadline and len(list(jobs.rglob("*.json"))) < 4:
-        time.sleep(0.05)
-    driver.send_signal(signal.SIGKILL)
-    driver.wait()
-    finished = len(list(jobs.rglob("*.json")))
-    assert 4 <= finished < 12, "the driver should have been killed midway"
+    assert 4 <= kill_midway(command, run_dir, records=4) < 12, "the driver should have been killed midway"
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "already done" in result.stdout

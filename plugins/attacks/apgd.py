@@ -162,13 +162,8 @@ class APGD(Attack):
 
     Params = APGDParams
 
-    def __init__(self, params=None, **kwargs):
-        super().__init__(params, **kwargs)
-        self._compiled = {}
-
     def _run(self, target, norm, loss_name):
-        key = (id(target), norm, loss_name)
-        if key not in self._compiled:
+        def build():
             steps, random_start = self.params.steps, self.params.random_start
 
             def run(x, y, eps, seed, target_class):
@@ -178,8 +173,9 @@ class APGD(Attack):
                     target_class=target_class if loss_name == "targeted" else None, stop_early=not target.randomized,
                 )
 
-            self._compiled[key] = target.compile(run, batch_args=(0, 1, 2, 4))
-        return self._compiled[key]
+            return target.compile(run, batch_args=(0, 1, 2, 4))
+
+        return self.per_target(target, (norm, loss_name), build)
 
     def perturb(self, target, x, y, eps, norm, seed):
         x, y, eps = np.asarray(x, np.float32), np.asarray(y), np.asarray(eps, np.float32)

@@ -47,12 +47,8 @@ class CarliniWagnerL2(Attack):
     norms = ("l2",)
     minimal_norm = True
 
-    def __init__(self, params=None, **kwargs):
-        super().__init__(params, **kwargs)
-        self._compiled = {}
-
     def _optimize(self, target):
-        if id(target) not in self._compiled:
+        def build():
             p = self.params
 
             def run(x, y, const, goal):
@@ -84,8 +80,9 @@ class CarliniWagnerL2(Attack):
                 _, _, _, _, best_norm, best = backend.while_loop(lambda i, *_: i < p.steps, body, start)
                 return best_norm, best
 
-            self._compiled[id(target)] = target.compile(run, batch_args=(0, 1, 2, 3))
-        return self._compiled[id(target)]
+            return target.compile(run, batch_args=(0, 1, 2, 3))
+
+        return self.per_target(target, "optimize", build)
 
     def minimize(self, target, x, y, norm, seed):
         from advbench.evaluation import shrink_to_boundary

@@ -33,14 +33,8 @@ class DeepFool(Attack):
     Params = DeepFoolParams
     minimal_norm = True
 
-    def __init__(self, params=None, **kwargs):
-        super().__init__(params, **kwargs)
-        self._compiled = {}
-
     def _step(self, target, norm, box_exact):
-        key = (id(target), norm, box_exact)
-        if key not in self._compiled:
-
+        def build():
             def step(x_now, y):
                 ops = keras.ops
                 jacobian, logits = target.logit_jacobian(x_now)
@@ -72,8 +66,9 @@ class DeepFool(Attack):
                 chosen = ops.take_along_axis(steps, ops.reshape(nearest, (-1, 1, 1, 1, 1)), axis=1)[:, 0]
                 return chosen, logits
 
-            self._compiled[key] = target.compile(step, batch_args=(0, 1))
-        return self._compiled[key]
+            return target.compile(step, batch_args=(0, 1))
+
+        return self.per_target(target, (norm, box_exact), build)
 
     def minimize(self, target, x, y, norm, seed):
         x, y = np.asarray(x, np.float32), np.asarray(y)

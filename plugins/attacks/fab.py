@@ -100,7 +100,7 @@ class FAB(Attack):
             return fab_search(target.logit_jacobian, target.logits, x, y, start, norm,
                               steps=p.steps, alpha_max=p.alpha_max, eta=p.eta, beta=p.beta)
 
-        return self.compiled(target, norm, run, batch_args=(0, 1, 2))
+        return self.per_target(target, norm, lambda: target.compile(run, batch_args=(0, 1, 2)))
 
     def minimize(self, target, x, y, norm, seed):
         from advbench.evaluation import shrink_to_boundary

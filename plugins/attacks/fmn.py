@@ -88,7 +88,7 @@ class FMN(Attack):
         def run(x, y):
             return fmn_search(lambda a, b: target.loss_and_gradient(cw_margin, a, b), x, y, norm, **settings)
 
-        return self.compiled(target, norm, run, batch_args=(0, 1))
+        return self.per_target(target, norm, lambda: target.compile(run, batch_args=(0, 1)))
 
     def minimize(self, target, x, y, norm, seed):
         from advbench.evaluation import shrink_to_boundary

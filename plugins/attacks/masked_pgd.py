@@ -52,7 +52,7 @@ class MaskedPGD(PGD):
             mask[order[:count]] = 1.0
             mask = mask.reshape(heatmap.shape)
         self.pixel_mask = mask[..., None]
-        self._compiled.clear()
+        self.forget_targets()  # the compiled steps baked in the old mask
 
 
 @hookimpl

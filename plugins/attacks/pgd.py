@@ -84,7 +84,6 @@ class PGD(Attack):
 
     def __init__(self, params=None, **kwargs):
         super().__init__(params, **kwargs)
-        self._compiled = {}
         self.pixel_mask = None  # (H, W, 1) of 0/1: perturb only these pixels (masked PGD)
 
     def search_settings(self) -> dict:
@@ -98,8 +97,7 @@ class PGD(Attack):
         }
 
     def _functions(self, target, norm):
-        key = (id(target), norm)
-        if key not in self._compiled:
+        def build():
             loss = LOSSES[self.params.loss]
             settings = self.search_settings()
             mask = 1.0 if self.pixel_mask is None else keras.ops.convert_to_tensor(self.pixel_mask, "float32")
@@ -120,10 +118,11 @@ class PGD(Attack):
             def fooled(x, y):
                 return misclassified(target.logits(x), y)
 
-            self._compiled[key] = (
+            return (
                 target.compile(run, batch_args=(0, 1, 2, 3)), target.compile(start, batch_args=(0, 1)), target.compile(fooled, batch_args=(0, 1))
             )
-        return self._compiled[key]
+
+        return self.per_target(target, norm, build)
 
     def perturb(self, target, x, y, eps, norm, seed):
         """Restarts run only on the examples still unbroken; with ``early_stop`` the batch

@@ -48,13 +48,8 @@ class Square(Attack):
     Params = SquareParams
     uses_gradients = False
 
-    def __init__(self, params=None, **kwargs):
-        super().__init__(params, **kwargs)
-        self._compiled = {}
-
     def _chunk(self, target, norm):
-        key = (id(target), norm)
-        if key not in self._compiled:
+        def build():
             ops = keras.ops
 
             def margin(point, y):
@@ -103,8 +98,9 @@ class Square(Attack):
                 delta = lp.clip_to_box(x, delta)
                 return delta, margin(x + delta, y)
 
-            self._compiled[key] = (target.compile(run, batch_args=(0, 1, 2, 3, 4)), target.compile(start, batch_args=(0, 1, 2)))
-        return self._compiled[key]
+            return (target.compile(run, batch_args=(0, 1, 2, 3, 4)), target.compile(start, batch_args=(0, 1, 2)))
+
+        return self.per_target(target, norm, build)
 
     def perturb(self, target, x, y, eps, norm, seed):
         run, start = self._chunk(target, norm)

@@ -23,10 +23,6 @@ class CrownParams(BoundParams):
 
 
 class _Propagation(BisectionCertifier):
-    def __init__(self, params=None, **kwargs):
-        super().__init__(params, **kwargs)
-        self._compiled = {}
-
     def check(self, target):
         from advbench_plugins.certifiers.propagation import read_graph
 
@@ -37,16 +33,16 @@ class _Propagation(BisectionCertifier):
         return None
 
     def _function(self, target, norm):
-        key = (id(target), norm)
-        if key not in self._compiled:
+        def build():
             from advbench_plugins.certifiers.propagation import largest_layer, read_graph
 
             nodes = read_graph(target.model)
             compute = self.lower_margins(nodes, norm)
             per_example = largest_layer(nodes, target.input_shape) * 4 * self.spec_size(nodes, target)
             sub_batch = max(1, int(self.params.memory_mb * 2**20 // max(1, per_example)))
-            self._compiled[key] = (target.compile(compute, batch_args=(0, 1, 2)), sub_batch)
-        return self._compiled[key]
+            return (target.compile(compute, batch_args=(0, 1, 2)), sub_batch)
+
+        return self.per_target(target, norm, build)
 
     def spec_size(self, nodes, target) -> int:
         return target.num_classes
