@@ -137,14 +137,16 @@ def input_box(x, eps, norm):
     return keras.ops.maximum(x - e, 0.0), keras.ops.minimum(x + e, 1.0)
 
 
-def ibp(nodes, x, eps, norm, until=None):
+def ibp(nodes, x, eps, norm, until=None, raw=None):
     """Interval bounds (lower, upper) of every node's output; stops after node ``until``.
 
     For an l2 ball, the first affine layer is bounded over the ball as well as over its
-    bounding box, and the intervals intersected (both contain the true set)."""
+    bounding box, and the intervals intersected (both contain the true set).  ``raw``, a
+    dict, receives the nodes whose output is the input itself, reshaped (index -1: x)."""
     lower_in, upper_in = input_box(x, eps, norm)
     bounds: list = []
-    raw = {-1: x}  # the input itself at nodes that only reshape it
+    raw = {} if raw is None else raw
+    raw[-1] = x
 
     def get(i):
         return (lower_in, upper_in) if i == -1 else bounds[i]
@@ -218,17 +220,28 @@ def margin_matrix(labels, classes):
 
 
 def ibp_margins(nodes, x, C, eps, norm):
-    """Lower bounds of f_y - f_j (rows of ``C``), the last layer folded into the margins."""
-    bounds = ibp(nodes, x, eps, norm, until=len(nodes) - 2)
+    """Lower bounds of f_y - f_j (rows of ``C``), the last layer folded into the margins.
+
+    Where the logits layer reads the input itself (a linear model), an l2 ball bounds the
+    margins by the dual norm, ``C W x + C b - eps ||(C W)_j||_2``, as well as by its box."""
+    raw = {}
+    bounds = ibp(nodes, x, eps, norm, until=len(nodes) - 2, raw=raw)
+    source = nodes[-1].inputs[0]
     head = nodes[-1].layer
-    lo, up = bounds[nodes[-1].inputs[0]] if nodes[-1].inputs[0] != -1 else input_box(x, eps, norm)
+    lo, up = bounds[source] if source != -1 else input_box(x, eps, norm)
     ops = keras.ops
+    batch = ops.shape(x)[0]
     W = ops.einsum("bsk,dk->bsd", C, head.kernel)
     bias = ops.einsum("bsk,k->bs", C, head.bias) if head.use_bias else 0.0
     center, radius = (lo + up) / 2, (up - lo) / 2
-    flat_c = ops.reshape(center, (ops.shape(x)[0], -1))
-    flat_r = ops.reshape(radius, (ops.shape(x)[0], -1))
-    return ops.einsum("bsd,bd->bs", W, flat_c) - ops.einsum("bsd,bd->bs", ops.abs(W), flat_r) + bias
+    flat_c = ops.reshape(center, (batch, -1))
+    flat_r = ops.reshape(radius, (batch, -1))
+    margins = ops.einsum("bsd,bd->bs", W, flat_c) - ops.einsum("bsd,bd->bs", ops.abs(W), flat_r) + bias
+    if norm == "l2" and source in raw:
+        at_x = ops.einsum("bsd,bd->bs", W, ops.reshape(raw[source], (batch, -1))) + bias
+        ball = at_x - ops.reshape(eps, (-1, 1)) * ops.sqrt(ops.sum(ops.square(W), axis=2))
+        margins = ops.maximum(margins, ball)
+    return margins
 
 
 # -- CROWN -------------------------------------------------------------------------------
