@@ -183,6 +183,9 @@ class Defense(Component):
         """Return the model to train (default: unchanged).  Called once, before training."""
         return model
 
+    def on_train_begin(self, epochs: int, steps_per_epoch: int) -> None:
+        """Called once before training, with its length (e.g. to schedule a ramp by steps)."""
+
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         """Called before each training epoch (e.g. to ramp up a budget)."""
 
@@ -229,6 +232,10 @@ class DefenseStack(Defense):
         for defense in self.defenses:
             model = defense.prepare_model(model)
         return model
+
+    def on_train_begin(self, epochs: int, steps_per_epoch: int) -> None:
+        for defense in self.defenses:
+            defense.on_train_begin(epochs, steps_per_epoch)
 
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         for defense in self.defenses:

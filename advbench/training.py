@@ -117,6 +117,7 @@ def train_model(
     optimizer.build(model.trainable_variables)
     augment = augmenter(training.augmentation, seed)
     trainable = model.trainable_variables
+    defense.on_train_begin(training.epochs, steps_per_epoch)
     state = [model, optimizer, augment, *defense.variables]
 
     def step(x, y):

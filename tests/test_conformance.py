@@ -37,7 +37,8 @@ ATTACK_SETTINGS = {
     "transfer": {"steps": 10, "source": "self"},
 }
 CERTIFIER_SETTINGS = {"ibp": {"tolerance": 0.01}, "crown": {"tolerance": 0.01}, "smoothing": {"n": 200, "n0": 20, "batch": 400}}
-DEFENSE_SETTINGS = {"pgd_training": {"steps": 3, "eps": 0.1}, "hein_training": {"growth_steps": 2, "bisection_steps": 2}}
+DEFENSE_SETTINGS = {"pgd_training": {"steps": 3, "eps": 0.1}, "hein_training": {"growth_steps": 2, "bisection_steps": 2},
+                    "ibp_training": {"warmup_epochs": 0, "ramp_epochs": 0}, "crown_ibp_training": {"warmup_epochs": 0, "ramp_epochs": 0}}
 
 
 def build(kind, name, **params):
@@ -147,3 +148,44 @@ def test_gradients_agree_with_finite_differences():
         loss = lambda logits: -np.log(np.exp(logits[np.arange(2), y]) / np.exp(logits).sum(1))  # noqa: E731
         np.testing.assert_allclose(backend.to_numpy(gradient)[(slice(None),) + i], (loss(logits_up) - loss(logits_down)) / (2 * step),
                                    rtol=2e-2, atol=2e-3)
+
+
+@pytest.mark.parametrize("bounds", ["ibp", "crown-ibp", "crown"])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_certified_training_bounds_have_the_weight_gradient_of_finite_differences(bounds, norm):
+    """Certified training descends the certifiers' bounds: their gradient with respect to
+    the weights (through convolutions, max-pooling and ReLU relaxations) must be right."""
+    from advbench.lazy import keras
+    from advbench.training import initialize
+    from advbench_plugins.certifiers.propagation import Crown, ibp_margins, margin_matrix, read_graph
+
+    model = build("architecture", "cnn", filters=[3], hidden=6).build((6, 6, 1), 4)
+    initialize(model, 1)
+    nodes = read_graph(model)
+    rng = np.random.default_rng(0)
+    x = backend.to_tensor(rng.uniform(size=(3, 6, 6, 1)))
+    C = backend.to_tensor(margin_matrix(np.array([0, 1, 3]), 4))
+    eps = backend.to_tensor(np.full(3, 0.05 if norm == "linf" else 0.15))
+
+    def total():
+        if bounds == "ibp":
+            margins = ibp_margins(nodes, x, C, eps, norm)
+        else:
+            margins = Crown(nodes, max_neurons=0 if bounds == "crown-ibp" else 2048, differentiable=True).margins(x, C, eps, norm)
+        return keras.ops.sum(margins), None
+
+    variables = model.trainable_variables
+    gradients = backend.compile(lambda: backend.variable_grad(total, variables)[2], state=[model])()
+    assert all(np.all(np.isfinite(backend.to_numpy(g))) for g in gradients)
+    direction = [rng.normal(size=v.shape).astype(np.float32) for v in variables]
+    predicted = sum(float(np.sum(backend.to_numpy(g) * d)) for g, d in zip(gradients, direction))
+    start = [np.array(v.numpy()) for v in variables]
+    step, ends = 1e-4, []  # the bounds are piecewise smooth: a small step stays on one piece
+    for sign in (1, -1):
+        for v, s, d in zip(variables, start, direction):
+            v.assign(s + sign * step * d)
+        ends.append(float(backend.to_numpy(total()[0])))
+    for v, s in zip(variables, start):
+        v.assign(s)
+    assert abs(predicted) > 1e-3
+    np.testing.assert_allclose(predicted, (ends[0] - ends[1]) / (2 * step), rtol=2e-2)

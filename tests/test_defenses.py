@@ -36,7 +36,8 @@ def digits():
 
 
 DEFENSES = {"weight_decay": {}, "dropout": {}, "cross_lipschitz": {}, "pgd_training": {"eps": 0.1, "steps": 3},
-            "gaussian_noise": {}, "randomization": {}, "prm": {}, "none": {}}
+            "gaussian_noise": {}, "randomization": {}, "prm": {}, "none": {},
+            "ibp_training": {"warmup_epochs": 0, "ramp_epochs": 1}, "crown_ibp_training": {"warmup_epochs": 0, "ramp_epochs": 1}}
 
 
 @pytest.mark.parametrize("name", REGISTRY.names("defense"))
@@ -120,6 +121,49 @@ def test_pgd_training_raises_pgd_robust_accuracy(digits):
         outcome = attack_radii(build("attack", "pgd", steps=20), target, digits.x_eval, digits.y_eval, predicted, "linf", [0.1], 0.05, 0, 100)
         accuracy[name] = 1 - outcome.success[0].mean()
     assert accuracy["pgd_training"] > accuracy["none"] + 0.2, accuracy
+
+
+def test_certified_training_schedule_warms_up_then_ramps_by_step():
+    defense = build("defense", "crown_ibp_training", warmup_epochs=1, ramp_epochs=2)
+    defense.on_train_begin(epochs=5, steps_per_epoch=10)
+    (step,) = defense.variables
+    progress = []
+    for taken in (1, 10, 11, 16, 30, 31, 50):  # the step counter after training_batch of that step
+        step.assign(float(taken))
+        progress.append(float(backend.to_numpy(defense.progress())))
+    np.testing.assert_allclose(progress, [0, 0, 0, 0.25, 0.95, 1, 1], atol=1e-6)
+
+
+def test_certified_training_raises_certified_accuracy_and_stays_below_the_attacks(digits):
+    """A small CNN certifies nothing at linf 0.1 when trained plainly; trained on IBP or
+    CROWN-IBP bounds, the same certifiers prove a large share, never above PGD's radius."""
+    from advbench.evaluation import attack_radii, certified_radii
+
+    certified = {}
+    for name, params in (("none", {}), ("ibp_training", {"eps": 0.1}), ("crown_ibp_training", {"eps": 0.1})):
+        keras.utils.set_random_seed(0)
+        model = build("architecture", "cnn", filters=[8], hidden=32).build((8, 8, 1), 10)
+        defense = build("defense", name, warmup_epochs=1, ramp_epochs=6, **params) if params else build("defense", name)
+        train_model(model, defense, TrainingSpec(epochs=10, learning_rate=0.003), digits.x_train, digits.y_train, seed=0)
+        target = Target(model, num_classes=10)
+        x, y = digits.x_eval, digits.y_eval
+        predicted = target.predict(x)
+        radius, _ = certified_radii(build("certifier", "crown", tolerance=0.01), target, x, y, predicted, "linf", 100)
+        outcome = attack_radii(build("attack", "pgd", steps=20), target, x, y, predicted, "linf", [0.1], 0.02, 0, 100)
+        assert np.all(radius <= outcome.radius), name
+        certified[name] = np.mean((radius >= 0.1) & (predicted == y))
+    assert certified["none"] == 0
+    assert certified["ibp_training"] > 0.05 and certified["crown_ibp_training"] > 0.05, certified
+
+
+def test_certified_training_refuses_a_model_bound_propagation_cannot_read():
+    from advbench.structure import UnsupportedModel
+
+    inputs = keras.Input((8, 8, 1))
+    hidden = keras.layers.LayerNormalization()(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(hidden))
+    with pytest.raises(UnsupportedModel, match="ibp_training needs a model that bound propagation supports.*LayerNormalization"):
+        build("defense", "ibp_training").prepare_model(model)
 
 
 def test_prm_gradient_iou_rises_with_lambda(digits, tmp_path):

@@ -1,6 +1,7 @@
 """The architectures of the founding papers: `hein_mlp` (Hein & Andriushchenko 2017),
 `madry_cnn` (Madry et al. 2018), `resnet32` (He et al. 2016, CIFAR variant, with a width
-multiplier) and `gtsrb_cnn`, a compact CNN for 32x32 traffic signs."""
+multiplier), `ibp_small` (Gowal et al. 2018, for certified training) and `gtsrb_cnn`, a
+compact CNN for 32x32 traffic signs."""
 
 from __future__ import annotations
 
@@ -87,9 +88,28 @@ class GTSRBCNN(Architecture):
         return keras.Model(inputs, keras.layers.Dense(num_classes, name="logits")(h), name="gtsrb_cnn")
 
 
+class IBPSmallParams(Params):
+    filters: list[int] = Field([16, 32], min_length=2, max_length=2, description="Filters of the two 4x4 convolutions.")
+    hidden: int = Field(100, ge=1, description="Units in the dense layer before the logits.")
+
+
+class IBPSmall(Architecture):
+    """conv 16 (4x4, stride 2) - conv 32 (4x4) - dense 100 - logits, ReLU, no pooling: the small model of Gowal et al. 2018 (CROWN-IBP's DM-small)."""
+
+    Params = IBPSmallParams
+
+    def build(self, input_shape, num_classes):
+        inputs = keras.Input(shape=input_shape)
+        h = keras.layers.ReLU()(keras.layers.Conv2D(self.params.filters[0], 4, strides=2, padding="valid")(inputs))
+        h = keras.layers.ReLU()(keras.layers.Conv2D(self.params.filters[1], 4, padding="valid")(h))
+        h = keras.layers.ReLU()(keras.layers.Dense(self.params.hidden)(keras.layers.Flatten()(h)))
+        return keras.Model(inputs, keras.layers.Dense(num_classes, name="logits")(h), name="ibp_small")
+
+
 @hookimpl
 def advbench_register_architectures(register):
     register("hein_mlp", HeinMLP)
     register("madry_cnn", MadryCNN)
     register("resnet32", ResNet)
     register("gtsrb_cnn", GTSRBCNN)
+    register("ibp_small", IBPSmall)

@@ -204,10 +204,18 @@ def _l2_spread(layer, x, eps):
     name = type(layer).__name__
     e = ops.reshape(eps, (-1,) + (1,) * (len(x.shape) - 1))
     if name == "Dense":
-        return ops.sqrt(ops.sum(ops.square(layer.kernel), axis=0)) * e
+        return l2_norm(layer.kernel, axis=0) * e
     if name == "Conv2D":
-        return ops.sqrt(ops.sum(ops.square(layer.kernel), axis=(0, 1, 2))) * e
+        return l2_norm(layer.kernel, axis=(0, 1, 2)) * e
     return abs(layer.scale) * e
+
+
+def l2_norm(tensor, axis):
+    """The l2 norm along ``axis``, with gradient 0 (not NaN) where the norm is 0."""
+    ops = keras.ops
+    squares = ops.sum(ops.square(tensor), axis=axis)
+    positive = squares > 0
+    return ops.where(positive, ops.sqrt(ops.where(positive, squares, 1.0)), 0.0)
 
 
 def margin_matrix(labels, classes):
@@ -239,7 +247,7 @@ def ibp_margins(nodes, x, C, eps, norm):
     margins = ops.einsum("bsd,bd->bs", W, flat_c) - ops.einsum("bsd,bd->bs", ops.abs(W), flat_r) + bias
     if norm == "l2" and source in raw:
         at_x = ops.einsum("bsd,bd->bs", W, ops.reshape(raw[source], (batch, -1))) + bias
-        ball = at_x - ops.reshape(eps, (-1, 1)) * ops.sqrt(ops.sum(ops.square(W), axis=2))
+        ball = at_x - ops.reshape(eps, (-1, 1)) * l2_norm(W, axis=2)
         margins = ops.maximum(margins, ball)
     return margins
 
@@ -250,11 +258,14 @@ def ibp_margins(nodes, x, C, eps, norm):
 class Crown:
     """Backward linear bound propagation with ReLU/softplus relaxations; intermediate
     bounds by CROWN where a layer has at most ``max_neurons`` neurons, IBP otherwise
-    (both intersected)."""
+    (both intersected); ``max_neurons=0`` gives CROWN-IBP (IBP for every intermediate
+    layer).  ``differentiable``: the bounds stay differentiable with respect to the
+    weights (certified training)."""
 
-    def __init__(self, nodes, max_neurons: int = 2048):
+    def __init__(self, nodes, max_neurons: int = 2048, differentiable: bool = False):
         self.nodes = nodes
         self.max_neurons = max_neurons
+        self.differentiable = differentiable
         # Nodes with no nonlinearity between them and the input: IBP is exact there already.
         self.affine_in_input = set()
         for k, node in enumerate(nodes):
@@ -302,7 +313,8 @@ class Crown:
         offset_out = linear_apply(layer, zeros)  # the layer's constant term, (1, *out)
         offset = ops.sum(ops.reshape(lam, (batch, size, -1)) * ops.reshape(offset_out, (1, 1, -1)), axis=2)
         probes = [ops.zeros((ops.shape(folded)[0],) + s) for s in in_shapes]
-        grads, _ = backend.grad(lambda p: (ops.sum(linear_apply(layer, p, with_bias=False) * folded), None), probes)
+        grads, _ = backend.grad(lambda p: (ops.sum(linear_apply(layer, p, with_bias=False) * folded), None), probes,
+                                self.differentiable)
         contributions = [ops.reshape(g, (batch, size) + s) for g, s in zip(grads, in_shapes)]
         return contributions, offset
 
@@ -375,7 +387,7 @@ class Crown:
         # the input attaining each window's largest lower bound: the gradient of max-pool at `lower`
         folded = ops.reshape(positive, (-1,) + tuple(out_upper.shape[1:]))
         tiled = ops.repeat(lower, size, axis=0)
-        back, _ = backend.grad(lambda z: (ops.sum(pool(z) * folded), None), tiled)
+        back, _ = backend.grad(lambda z: (ops.sum(pool(z) * folded), None), tiled, self.differentiable)
         new = ops.reshape(back, (batch, size) + tuple(lower.shape[1:]))
         offset = ops.sum(ops.reshape(negative * out_upper[:, None], (batch, size, -1)), axis=2)
         return [new], offset
@@ -392,7 +404,7 @@ class Crown:
         if norm == "linf":
             return box
         center = ops.sum(flat * ops.reshape(x, (batch, 1, -1)), axis=2)
-        ball = center - ops.reshape(eps, (-1, 1)) * ops.sqrt(ops.sum(ops.square(flat), axis=2))
+        ball = center - ops.reshape(eps, (-1, 1)) * l2_norm(flat, axis=2)
         return ops.maximum(box, ball)
 
 

@@ -1,0 +1,141 @@
+"""Certified training: the loss includes the worst case that bound propagation proves over
+the ball, so that the certifiers can certify the trained model.  `ibp_training` (Gowal et
+al. 2018) bounds the margins with interval bound propagation; `crown_ibp_training` (Zhang
+et al. 2020) with CROWN-IBP (IBP for every intermediate layer, CROWN for the margins),
+blended into IBP as training goes on.  Both use the certifiers' bound propagation
+(:mod:`advbench_plugins.certifiers.propagation`), so they train exactly the bounds the
+`ibp` and `crown` certifiers compute.
+
+The loss is ``kappa * CE(clean logits) + (1 - kappa) * CE(worst-case logits)``, where the
+worst-case logit of class j is minus the certified lower bound of ``f_y - f_j`` (0 for y):
+it is small only when every margin is proved positive.  After ``warmup_epochs`` of clean
+training, eps grows linearly from 0 to ``eps`` and kappa from ``kappa_start`` to
+``kappa_end`` over ``ramp_epochs`` (step by step), then both stay.  Bounds are computed in
+inference mode (no dropout; batch normalization with its moving statistics).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from advbench import Defense, Params, hookimpl
+from advbench.components import Budget
+from advbench.lazy import keras
+from advbench.structure import UnsupportedModel
+
+
+class IBPTrainingParams(Params):
+    norm: Literal["linf", "l2"] = Field("linf", description="Norm of the training ball.")
+    eps: Budget = Field(0.1, gt=0, description="Training budget at the end of the ramp; the papers train a little above the budget they certify (Gowal et al.: 0.4 on MNIST to certify 0.3).")
+    warmup_epochs: float = Field(1.0, ge=0, description="Epochs of clean training first (Gowal et al.: 2,000 steps).")
+    ramp_epochs: float = Field(5.0, ge=0, description="Epochs over which eps grows from 0 and kappa moves to kappa_end (Gowal et al.: 10,000 steps; 0: at once).")
+    kappa_start: float = Field(1.0, ge=0, le=1, description="Weight of the clean loss when the ramp starts.")
+    kappa_end: float = Field(0.5, ge=0, le=1, description="Weight of the clean loss after the ramp (Gowal et al.: 0.5).")
+
+
+class CrownIBPTrainingParams(IBPTrainingParams):
+    kappa_end: float = Field(0.0, ge=0, le=1, description="Weight of the clean loss after the ramp (Zhang et al. 2020: 0).")
+    beta_start: float = Field(1.0, ge=0, le=1, description="Weight of the CROWN-IBP bound (the rest: IBP) when the ramp starts (Zhang et al.: 1).")
+    beta_end: float = Field(0.0, ge=0, le=1, description="Weight of the CROWN-IBP bound after the ramp (Zhang et al.: 0; 1 keeps CROWN-IBP throughout).")
+
+
+class IBPTraining(Defense):
+    """Gowal et al. 2018: cross-entropy of the worst-case logits from interval bound propagation, mixed with the clean loss."""
+
+    Params = IBPTrainingParams
+
+    def __init__(self, params=None, **kwargs):
+        super().__init__(params, **kwargs)
+        self._step = None
+        self._schedule = (0.0, 0.0)  # (warm-up steps, ramp steps), set by on_train_begin
+
+    @property
+    def variables(self) -> list:
+        """The number of training steps taken (the schedules follow it)."""
+        if self._step is None:
+            self._step = keras.Variable(0.0, trainable=False, name="certified_training_steps")
+        return [self._step]
+
+    def prepare_model(self, model):
+        from advbench_plugins.certifiers.propagation import read_graph
+
+        try:
+            read_graph(model)
+        except UnsupportedModel as exc:
+            raise UnsupportedModel(f"{self.name or 'certified training'} needs a model that bound propagation supports: {exc}") from None
+        return model
+
+    def on_train_begin(self, epochs: int, steps_per_epoch: int) -> None:
+        p = self.params
+        self._schedule = (p.warmup_epochs * steps_per_epoch, p.ramp_epochs * steps_per_epoch)
+
+    def training_batch(self, model, x, y):
+        (step,) = self.variables
+        step.assign_add(1.0)
+        return x, y
+
+    def progress(self):
+        """Where the ramp is, from 0 (warm-up) to 1 (after the ramp), at this step."""
+        ops = keras.ops
+        (step,) = self.variables
+        warmup, ramp = self._schedule
+        done = ops.convert_to_tensor(step) - 1.0 - warmup  # training_batch counted this step already
+        if ramp <= 0:
+            return ops.cast(done >= 0, "float32")
+        return ops.clip(done / ramp, 0.0, 1.0)
+
+    def regularizer(self, model, x, y, logits):
+        from advbench.losses import cross_entropy
+
+        from advbench_plugins.certifiers.propagation import read_graph
+
+        ops = keras.ops
+        p = self.params
+        t = self.progress()
+        kappa = p.kappa_start + (p.kappa_end - p.kappa_start) * t
+        eps = ops.ones_like(ops.cast(y, "float32")) * (p.eps * t)
+        classes = int(logits.shape[-1])
+        # rows e_y - e_j for every j (the row j = y is 0 and bounds to 0: the worst-case logit of y)
+        C = ops.one_hot(ops.cast(y, "int32"), classes)[:, None, :] - ops.convert_to_tensor(np.eye(classes, dtype=np.float32))[None]
+        margins = self.lower_margins(read_graph(model), x, C, eps, t)
+        robust = ops.mean(ops.logsumexp(-margins, axis=1))
+        clean = ops.mean(cross_entropy(logits, y))
+        return (1.0 - kappa) * (robust - clean)
+
+    def lower_margins(self, nodes, x, C, eps, t):
+        from advbench_plugins.certifiers.propagation import ibp_margins
+
+        return ibp_margins(nodes, x, C, eps, self.params.norm)
+
+    def settings(self):
+        return {**super().settings(), "cost": "about 2 extra forward passes per batch (interval bounds)"}
+
+
+class CrownIBPTraining(IBPTraining):
+    """Zhang et al. 2020: worst-case logits from CROWN-IBP bounds, blended into IBP bounds (beta) as eps ramps up."""
+
+    Params = CrownIBPTrainingParams
+
+    def lower_margins(self, nodes, x, C, eps, t):
+        from advbench_plugins.certifiers.propagation import Crown, ibp_margins
+
+        p = self.params
+        if p.beta_start == p.beta_end == 0.0:
+            return ibp_margins(nodes, x, C, eps, p.norm)
+        beta = p.beta_start + (p.beta_end - p.beta_start) * t
+        crown_ibp = Crown(nodes, max_neurons=0, differentiable=True).margins(x, C, eps, p.norm)
+        if p.beta_start == p.beta_end == 1.0:
+            return crown_ibp
+        return beta * crown_ibp + (1.0 - beta) * ibp_margins(nodes, x, C, eps, p.norm)
+
+    def settings(self):
+        return {**super().settings(), "cost": "one backward bound pass per class per batch (CROWN-IBP), plus interval bounds"}
+
+
+@hookimpl
+def advbench_register_defenses(register):
+    register("ibp_training", IBPTraining)
+    register("crown_ibp_training", CrownIBPTraining)
