@@ -202,7 +202,8 @@ def variables_of(objects: Iterable[Any]) -> list:
 
 
 def compile(
-    fn: Callable, state: Iterable[Any] = (), mutable: Iterable[Any] | None = None, batch_args: tuple[int, ...] = ()
+    fn: Callable, state: Iterable[Any] = (), mutable: Iterable[Any] | None = None, batch_args: tuple[int, ...] = (),
+    smallest_batch: int | None = None,
 ) -> Callable:
     """Compile ``fn`` for the backend in use.
 
@@ -213,8 +214,10 @@ def compile(
     :param batch_args: positions of the arguments that are batches of examples (their
         first axis), for a function whose examples do not interact.  JAX compiles once
         per input shape, so these are padded (with copies of the first example) to the
-        next power of two, and every output with that many rows is cut back: a batch
-        that shrinks as examples finish costs a few compilations, not one per size.
+        next power of two (at least ``smallest_batch``, default :data:`SMALLEST_BUCKET`),
+        and every output with that many rows is cut back: a batch that shrinks as
+        examples finish costs a few compilations, not one per size.  A caller that
+        sizes its batches to a memory budget passes ``smallest_batch=1``.
     :return: a function with ``fn``'s signature.  Arguments may be NumPy arrays or
         tensors; positional arguments are traced (pass Python settings by closure).
     """
@@ -251,7 +254,7 @@ def compile(
         rows = padded = None
         if batch_args:
             rows = int(args[batch_args[0]].shape[0])
-            padded = _bucket(rows)
+            padded = _bucket(rows, SMALLEST_BUCKET if smallest_batch is None else smallest_batch)
             if padded != rows:
                 args = tuple(_pad_rows(a, padded) if i in batch_args else a for i, a in enumerate(args))
         out, new = jitted([v.value for v in fixed], [v.value for v in changing], args, kwargs)
@@ -271,8 +274,8 @@ SMALLEST_BUCKET = 64
 accelerator a small batch costs as much as this, and every distinct size is compiled."""
 
 
-def _bucket(rows: int) -> int:
-    return max(SMALLEST_BUCKET, 1 << max(0, rows - 1).bit_length())
+def _bucket(rows: int, smallest: int) -> int:
+    return max(smallest, 1 << max(0, rows - 1).bit_length())
 
 
 def _pad_rows(array, rows: int):

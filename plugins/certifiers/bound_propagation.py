@@ -15,7 +15,7 @@ from advbench.structure import UnsupportedModel
 
 class BoundParams(Params):
     tolerance: float = Field(1e-3, ge=1e-6, lt=1, description="Relative precision of the radius bisection (float32 resolves about 1e-7).")
-    memory_mb: int = Field(1024, ge=16, description="Memory budget of one sub-batch of bound computations.")
+    memory_mb: int = Field(1024, ge=16, description="Memory budget of one sub-batch of bound computations (its working tensors; the framework's fixed overhead, a few hundred MB, comes on top). A single example that needs more runs alone.")
 
 
 class CrownParams(BoundParams):
@@ -34,18 +34,22 @@ class _Propagation(BisectionCertifier):
 
     def _function(self, target, norm):
         def build():
-            from advbench_plugins.certifiers.propagation import largest_layer, read_graph
+            from advbench_plugins.certifiers.propagation import bytes_per_example, read_graph
 
             nodes = read_graph(target.model)
             compute = self.lower_margins(nodes, norm)
-            per_example = largest_layer(nodes, target.input_shape) * 4 * self.spec_size(nodes, target)
-            sub_batch = max(1, int(self.params.memory_mb * 2**20 // max(1, per_example)))
-            return (target.compile(compute, batch_args=(0, 1, 2)), sub_batch)
+            per_example = bytes_per_example(nodes, target.input_shape, target.num_classes, self.crown_neurons())
+            fits = max(1, int(self.params.memory_mb * 2**20 // max(1, per_example)))
+            sub_batch = 2 ** (fits.bit_length() - 1)
+            # JAX pads a batch to a power of two, by default to at least 64 rows: not here,
+            # where the sub-batch is what fits the memory budget
+            return (target.compile(compute, batch_args=(0, 1, 2), smallest_batch=1), sub_batch)
 
         return self.per_target(target, norm, build)
 
-    def spec_size(self, nodes, target) -> int:
-        return target.num_classes
+    def crown_neurons(self) -> int | None:
+        """Layers up to this size get CROWN bounds (None: IBP only); sizes the sub-batches."""
+        return None
 
     def certified(self, target, x, y, norm, eps):
         from advbench_plugins.certifiers.propagation import margin_matrix
@@ -82,11 +86,8 @@ class CROWN(_Propagation):
         crown = Crown(nodes, self.params.max_neurons)
         return lambda x, C, eps: crown.margins(x, C, eps, norm)
 
-    def spec_size(self, nodes, target) -> int:
-        import numpy as np
-
-        widths = [int(np.prod(n.layer.output.shape[1:])) for n in nodes if n.layer is not None and hasattr(n.layer, "output")]
-        return 2 * max([w for w in widths if w <= self.params.max_neurons] + [target.num_classes])
+    def crown_neurons(self) -> int | None:
+        return self.params.max_neurons
 
 
 @hookimpl

@@ -408,10 +408,38 @@ class Crown:
         return ops.maximum(box, ball)
 
 
-def largest_layer(nodes, x_shape) -> int:
-    """Neurons in the largest layer output (for sizing batches to memory)."""
-    sizes = [int(np.prod(x_shape))]
-    for node in nodes:
+def node_sizes(nodes, x_shape) -> dict[int, int]:
+    """Neurons in each node's output (-1: the input)."""
+    sizes = {-1: int(np.prod(x_shape))}
+    for k, node in enumerate(nodes):
         if node.layer is not None and hasattr(node.layer, "output"):
-            sizes.append(int(np.prod(node.layer.output.shape[1:])))
-    return max(sizes)
+            sizes[k] = int(np.prod(node.layer.output.shape[1:]))
+        else:  # an activation fused into the layer before it
+            sizes[k] = sizes[node.inputs[0]]
+    return sizes
+
+
+# Working tensors alive at once per element of the widest backward pass (the coefficients,
+# their positive and negative parts, the relaxed ones, a transpose's probe and gradient,
+# and what the framework keeps between operations): measured on TensorFlow, the most
+# demanding backend (a CNN on 8x8 inputs: 18 per element), with a margin.
+LIVE_COPIES = 24
+
+
+def bytes_per_example(nodes, x_shape, classes: int, crown_neurons: int | None) -> int:
+    """Memory one example needs in a bound computation: IBP (``crown_neurons=None``) folds
+    the classes' margins into the widest layer; CROWN propagates 2n rows back through
+    every layer before each of its CROWN-bounded nodes (n neurons each), and the margins
+    through all layers."""
+    sizes = node_sizes(nodes, x_shape)
+    widest = max(sizes.values())
+    if crown_neurons is None:  # boxes of every layer, and the margins' weights on the logits layer's input
+        return 4 * (8 * widest + 3 * classes * sizes[nodes[-1].inputs[0]])
+    passes = [classes * widest]
+    affine = Crown(nodes).affine_in_input
+    for node in nodes:
+        if node.kind in ("relu", "softplus", "maxpool"):
+            source = node.inputs[0]
+            if source != -1 and source not in affine and sizes[source] <= crown_neurons:
+                passes.append(2 * sizes[source] * max(size for index, size in sizes.items() if index <= source))
+    return 4 * LIVE_COPIES * max(passes)
