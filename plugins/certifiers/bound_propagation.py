@@ -34,10 +34,15 @@ class _Propagation(BisectionCertifier):
 
     def _function(self, target, norm):
         def build():
-            from advbench_plugins.certifiers.propagation import bytes_per_example, read_graph
+            from advbench_plugins.certifiers.propagation import bytes_per_example, margin_matrix, read_graph
 
             nodes = read_graph(target.model)
-            compute = self.lower_margins(nodes, norm)
+            margins = self.lower_margins(nodes, norm)
+            classes = target.num_classes
+
+            def compute(x, y, eps):
+                return margins(x, margin_matrix(y, classes), eps)
+
             per_example = bytes_per_example(nodes, target.input_shape, target.num_classes, self.crown_neurons())
             fits = max(1, int(self.params.memory_mb * 2**20 // max(1, per_example)))
             sub_batch = 2 ** (fits.bit_length() - 1)
@@ -52,14 +57,12 @@ class _Propagation(BisectionCertifier):
         return None
 
     def certified(self, target, x, y, norm, eps):
-        from advbench_plugins.certifiers.propagation import margin_matrix
-
         compute, sub_batch = self._function(target, norm)
         result = np.zeros(len(x), dtype=bool)
         for start in range(0, len(x), sub_batch):
             part = slice(start, start + sub_batch)
-            C = margin_matrix(np.asarray(y[part]), target.num_classes)
-            lower = backend.to_numpy(compute(np.asarray(x[part], np.float32), C, np.asarray(eps[part], np.float32)))
+            labels = np.asarray(y[part], np.int32)
+            lower = backend.to_numpy(compute(np.asarray(x[part], np.float32), labels, np.asarray(eps[part], np.float32)))
             result[part] = np.all(lower > 0, axis=1)
         return result
 

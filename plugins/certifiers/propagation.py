@@ -219,21 +219,28 @@ def l2_norm(tensor, axis):
 
 
 def margin_matrix(labels, classes):
-    """C with rows e_y - e_j for j != y: (batch, classes - 1, classes)."""
-    eye = np.eye(classes, dtype=np.float32)
-    labels = np.asarray(labels)
-    full = eye[labels][:, None, :] - eye[None, :, :]  # (B, K, K): row j is e_y - e_j
-    keep = eye[labels] == 0
-    return full[keep].reshape(len(labels), classes - 1, classes)
+    """C with rows e_y - e_j for j != y: (batch, classes - 1, classes); ``labels`` may be a
+    tensor inside compiled code (certifiers and certified training build it alike)."""
+    ops = keras.ops
+    others = np.array([[j for j in range(classes) if j != c] for c in range(classes)], dtype=np.int32)
+    labels = ops.cast(labels, "int32")
+    rows = ops.take(ops.convert_to_tensor(others), labels, axis=0)  # (batch, classes - 1): every j != y
+    return ops.one_hot(labels, classes)[:, None, :] - ops.one_hot(rows, classes)
 
 
 def ibp_margins(nodes, x, C, eps, norm):
-    """Lower bounds of f_y - f_j (rows of ``C``), the last layer folded into the margins.
+    """Lower bounds of f_y - f_j (rows of ``C``), the last layer folded into the margins."""
+    raw = {}
+    bounds = ibp(nodes, x, eps, norm, until=len(nodes) - 2, raw=raw)
+    return fold_head(nodes, x, C, eps, norm, bounds, raw)
+
+
+def fold_head(nodes, x, C, eps, norm, bounds, raw):
+    """The margins' lower bounds from the interval bounds of the logits layer's input, the
+    logits layer folded into the margins.
 
     Where the logits layer reads the input itself (a linear model), an l2 ball bounds the
     margins by the dual norm, ``C W x + C b - eps ||(C W)_j||_2``, as well as by its box."""
-    raw = {}
-    bounds = ibp(nodes, x, eps, norm, until=len(nodes) - 2, raw=raw)
     source = nodes[-1].inputs[0]
     head = nodes[-1].layer
     lo, up = bounds[source] if source != -1 else input_box(x, eps, norm)
@@ -274,10 +281,16 @@ class Crown:
 
     def margins(self, x, C, eps, norm):
         """Lower bounds of f_y - f_j (rows of ``C``), shape (batch, classes - 1)."""
-        self.x, self.eps, self.norm = x, eps, norm
+        self.x, self.eps, self.norm, self.C = x, eps, norm, C
         self.bounds = {}
-        self.ibp = ibp(self.nodes, x, eps, norm, until=len(self.nodes) - 2)
+        self.raw = {}
+        self.ibp = ibp(self.nodes, x, eps, norm, until=len(self.nodes) - 2, raw=self.raw)
         return self.lower_bound(len(self.nodes) - 1, C)
+
+    def ibp_margins(self):
+        """IBP's lower bounds of the margins of the last :meth:`margins` call, from the
+        interval bounds it computed already (CROWN-IBP training blends the two)."""
+        return fold_head(self.nodes, self.x, self.C, self.eps, self.norm, self.ibp, self.raw)
 
     def lower_bound(self, node_index, spec):
         """Lower bound of spec . (output of node ``node_index``); spec (B, S, *shape)."""

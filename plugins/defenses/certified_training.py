@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 from pydantic import Field
 
 from advbench import Defense, Params, hookimpl
@@ -51,6 +50,7 @@ class IBPTraining(Defense):
         super().__init__(params, **kwargs)
         self._step = None
         self._schedule = (0.0, 0.0)  # (warm-up steps, ramp steps), set by on_train_begin
+        self._graph = None  # (model, its bound-propagation graph), see graph_of
 
     @property
     def variables(self) -> list:
@@ -60,13 +60,19 @@ class IBPTraining(Defense):
         return [self._step]
 
     def prepare_model(self, model):
+        self.graph_of(model)  # refuses what bound propagation cannot read, before training
+        return model
+
+    def graph_of(self, model) -> list:
+        """The bound-propagation graph of ``model``, read once per model (not at every step)."""
         from advbench_plugins.certifiers.propagation import read_graph
 
-        try:
-            read_graph(model)
-        except UnsupportedModel as exc:
-            raise UnsupportedModel(f"{self.name or 'certified training'} needs a model that bound propagation supports: {exc}") from None
-        return model
+        if self._graph is None or self._graph[0] is not model:
+            try:
+                self._graph = (model, read_graph(model))
+            except UnsupportedModel as exc:
+                raise UnsupportedModel(f"{self.name or 'certified training'} needs a model that bound propagation supports: {exc}") from None
+        return self._graph[1]
 
     def on_train_begin(self, epochs: int, steps_per_epoch: int) -> None:
         p = self.params
@@ -90,25 +96,23 @@ class IBPTraining(Defense):
     def regularizer(self, model, x, y, logits):
         from advbench.losses import cross_entropy
 
-        from advbench_plugins.certifiers.propagation import read_graph
+        from advbench_plugins.certifiers.propagation import margin_matrix
 
         ops = keras.ops
         p = self.params
         t = self.progress()
         kappa = p.kappa_start + (p.kappa_end - p.kappa_start) * t
         eps = ops.ones_like(ops.cast(y, "float32")) * (p.eps * t)
-        classes = int(logits.shape[-1])
-        # rows e_y - e_j for every j (the row j = y is 0 and bounds to 0: the worst-case logit of y)
-        C = ops.one_hot(ops.cast(y, "int32"), classes)[:, None, :] - ops.convert_to_tensor(np.eye(classes, dtype=np.float32))[None]
-        margins = self.lower_margins(read_graph(model), x, C, eps, t)
-        robust = ops.mean(ops.logsumexp(-margins, axis=1))
+        margins = self.lower_margins(model, x, margin_matrix(y, int(logits.shape[-1])), eps, t)
+        # the worst-case logits: 0 for y, minus the margin's lower bound for every other class
+        robust = ops.mean(ops.logsumexp(ops.concatenate([ops.zeros_like(margins[:, :1]), -margins], axis=1), axis=1))
         clean = ops.mean(cross_entropy(logits, y))
         return (1.0 - kappa) * (robust - clean)
 
-    def lower_margins(self, nodes, x, C, eps, t):
+    def lower_margins(self, model, x, C, eps, t):
         from advbench_plugins.certifiers.propagation import ibp_margins
 
-        return ibp_margins(nodes, x, C, eps, self.params.norm)
+        return ibp_margins(self.graph_of(model), x, C, eps, self.params.norm)
 
     def settings(self):
         return {**super().settings(), "cost": "about 2 extra forward passes per batch (interval bounds)"}
@@ -119,17 +123,18 @@ class CrownIBPTraining(IBPTraining):
 
     Params = CrownIBPTrainingParams
 
-    def lower_margins(self, nodes, x, C, eps, t):
-        from advbench_plugins.certifiers.propagation import Crown, ibp_margins
+    def lower_margins(self, model, x, C, eps, t):
+        from advbench_plugins.certifiers.propagation import Crown
 
         p = self.params
         if p.beta_start == p.beta_end == 0.0:
-            return ibp_margins(nodes, x, C, eps, p.norm)
-        beta = p.beta_start + (p.beta_end - p.beta_start) * t
-        crown_ibp = Crown(nodes, max_neurons=0, differentiable=True).margins(x, C, eps, p.norm)
+            return super().lower_margins(model, x, C, eps, t)
+        crown = Crown(self.graph_of(model), max_neurons=0, differentiable=True)  # max_neurons=0: CROWN-IBP
+        crown_ibp = crown.margins(x, C, eps, p.norm)
         if p.beta_start == p.beta_end == 1.0:
             return crown_ibp
-        return beta * crown_ibp + (1.0 - beta) * ibp_margins(nodes, x, C, eps, p.norm)
+        beta = p.beta_start + (p.beta_end - p.beta_start) * t
+        return beta * crown_ibp + (1.0 - beta) * crown.ibp_margins()  # the IBP bounds CROWN-IBP computed already
 
     def settings(self):
         return {**super().settings(), "cost": "one backward bound pass per class per batch (CROWN-IBP), plus interval bounds"}
