@@ -25,7 +25,7 @@ def radii(name, target, x, y, norm, **params):
 
 
 # Full CROWN on a ResNet is costly on a CPU; a coarser bisection keeps the tests quick.
-FAST = {"crown": {"tolerance": 0.01}, "ibp": {"tolerance": 0.01}}
+FAST = {"crown": {"tolerance": 0.01}, "ibp": {"tolerance": 0.01}, "alpha_crown": {"tolerance": 0.01}}
 
 
 @pytest.mark.parametrize("norm", ["l2", "linf"])
@@ -35,8 +35,8 @@ def test_on_a_linear_model_certifiers_never_exceed_the_exact_radius_and_the_tigh
     predicted, exact = exact_linear_radius(model, x, norm)
     target = Target(model, num_classes=5)
     box_binds = exact > 0.4 if norm == "linf" else np.zeros(len(x), bool)  # linf: the box matters beyond 0.4
-    for name in ("lipschitz", "hein2017", "crown", "ibp"):
-        radius = radii(name, target, x, predicted, norm, **({"tolerance": 1e-6} if name in ("crown", "ibp") else {}))
+    for name in ("lipschitz", "hein2017", "crown", "alpha_crown", "ibp"):
+        radius = radii(name, target, x, predicted, norm, **({"tolerance": 1e-6} if name in ("crown", "alpha_crown", "ibp") else {}))
         assert np.all(radius <= np.where(box_binds, np.inf, exact * (1 + 1e-4))), name
         np.testing.assert_allclose(radius[~box_binds], exact[~box_binds], rtol=1e-4, err_msg=name)
 
@@ -54,23 +54,28 @@ def test_smoothing_on_a_binary_linear_model_stays_below_the_exact_radius():
 
 @pytest.fixture(scope="module")
 def networks():
-    """A trained softplus MLP and ReLU MLP, and a small ResNet (Add, BN) with random weights."""
+    """A trained softplus MLP and ReLU MLP, a trained CNN with max-pooling, and a small
+    ResNet (Add, BN) with random weights."""
     softplus, data = trained_mlp(hidden=32, epochs=15, activation="softplus")
     relu, _ = trained_mlp(hidden=32, epochs=15, activation="relu", seed=1)
     keras.utils.set_random_seed(2)
     resnet = REGISTRY.get("architecture", "resnet32")(REGISTRY.get("architecture", "resnet32").Params(depth=8)).build((8, 8, 1), 10)
-    return {"softplus": softplus, "relu": relu, "resnet": resnet}, data.x_test[:40], data.y_test[:40]
+    cnn = REGISTRY.get("architecture", "cnn")(REGISTRY.get("architecture", "cnn").Params(filters=[8, 8], hidden=16)).build((8, 8, 1), 10)
+    cnn.compile(optimizer=keras.optimizers.Adam(0.01), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    cnn.fit(data.x_train, data.y_train, epochs=5, batch_size=128, verbose=0)
+    return {"softplus": softplus, "relu": relu, "resnet": resnet, "cnn": cnn}, data.x_test[:40], data.y_test[:40]
 
 
-APPLICABLE = {"softplus": ["lipschitz", "hein2017", "ibp", "crown"], "relu": ["lipschitz", "ibp", "crown"], "resnet": ["ibp", "crown"]}
+APPLICABLE = {"softplus": ["lipschitz", "hein2017", "ibp", "crown"], "relu": ["lipschitz", "ibp", "crown", "alpha_crown"],
+              "resnet": ["ibp", "crown"], "cnn": ["ibp", "crown", "alpha_crown"]}
 
 
-@pytest.mark.parametrize("kind", ["softplus", "relu", "resnet"])
+@pytest.mark.parametrize("kind", ["softplus", "relu", "resnet", "cnn"])
 @pytest.mark.parametrize("norm", ["l2", "linf"])
 def test_every_certifier_is_below_every_attack_and_its_ball_is_safe(networks, kind, norm):
     models, x, y = networks
-    if kind == "resnet":
-        x = x[:4]
+    if kind in ("resnet", "cnn"):
+        x = x[:4] if kind == "resnet" else x[:16]
     target = Target(models[kind], num_classes=10)
     predicted = target.predict(x)
     if kind == "resnet":
@@ -93,6 +98,19 @@ def test_every_certifier_is_below_every_attack_and_its_ball_is_safe(networks, ki
                 delta /= np.linalg.norm(delta.reshape(len(x), -1), axis=1)[:, None, None, None]
             noisy = np.clip(x + 0.999 * radius[:, None, None, None] * delta, 0, 1).astype(np.float32)
             np.testing.assert_array_equal(target.predict(noisy)[keep], predicted[keep], err_msg=name)
+
+
+@pytest.mark.parametrize("kind", ["relu", "cnn"])
+def test_alpha_crown_is_never_looser_than_crown_and_tighter_on_average(networks, kind):
+    models, x, y = networks
+    target = Target(models[kind], num_classes=10)
+    x = x[:16]
+    y = target.predict(x)
+    for norm in ("linf", "l2"):
+        crown = radii("crown", target, x, y, norm)
+        alpha = radii("alpha_crown", target, x, y, norm)
+        assert np.all(alpha >= crown * (1 - 1e-3)), norm
+        assert alpha.mean() > crown.mean(), norm
 
 
 @pytest.mark.parametrize("kind", ["softplus", "relu", "resnet"])

@@ -36,7 +36,7 @@ ATTACK_SETTINGS = {
     "masked_pgd": {"steps": 10, "share": 0.5},
     "transfer": {"steps": 10, "source": "self"},
 }
-CERTIFIER_SETTINGS = {"ibp": {"tolerance": 0.01}, "crown": {"tolerance": 0.01}, "smoothing": {"n": 200, "n0": 20, "batch": 400}}
+CERTIFIER_SETTINGS = {"ibp": {"tolerance": 0.01}, "crown": {"tolerance": 0.01}, "alpha_crown": {"tolerance": 0.01}, "smoothing": {"n": 200, "n0": 20, "batch": 400}}
 DEFENSE_SETTINGS = {"pgd_training": {"steps": 3, "eps": 0.1}, "hein_training": {"growth_steps": 2, "bisection_steps": 2},
                     "ibp_training": {"warmup_epochs": 0, "ramp_epochs": 0}, "crown_ibp_training": {"warmup_epochs": 0, "ramp_epochs": 0}}
 
@@ -97,6 +97,40 @@ def test_every_certifier_is_sound_on_a_linear_model(linear, name):
         if not certifier.certifies_smoothed:  # the smoothed classifier is another classifier
             assert np.all(radius <= exact * (1 + 1e-4)), (norm, radius / exact)
             assert np.mean(radius > 0) > 0.5
+
+
+def test_crown_is_exact_where_the_network_is_linear_and_alpha_crown_is_sound_and_tighter():
+    """On a CNN with max-pooling at eps 1e-5 (every ReLU stable, nearly every pooling
+    window decided) CROWN's margin bound is attained: it equals the margin at the ball's
+    corner that the linearization points to (before the max-pool relaxation used the
+    window's largest upper bound as a constant, and missed by 4 times the whole eps term).  At larger eps, alpha-CROWN's margins are at least
+    CROWN's, larger somewhere, and below the margins at those corners (sound)."""
+    from advbench.training import initialize
+    from advbench_plugins.certifiers.propagation import AlphaCrown, Crown, margin_matrix, read_graph
+
+    model = build("architecture", "cnn", filters=[8, 8], hidden=16).build((8, 8, 1), 10)
+    initialize(model, 0)
+    x = np.random.default_rng(0).uniform(0.2, 0.8, size=(6, 8, 8, 1)).astype(np.float32)
+    target = Target(model, num_classes=10)
+    y = target.predict(x)
+    C = backend.to_numpy(margin_matrix(y, 10))
+    jacobian, _ = target.logit_jacobian(backend.to_tensor(x))
+    slopes = np.einsum("bsk,bk...->bs...", C, backend.to_numpy(jacobian))  # (batch, 9, 8, 8, 1)
+    nodes = read_graph(model)
+
+    def at_corners(eps):
+        corners = np.clip(x[:, None] - eps * np.sign(slopes), 0, 1).astype(np.float32)
+        logits = target.logits_numpy(corners.reshape((-1,) + x.shape[1:])).reshape(len(x), 9, 10)
+        return np.einsum("bsk,bsk->bs", C, logits)
+
+    def bound(method, eps):
+        margins = method(nodes).margins(backend.to_tensor(x), backend.to_tensor(C), backend.to_tensor(np.full(len(x), eps)), "linf")
+        return backend.to_numpy(margins)
+
+    np.testing.assert_allclose(bound(Crown, 1e-5), at_corners(1e-5), atol=5e-6)  # the eps term: up to 4e-5
+    crown, alpha = bound(Crown, 0.03), bound(AlphaCrown, 0.03)
+    assert np.all(alpha >= crown - 1e-5) and np.sum(alpha - crown) > 1e-3
+    assert np.all(alpha <= at_corners(0.03) + 1e-5)
 
 
 @pytest.fixture(scope="module")

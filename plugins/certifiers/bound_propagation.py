@@ -1,5 +1,6 @@
-"""`ibp` and `crown`: certified radii from interval bound propagation (Gowal et al. 2018)
-and from CROWN's linear relaxations (Zhang et al. 2018), for linf and l2 balls
+"""`ibp`, `crown` and `alpha_crown`: certified radii from interval bound propagation (Gowal
+et al. 2018), from CROWN's linear relaxations (Zhang et al. 2018) and with CROWN's ReLU
+slopes optimized (alpha-CROWN, Xu et al. 2021), for linf and l2 balls
 intersected with [0, 1].  The radius is the largest eps at which every margin's lower
 bound is positive, found by bisection (:class:`advbench.BisectionCertifier`).  Work is
 split into sub-batches that fit the memory budget."""
@@ -22,7 +23,15 @@ class CrownParams(BoundParams):
     max_neurons: int = Field(2048, ge=1, description="Layers with at most this many neurons get CROWN intermediate bounds; larger ones IBP.")
 
 
+class AlphaCrownParams(CrownParams):
+    iterations: int = Field(20, ge=1, description="Adam steps on the ReLU slopes per bound (auto_LiRPA's default: 20).")
+    learning_rate: float = Field(0.5, gt=0, description="Adam step size on the slopes (auto_LiRPA's default: 0.5).")
+    lr_decay: float = Field(0.98, gt=0, le=1, description="Step size factor per step (auto_LiRPA's default: 0.98).")
+
+
 class _Propagation(BisectionCertifier):
+    optimized = False  # the bounds keep a backward pass for the gradient (sizes the sub-batches)
+
     def check(self, target):
         from advbench_plugins.certifiers.propagation import read_graph
 
@@ -43,7 +52,7 @@ class _Propagation(BisectionCertifier):
             def compute(x, y, eps):
                 return margins(x, margin_matrix(y, classes), eps)
 
-            per_example = bytes_per_example(nodes, target.input_shape, target.num_classes, self.crown_neurons())
+            per_example = bytes_per_example(nodes, target.num_classes, self.crown_neurons(), self.optimized)
             fits = max(1, int(self.params.memory_mb * 2**20 // max(1, per_example)))
             sub_batch = 2 ** (fits.bit_length() - 1)
             # JAX pads a batch to a power of two, by default to at least 64 rows: not here,
@@ -93,7 +102,22 @@ class CROWN(_Propagation):
         return self.params.max_neurons
 
 
+class AlphaCROWN(CROWN):
+    """alpha-CROWN: CROWN with the unstable ReLUs' lower slopes optimized per example and margin (never looser than CROWN)."""
+
+    Params = AlphaCrownParams
+    optimized = True
+
+    def lower_margins(self, nodes, norm):
+        from advbench_plugins.certifiers.propagation import AlphaCrown
+
+        p = self.params
+        crown = AlphaCrown(nodes, p.max_neurons, p.iterations, p.learning_rate, p.lr_decay)
+        return lambda x, C, eps: crown.margins(x, C, eps, norm)
+
+
 @hookimpl
 def advbench_register_certifiers(register):
     register("ibp", IBP)
     register("crown", CROWN)
+    register("alpha_crown", AlphaCROWN)

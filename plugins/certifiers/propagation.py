@@ -20,6 +20,9 @@ from advbench import backend
 from advbench.lazy import keras
 from advbench.structure import UnsupportedModel, activation_name
 
+# Linear layers whose outputs mix several inputs: CROWN bounds them (the others are
+# elementwise or reshape, exact in interval arithmetic).
+MIXING = ("Dense", "Conv2D", "AveragePooling2D", "GlobalAveragePooling2D", "Add")
 LINEAR = ("Dense", "Conv2D", "Flatten", "Reshape", "AveragePooling2D", "GlobalAveragePooling2D", "BatchNormalization",
           "Dropout", "Rescaling", "ZeroPadding2D", "Add")
 
@@ -152,40 +155,43 @@ def ibp(nodes, x, eps, norm, until=None, raw=None):
         return (lower_in, upper_in) if i == -1 else bounds[i]
 
     for k, node in enumerate(nodes):
-        parts = [get(i) for i in node.inputs]
-        name = type(node.layer).__name__ if node.layer is not None else ""
-        if node.kind == "linear" and name in ("Dense", "Conv2D", "Rescaling"):
-            center = [(lo + up) / 2 for lo, up in parts]
-            radius = [(up - lo) / 2 for lo, up in parts]
-            mid = linear_apply(node.layer, center)
-            spread = _abs_linear(node.layer, radius)
-            lower, upper = mid - spread, mid + spread
-            if norm == "l2" and node.inputs[0] in raw:
-                ball_mid = linear_apply(node.layer, [raw[node.inputs[0]]])
-                ball_spread = _l2_spread(node.layer, raw[node.inputs[0]], eps)
-                lower, upper = keras.ops.maximum(lower, ball_mid - ball_spread), keras.ops.minimum(upper, ball_mid + ball_spread)
-            bounds.append((lower, upper))
-        elif node.kind == "linear" and name == "BatchNormalization":
-            lo, up = parts[0]
-            a, b = linear_apply(node.layer, [lo]), linear_apply(node.layer, [up])
-            bounds.append((keras.ops.minimum(a, b), keras.ops.maximum(a, b)))
-        elif node.kind == "linear" and name == "Add":
-            bounds.append((_sum([p[0] for p in parts]), _sum([p[1] for p in parts])))
-        elif node.kind == "linear":  # non-decreasing linear maps: flatten, reshape, averages, padding, dropout
-            bounds.append((linear_apply(node.layer, [parts[0][0]]), linear_apply(node.layer, [parts[0][1]])))
-            if name in ("Flatten", "Reshape", "Dropout") and node.inputs[0] in raw:
-                raw[k] = linear_apply(node.layer, [raw[node.inputs[0]]])
-        elif node.kind == "relu":
-            bounds.append((keras.ops.relu(parts[0][0]), keras.ops.relu(parts[0][1])))
-        elif node.kind == "softplus":
-            bounds.append((softplus(parts[0][0], node.alpha), softplus(parts[0][1], node.alpha)))
-        elif node.kind == "identity":
-            bounds.append(parts[0])
-        elif node.kind == "maxpool":
-            bounds.append((node.layer(parts[0][0]), node.layer(parts[0][1])))
+        bounds.append(interval_step(node, [get(i) for i in node.inputs], eps, norm, raw, k))
         if until is not None and k == until:
             break
     return bounds
+
+
+def interval_step(node, parts, eps, norm, raw, k):
+    """Interval bounds of node ``k``'s output from its inputs' (``parts``); ``raw``: see :func:`ibp`."""
+    name = type(node.layer).__name__ if node.layer is not None else ""
+    if node.kind == "linear" and name in ("Dense", "Conv2D", "Rescaling"):
+        center = [(lo + up) / 2 for lo, up in parts]
+        radius = [(up - lo) / 2 for lo, up in parts]
+        mid = linear_apply(node.layer, center)
+        spread = _abs_linear(node.layer, radius)
+        lower, upper = mid - spread, mid + spread
+        if norm == "l2" and node.inputs[0] in raw:
+            ball_mid = linear_apply(node.layer, [raw[node.inputs[0]]])
+            ball_spread = _l2_spread(node.layer, raw[node.inputs[0]], eps)
+            lower, upper = keras.ops.maximum(lower, ball_mid - ball_spread), keras.ops.minimum(upper, ball_mid + ball_spread)
+        return lower, upper
+    if node.kind == "linear" and name == "BatchNormalization":
+        lo, up = parts[0]
+        a, b = linear_apply(node.layer, [lo]), linear_apply(node.layer, [up])
+        return keras.ops.minimum(a, b), keras.ops.maximum(a, b)
+    if node.kind == "linear" and name == "Add":
+        return _sum([p[0] for p in parts]), _sum([p[1] for p in parts])
+    if node.kind == "linear":  # non-decreasing linear maps: flatten, reshape, averages, padding, dropout
+        if name in ("Flatten", "Reshape", "Dropout") and node.inputs[0] in raw:
+            raw[k] = linear_apply(node.layer, [raw[node.inputs[0]]])
+        return linear_apply(node.layer, [parts[0][0]]), linear_apply(node.layer, [parts[0][1]])
+    if node.kind == "relu":
+        return keras.ops.relu(parts[0][0]), keras.ops.relu(parts[0][1])
+    if node.kind == "softplus":
+        return softplus(parts[0][0], node.alpha), softplus(parts[0][1], node.alpha)
+    if node.kind == "maxpool":
+        return node.layer(parts[0][0]), node.layer(parts[0][1])
+    return parts[0]  # identity
 
 
 def _abs_linear(layer, radius):
@@ -273,6 +279,7 @@ class Crown:
         self.nodes = nodes
         self.max_neurons = max_neurons
         self.differentiable = differentiable
+        self.sizes = node_sizes(nodes)
         # Nodes with no nonlinearity between them and the input: IBP is exact there already.
         self.affine_in_input = set()
         for k, node in enumerate(nodes):
@@ -281,19 +288,25 @@ class Crown:
 
     def margins(self, x, C, eps, norm):
         """Lower bounds of f_y - f_j (rows of ``C``), shape (batch, classes - 1)."""
+        self.prepare(x, C, eps, norm)
+        return self.lower_bound(len(self.nodes) - 1, C)
+
+    def prepare(self, x, C, eps, norm):
+        """Start a bound computation: the interval bounds of every layer."""
         self.x, self.eps, self.norm, self.C = x, eps, norm, C
         self.bounds = {}
         self.raw = {}
         self.ibp = ibp(self.nodes, x, eps, norm, until=len(self.nodes) - 2, raw=self.raw)
-        return self.lower_bound(len(self.nodes) - 1, C)
 
     def ibp_margins(self):
         """IBP's lower bounds of the margins of the last :meth:`margins` call, from the
         interval bounds it computed already (CROWN-IBP training blends the two)."""
         return fold_head(self.nodes, self.x, self.C, self.eps, self.norm, self.ibp, self.raw)
 
-    def lower_bound(self, node_index, spec):
-        """Lower bound of spec . (output of node ``node_index``); spec (B, S, *shape)."""
+    def lower_bound(self, node_index, spec, slopes=None):
+        """Lower bound of spec . (output of node ``node_index``); spec (B, S, *shape).
+        ``slopes``: for some ReLU nodes, the lower lines' slopes of their unstable neurons,
+        (B, S, *shape) in [0, 1] (alpha-CROWN); CROWN's adaptive choice elsewhere."""
         specs = {node_index: spec}
         constant = keras.ops.zeros(keras.ops.shape(spec)[:2])
         for k in range(node_index, -1, -1):
@@ -307,7 +320,7 @@ class Crown:
             elif node.kind == "identity":
                 contributions = [lam]
             else:
-                contributions, offset = self._relaxation_backward(k, node, lam)
+                contributions, offset = self._relaxation_backward(k, node, lam, None if slopes is None else slopes.get(k))
                 constant = constant + offset
             for source, contribution in zip(node.inputs, contributions):
                 specs[source] = specs[source] + contribution if source in specs else contribution
@@ -336,15 +349,32 @@ class Crown:
             return tuple(self.x.shape[1:])
         return tuple(self.ibp[index][0].shape[1:])
 
+    def crown_bounded(self, index) -> bool:
+        """Whether node ``index`` gets CROWN bounds of its own: a layer that mixes its inputs
+        (elementwise and shape-only layers take their input's bounds through interval
+        arithmetic, which is exact for them), with no nonlinearity before it, and small enough."""
+        if index == -1 or index in self.affine_in_input or self.nodes[index].kind != "linear":
+            return False
+        return type(self.nodes[index].layer).__name__ in MIXING and self.sizes[index] <= self.max_neurons
+
     def _pre_bounds(self, index):
-        """Bounds of node ``index``'s output: IBP intersected with CROWN when small enough."""
+        """Bounds of node ``index``'s output: interval arithmetic on its inputs' bounds
+        (tightened where an earlier layer got CROWN bounds), intersected with CROWN's own
+        bounds where :meth:`crown_bounded`."""
         ops = keras.ops
         if index in self.bounds:
             return self.bounds[index]
-        lower, upper = self.ibp[index] if index != -1 else input_box(self.x, self.eps, self.norm)
-        shape = tuple(lower.shape[1:])
-        neurons = int(np.prod(shape))
-        if index != -1 and index not in self.affine_in_input and neurons <= self.max_neurons:
+        if index == -1:
+            return input_box(self.x, self.eps, self.norm)
+        lower, upper = self.ibp[index]
+        node = self.nodes[index]
+        if index not in self.affine_in_input and self.max_neurons > 0:  # max_neurons 0 (CROWN-IBP): IBP as it is
+            parts = [self._pre_bounds(i) for i in node.inputs]
+            tight_lower, tight_upper = interval_step(node, parts, self.eps, self.norm, {}, index)
+            lower, upper = ops.maximum(lower, tight_lower), ops.minimum(upper, tight_upper)
+        if self.crown_bounded(index):
+            shape = tuple(lower.shape[1:])
+            neurons = self.sizes[index]
             batch = ops.shape(self.x)[0]
             eye = np.eye(neurons, dtype=np.float32).reshape((1, neurons) + shape)
             spec = ops.broadcast_to(ops.convert_to_tensor(np.concatenate([eye, -eye], axis=1)), (batch, 2 * neurons) + shape)
@@ -355,17 +385,26 @@ class Crown:
         self.bounds[index] = (lower, upper)
         return lower, upper
 
-    def _relaxation_backward(self, k, node, lam):
+    def relu_relaxation(self, index):
+        """The linear bounds of ReLU node ``index`` from its input's bounds: (unstable,
+        lower slope, upper slope, upper intercept); CROWN's adaptive lower slope is 1 where
+        the upper bound outweighs the lower, else 0 (the lower intercept is 0)."""
+        ops = keras.ops
+        lower, upper = self._pre_bounds(self.nodes[index].inputs[0])
+        unstable = (lower < 0) & (upper > 0)
+        active = ops.cast(lower >= 0, lower.dtype)
+        slope_up = ops.where(unstable, upper / ops.maximum(upper - lower, 1e-12), active)
+        intercept_up = ops.where(unstable, -slope_up * lower, 0.0)
+        slope_low = ops.where(unstable, ops.cast(upper > -lower, lower.dtype), active)
+        return unstable, slope_low, slope_up, intercept_up
+
+    def _relaxation_backward(self, k, node, lam, slopes=None):
         ops = keras.ops
         lower, upper = self._pre_bounds(node.inputs[0])
         if node.kind == "maxpool":
             return self._maxpool_backward(node, lam, lower, upper)
         if node.kind == "relu":
-            unstable = (lower < 0) & (upper > 0)
-            active = ops.cast(lower >= 0, lower.dtype)
-            slope_up = ops.where(unstable, upper / ops.maximum(upper - lower, 1e-12), active)
-            intercept_up = ops.where(unstable, -slope_up * lower, 0.0)
-            slope_low = ops.where(unstable, ops.cast(upper > -lower, lower.dtype), active)
+            unstable, slope_low, slope_up, intercept_up = self.relu_relaxation(k)
             intercept_low = ops.zeros_like(lower)
         else:  # softplus: convex; chord above, tangent at the midpoint below
             alpha = node.alpha
@@ -376,17 +415,22 @@ class Crown:
             middle = (lower + upper) / 2
             slope_low = ops.sigmoid(alpha * middle)
             intercept_low = softplus(middle, alpha) - slope_low * middle
+        slope_low = slope_low[:, None]
+        if slopes is not None:  # optimized lower slopes of the unstable ReLUs, per spec row
+            slope_low = ops.where(unstable[:, None], slopes, slope_low)
         positive = ops.maximum(lam, 0.0)
         negative = ops.minimum(lam, 0.0)
         # for a lower bound: positive coefficients take the lower line, negative the upper
-        new = positive * slope_low[:, None] + negative * slope_up[:, None]
+        new = positive * slope_low + negative * slope_up[:, None]
         batch, size = ops.shape(lam)[0], lam.shape[1]
         offset = ops.sum(ops.reshape(positive * intercept_low[:, None] + negative * intercept_up[:, None], (batch, size, -1)), axis=2)
         return [new], offset
 
     def _maxpool_backward(self, node, lam, lower, upper):
-        """Sound linear bounds of max-pooling: below by the window's input with the
-        largest lower bound, above by the constant largest upper bound of the window."""
+        """Sound linear bounds of max-pooling (as DeepPoly and auto_LiRPA): below by the
+        window's input with the largest lower bound; above by that same input where its
+        lower bound is at least every other input's upper bound (the max is that input),
+        else by the window's largest upper bound, a constant."""
         ops = keras.ops
         layer = node.layer
 
@@ -394,15 +438,23 @@ class Crown:
             return ops.max_pool(z, layer.pool_size, layer.strides, layer.padding, data_format="channels_last")
 
         batch, size = ops.shape(lam)[0], lam.shape[1]
-        out_upper = pool(upper)
+        out_lower, out_upper = pool(lower), pool(upper)
         positive = ops.maximum(lam, 0.0)
         negative = ops.minimum(lam, 0.0)
-        # the input attaining each window's largest lower bound: the gradient of max-pool at `lower`
-        folded = ops.reshape(positive, (-1,) + tuple(out_upper.shape[1:]))
+        out_shape = tuple(out_upper.shape[1:])
+        if tuple(layer.strides) == tuple(layer.pool_size):  # windows do not overlap
+            # the input attaining each window's largest lower bound, and the largest upper bound of the others
+            chosen, _ = backend.grad(lambda z: (ops.sum(pool(z)), None), lower, self.differentiable)
+            others = pool(ops.where(chosen > 0.5, -1e30, upper))  # ties split the gradient: none excluded
+            exact = ops.cast(out_lower >= others, lam.dtype)[:, None]
+        else:
+            exact = ops.zeros_like(out_lower)[:, None]
+        # the coefficients routed to the chosen inputs: the gradient of max-pool at `lower`
+        folded = ops.reshape(positive + negative * exact, (-1,) + out_shape)
         tiled = ops.repeat(lower, size, axis=0)
         back, _ = backend.grad(lambda z: (ops.sum(pool(z) * folded), None), tiled, self.differentiable)
         new = ops.reshape(back, (batch, size) + tuple(lower.shape[1:]))
-        offset = ops.sum(ops.reshape(negative * out_upper[:, None], (batch, size, -1)), axis=2)
+        offset = ops.sum(ops.reshape(negative * (1 - exact) * out_upper[:, None], (batch, size, -1)), axis=2)
         return [new], offset
 
     def _input_bound(self, lam):
@@ -421,9 +473,61 @@ class Crown:
         return ops.maximum(box, ball)
 
 
-def node_sizes(nodes, x_shape) -> dict[int, int]:
+class AlphaCrown(Crown):
+    """alpha-CROWN (Xu et al. 2021): CROWN whose margins' backward pass uses optimized lower
+    slopes for the unstable ReLUs, one per example, margin and neuron, by projected
+    gradient ascent (Adam) on the margins' lower bounds; the intermediate layers keep
+    CROWN's bounds (as auto_LiRPA's default, ``fix_interm_bounds``).
+
+    Every slope in [0, 1] gives a sound bound, so each margin keeps the best of its
+    iterates; the first iterate is CROWN's own choice, so the result is never looser than
+    CROWN.  The ascent stops early once every example's margins are all positive."""
+
+    def __init__(self, nodes, max_neurons: int = 2048, iterations: int = 20, learning_rate: float = 0.5,
+                 decay: float = 0.98):
+        # differentiable: the slopes' gradient passes the transposes and max-pool routings
+        super().__init__(nodes, max_neurons, differentiable=True)
+        self.iterations, self.learning_rate, self.decay = iterations, learning_rate, decay
+
+    def margins(self, x, C, eps, norm):
+        ops = keras.ops
+        self.prepare(x, C, eps, norm)
+        final = len(self.nodes) - 1
+        relus = [k for k, node in enumerate(self.nodes) if node.kind == "relu"]
+        for node in self.nodes:  # every intermediate bound now, outside the loop: fixed from here on
+            if node.kind in ("relu", "softplus", "maxpool"):
+                self._pre_bounds(node.inputs[0])
+        rows = (ops.shape(x)[0], C.shape[1])
+        start = [ops.broadcast_to(self.relu_relaxation(k)[1][:, None], rows + tuple(self.ibp[k][0].shape[1:]))
+                 for k in relus]
+
+        def bound(slopes):
+            margins = self.lower_bound(final, C, dict(zip(relus, slopes)))
+            return ops.sum(margins), margins
+
+        def body(i, slopes, first, second, best):
+            grads, margins = backend.grad(bound, list(slopes))
+            best = ops.maximum(best, margins)
+            t = ops.cast(i + 1, x.dtype)
+            rate = self.learning_rate * ops.power(self.decay, ops.cast(i, x.dtype))
+            first = [0.9 * m + 0.1 * g for m, g in zip(first, grads)]
+            second = [0.999 * v + 0.001 * ops.square(g) for v, g in zip(second, grads)]
+            slopes = [ops.clip(a + rate * (m / (1 - 0.9**t)) / (ops.sqrt(v / (1 - 0.999**t)) + 1e-8), 0.0, 1.0)
+                      for a, m, v in zip(slopes, first, second)]
+            return i + 1, slopes, first, second, best
+
+        def going(i, slopes, first, second, best):
+            return ops.logical_and(i < self.iterations, ops.any(ops.min(best, axis=1) <= 0))
+
+        zeros = [ops.zeros_like(a) for a in start]
+        init = (0, start, zeros, zeros, ops.full(rows, -np.inf))
+        return backend.while_loop(going, body, init)[-1]
+
+
+def node_sizes(nodes) -> dict[int, int]:
     """Neurons in each node's output (-1: the input)."""
-    sizes = {-1: int(np.prod(x_shape))}
+    first = nodes[0].layer
+    sizes = {-1: int(np.prod((first.input[0] if isinstance(first.input, (list, tuple)) else first.input).shape[1:]))}
     for k, node in enumerate(nodes):
         if node.layer is not None and hasattr(node.layer, "output"):
             sizes[k] = int(np.prod(node.layer.output.shape[1:]))
@@ -439,20 +543,19 @@ def node_sizes(nodes, x_shape) -> dict[int, int]:
 LIVE_COPIES = 24
 
 
-def bytes_per_example(nodes, x_shape, classes: int, crown_neurons: int | None) -> int:
+def bytes_per_example(nodes, classes: int, crown_neurons: int | None, optimized: bool = False) -> int:
     """Memory one example needs in a bound computation: IBP (``crown_neurons=None``) folds
     the classes' margins into the widest layer; CROWN propagates 2n rows back through
     every layer before each of its CROWN-bounded nodes (n neurons each), and the margins
-    through all layers."""
-    sizes = node_sizes(nodes, x_shape)
+    through all layers; optimized slopes (``optimized``, alpha-CROWN) keep every layer's
+    coefficients of the margins' pass for the gradient."""
+    sizes = node_sizes(nodes)
     widest = max(sizes.values())
     if crown_neurons is None:  # boxes of every layer, and the margins' weights on the logits layer's input
         return 4 * (8 * widest + 3 * classes * sizes[nodes[-1].inputs[0]])
-    passes = [classes * widest]
-    affine = Crown(nodes).affine_in_input
-    for node in nodes:
-        if node.kind in ("relu", "softplus", "maxpool"):
-            source = node.inputs[0]
-            if source != -1 and source not in affine and sizes[source] <= crown_neurons:
-                passes.append(2 * sizes[source] * max(size for index, size in sizes.items() if index <= source))
+    passes = [classes * (sum(sizes.values()) if optimized else widest)]
+    crown = Crown(nodes, crown_neurons)
+    for k in range(len(nodes) - 1):
+        if crown.crown_bounded(k):
+            passes.append(2 * sizes[k] * max(size for index, size in sizes.items() if index <= k))
     return 4 * LIVE_COPIES * max(passes)
