@@ -494,6 +494,8 @@ class AlphaCrown(Crown):
         self.prepare(x, C, eps, norm)
         final = len(self.nodes) - 1
         relus = [k for k, node in enumerate(self.nodes) if node.kind == "relu"]
+        if not relus:  # nothing to optimize: CROWN
+            return self.lower_bound(final, C)
         for node in self.nodes:  # every intermediate bound now, outside the loop: fixed from here on
             if node.kind in ("relu", "softplus", "maxpool"):
                 self._pre_bounds(node.inputs[0])
