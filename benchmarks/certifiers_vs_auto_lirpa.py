@@ -18,7 +18,8 @@ within 1% of auto_LiRPA's, and no slower per example on 2 CPU cores.
 
     pip install -e ".[bench]"
     pip install git+https://github.com/Verified-Intelligence/auto_LiRPA  # 0.7; PyPI has only 0.3
-    python benchmarks/certifiers_vs_auto_lirpa.py [--examples 50] [--norms linf,l2]
+    python benchmarks/certifiers_vs_auto_lirpa.py [--examples 50] [--norms linf,l2] [--networks mlp,cnn,cnn-maxpool]
+        [--methods ibp,crown,alpha_crown]
 
 For l2, auto_LiRPA bounds the ball alone, advbench the ball intersected with [0, 1]
 (slightly tighter where the box cuts the ball).  Any Keras backend (``KERAS_BACKEND``);
@@ -111,6 +112,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=50)
     parser.add_argument("--norms", default="linf,l2")
+    parser.add_argument("--networks", default="mlp,cnn,cnn-maxpool")
+    parser.add_argument("--methods", default=",".join(name for name, _ in METHODS))
     args = parser.parse_args()
 
     import torch  # before TensorFlow: the two must not load in the other order
@@ -165,7 +168,7 @@ def main() -> None:
     print(f"{'network':12s} {'norm':4s} {'method':12s} {'advbench median r':>18s} {'auto_LiRPA median r':>20s} "
           f"{'ratio':>6s} {'>= 99%':>7s} {'advbench s/ex':>14s} {'auto_LiRPA s/ex':>16s}")
     keras.utils.set_random_seed(0)
-    for model in networks():
+    for model in (m for m in networks() if m.name in args.networks.split(",")):
         model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         model.fit(x_train, y_train, epochs=15, batch_size=64, verbose=0)
         network = to_torch(model)
@@ -177,7 +180,7 @@ def main() -> None:
         target = Target(model, num_classes=10, batch_size=len(x))
         predicted = target.predict(x)
         for norm in args.norms.split(","):
-            for ours_name, theirs_method in METHODS:
+            for ours_name, theirs_method in (m for m in METHODS if m[0] in args.methods.split(",")):
                 cls = registry.get("certifier", ours_name)
                 row = {}
                 for library, certifier in (("advbench", cls(cls.Params())), ("auto_LiRPA", AutoLirpa(network, theirs_method))):

@@ -133,6 +133,39 @@ def test_crown_is_exact_where_the_network_is_linear_and_alpha_crown_is_sound_and
     assert np.all(alpha <= at_corners(0.03) + 1e-5)
 
 
+def test_alpha_crown_optimizes_max_pool_lower_lines_soundly():
+    """With no ReLU, alpha-CROWN's only freedom is each max-pool window's convex weighting
+    of its inputs (auto_LiRPA's max-pool alpha): it must beat CROWN's single chosen input
+    on some margin and stay below the margins at every sampled point of the ball."""
+    import keras
+
+    from advbench.training import initialize
+    from advbench_plugins.certifiers.propagation import AlphaCrown, Crown, margin_matrix, read_graph
+
+    inputs = keras.Input((6, 6, 1))
+    h = keras.layers.MaxPooling2D(2)(keras.layers.Conv2D(4, 3, padding="same")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(h)))
+    initialize(model, 0)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.2, 0.8, size=(4, 6, 6, 1)).astype(np.float32)
+    target = Target(model, num_classes=10)
+    y = target.predict(x)
+    C = backend.to_numpy(margin_matrix(y, 10))
+    nodes = read_graph(model)
+    eps = 0.05
+
+    def bound(method):
+        margins = method(nodes).margins(backend.to_tensor(x), backend.to_tensor(C), backend.to_tensor(np.full(len(x), eps)), "linf")
+        return backend.to_numpy(margins)
+
+    crown, alpha = bound(Crown), bound(AlphaCrown)
+    assert np.all(alpha >= crown - 1e-5) and np.max(alpha - crown) > 1e-3
+    corners = np.clip(x[:, None] + eps * rng.choice([-1.0, 1.0], size=(len(x), 256) + x.shape[1:]), 0, 1)
+    logits = target.logits_numpy(corners.reshape((-1,) + x.shape[1:]).astype(np.float32)).reshape(len(x), 256, 10)
+    sampled = np.einsum("bsk,bnk->bns", C, logits).min(axis=1)
+    assert np.all(alpha <= sampled + 1e-5)
+
+
 @pytest.fixture(scope="module")
 def digits():
     from advbench import load_dataset

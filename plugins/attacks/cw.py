@@ -27,6 +27,7 @@ from pydantic import Field
 
 from advbench import Attack, Params, backend, hookimpl
 from advbench import lp
+from advbench.adam import adam_direction
 from advbench.lazy import keras
 from advbench.losses import cw_margin, misclassified
 
@@ -67,12 +68,10 @@ class CarliniWagnerL2(Attack):
                     best = ops.where(lp.broadcast(better, x), x_prime, best)
                     active = ops.cast(margin > -p.confidence, x.dtype)  # hinge: max(margin + kappa, 0)
                     grad = 2 * (x_prime - x) + lp.broadcast(const * active, x) * grad_margin
-                    m = 0.9 * m + 0.1 * grad
-                    v = 0.999 * v + 0.001 * ops.square(grad)
-                    t = ops.cast(i + 1, x.dtype)
+                    direction, m, v = adam_direction(grad, m, v, ops.cast(i + 1, x.dtype))
                     # cosine decay of the step to 1/100: the last steps settle on the minimum
                     rate = p.learning_rate * (0.01 + 0.99 * (1 + ops.cos(np.pi * ops.cast(i, x.dtype) / p.steps)) / 2)
-                    x_prime = x_prime - rate * (m / (1 - 0.9**t)) / (ops.sqrt(v / (1 - 0.999**t)) + 1e-8)
+                    x_prime = x_prime - rate * direction
                     return i + 1, ops.clip(x_prime, 0.0, 1.0), m, v, ops.where(better, size, best_norm), best
 
                 zeros = ops.zeros_like(x)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from advbench import backend
+from advbench.adam import adam_direction
 from advbench.lazy import keras
 from advbench.structure import UnsupportedModel, activation_name
 
@@ -295,6 +296,7 @@ class Crown:
         """Start a bound computation: the interval bounds of every layer."""
         self.x, self.eps, self.norm, self.C = x, eps, norm, C
         self.bounds = {}
+        self.pools = {}
         self.raw = {}
         self.ibp = ibp(self.nodes, x, eps, norm, until=len(self.nodes) - 2, raw=self.raw)
 
@@ -305,8 +307,9 @@ class Crown:
 
     def lower_bound(self, node_index, spec, slopes=None):
         """Lower bound of spec . (output of node ``node_index``); spec (B, S, *shape).
-        ``slopes``: for some ReLU nodes, the lower lines' slopes of their unstable neurons,
-        (B, S, *shape) in [0, 1] (alpha-CROWN); CROWN's adaptive choice elsewhere."""
+        ``slopes`` (alpha-CROWN), (B, S, *shape) in [0, 1]: for some ReLU nodes, the lower
+        lines' slopes of their unstable neurons; for some max-pool nodes, the lower lines'
+        weights of each window's inputs (see :meth:`pool_simplex`); CROWN's choice elsewhere."""
         specs = {node_index: spec}
         constant = keras.ops.zeros(keras.ops.shape(spec)[:2])
         for k in range(node_index, -1, -1):
@@ -402,7 +405,7 @@ class Crown:
         ops = keras.ops
         lower, upper = self._pre_bounds(node.inputs[0])
         if node.kind == "maxpool":
-            return self._maxpool_backward(node, lam, lower, upper)
+            return self._maxpool_backward(k, node, lam, slopes)
         if node.kind == "relu":
             unstable, slope_low, slope_up, intercept_up = self.relu_relaxation(k)
             intercept_low = ops.zeros_like(lower)
@@ -426,34 +429,88 @@ class Crown:
         offset = ops.sum(ops.reshape(positive * intercept_low[:, None] + negative * intercept_up[:, None], (batch, size, -1)), axis=2)
         return [new], offset
 
-    def _maxpool_backward(self, node, lam, lower, upper):
-        """Sound linear bounds of max-pooling (as DeepPoly and auto_LiRPA): below by the
-        window's input with the largest lower bound; above by that same input where its
-        lower bound is at least every other input's upper bound (the max is that input),
-        else by the window's largest upper bound, a constant."""
+    def pool_lines(self, index):
+        """The linear bounds of max-pool node ``index`` from its input's bounds, as DeepPoly
+        and auto_LiRPA: below, the window's input with the largest lower bound (``chosen``,
+        1 there, 0 elsewhere; None where windows overlap); above, that same input where its
+        lower bound is at least every other input's upper bound (``exact``: the max is that
+        input), else the window's largest upper bound, a constant (``out_upper``)."""
         ops = keras.ops
-        layer = node.layer
-
-        def pool(z):
-            return ops.max_pool(z, layer.pool_size, layer.strides, layer.padding, data_format="channels_last")
-
-        batch, size = ops.shape(lam)[0], lam.shape[1]
+        if index in self.pools:
+            return self.pools[index]
+        pool = self._pool(self.nodes[index].layer)
+        lower, upper = self._pre_bounds(self.nodes[index].inputs[0])
         out_lower, out_upper = pool(lower), pool(upper)
+        chosen = None
+        exact = ops.zeros_like(out_lower)
+        if self.pool_windows_disjoint(index):
+            chosen, _ = backend.grad(lambda z: (ops.sum(pool(z)), None), lower, self.differentiable)
+            others = pool(ops.where(chosen > 0.5, -1e30, upper))
+            exact = ops.cast(out_lower >= others, lower.dtype)
+        self.pools[index] = (chosen, exact, out_upper)
+        return self.pools[index]
+
+    def pool_windows_disjoint(self, index) -> bool:
+        """Whether max-pool node ``index``'s windows do not overlap (stride = pool size)."""
+        layer = self.nodes[index].layer
+        return tuple(layer.strides) == tuple(layer.pool_size)
+
+    def pool_weights_apply(self, index) -> bool:
+        """Whether max-pool node ``index`` takes optimized lower lines (alpha-CROWN): disjoint
+        windows that tile the input from its corner (``valid`` padding, or sizes divisible
+        by the pool)."""
+        layer = self.nodes[index].layer
+        height, width = self._shape(self.nodes[index].inputs[0])[:2]
+        pool_h, pool_w = layer.pool_size
+        return self.pool_windows_disjoint(index) and (
+            layer.padding == "valid" or (height % pool_h == 0 and width % pool_w == 0))
+
+    @staticmethod
+    def _pool(layer):
+        return lambda z: keras.ops.max_pool(z, layer.pool_size, layer.strides, layer.padding, data_format="channels_last")
+
+    def _spread(self, index, t):
+        """Each window's value (..., out_h, out_w, c) copied onto its inputs (..., h, w, c),
+        0 on inputs in no window; for :meth:`pool_weights_apply` nodes."""
+        ops = keras.ops
+        pool_h, pool_w = self.nodes[index].layer.pool_size
+        height, width = self._shape(self.nodes[index].inputs[0])[:2]
+        t = ops.repeat(ops.repeat(t, pool_h, axis=-3), pool_w, axis=-2)
+        pad = [(0, 0)] * (len(t.shape) - 3) + [(0, height - t.shape[-3]), (0, width - t.shape[-2]), (0, 0)]
+        return ops.pad(t, pad)
+
+    def pool_simplex(self, index, raw):
+        """Lower-line weights of max-pool node ``index`` from nonnegative ``raw`` weights
+        (B, S, *input shape): normalized to sum 1 over each window (any such weights give a
+        sound lower line: max(z) >= sum_i w_i z_i); uniform where a window's weights are all 0."""
+        ops = keras.ops
+        layer = self.nodes[index].layer
+        shape = self._shape(self.nodes[index].inputs[0])
+        area = layer.pool_size[0] * layer.pool_size[1]
+        flat = ops.reshape(raw, (-1,) + shape)
+        sums = ops.average_pool(flat, layer.pool_size, layer.strides, "valid", data_format="channels_last") * area
+        total = ops.reshape(self._spread(index, sums), ops.shape(raw))
+        return ops.where(total > 0, raw / ops.maximum(total, 1e-30), 1.0 / area)
+
+    def _maxpool_backward(self, k, node, lam, weights=None):
+        """Back through max-pool node ``k`` with :meth:`pool_lines`; ``weights`` (alpha-CROWN):
+        raw lower-line weights for the positive coefficients (see :meth:`pool_simplex`)."""
+        ops = keras.ops
+        pool = self._pool(node.layer)
+        chosen, exact, out_upper = self.pool_lines(k)
+        lower = self._pre_bounds(node.inputs[0])[0]
+        batch, size = ops.shape(lam)[0], lam.shape[1]
         positive = ops.maximum(lam, 0.0)
         negative = ops.minimum(lam, 0.0)
-        out_shape = tuple(out_upper.shape[1:])
-        if tuple(layer.strides) == tuple(layer.pool_size):  # windows do not overlap
-            # the input attaining each window's largest lower bound, and the largest upper bound of the others
-            chosen, _ = backend.grad(lambda z: (ops.sum(pool(z)), None), lower, self.differentiable)
-            others = pool(ops.where(chosen > 0.5, -1e30, upper))  # ties split the gradient: none excluded
-            exact = ops.cast(out_lower >= others, lam.dtype)[:, None]
-        else:
-            exact = ops.zeros_like(out_lower)[:, None]
+        exact = exact[:, None]
+        routed = negative * exact if weights is not None else positive + negative * exact
         # the coefficients routed to the chosen inputs: the gradient of max-pool at `lower`
-        folded = ops.reshape(positive + negative * exact, (-1,) + out_shape)
+        folded = ops.reshape(routed, (-1,) + tuple(out_upper.shape[1:]))
         tiled = ops.repeat(lower, size, axis=0)
         back, _ = backend.grad(lambda z: (ops.sum(pool(z) * folded), None), tiled, self.differentiable)
         new = ops.reshape(back, (batch, size) + tuple(lower.shape[1:]))
+        if weights is not None:
+            new = new + self._spread(k, positive) * self.pool_simplex(k, weights)
         offset = ops.sum(ops.reshape(negative * (1 - exact) * out_upper[:, None], (batch, size, -1)), axis=2)
         return [new], offset
 
@@ -475,13 +532,14 @@ class Crown:
 
 class AlphaCrown(Crown):
     """alpha-CROWN (Xu et al. 2021): CROWN whose margins' backward pass uses optimized lower
-    slopes for the unstable ReLUs, one per example, margin and neuron, by projected
-    gradient ascent (Adam) on the margins' lower bounds; the intermediate layers keep
-    CROWN's bounds (as auto_LiRPA's default, ``fix_interm_bounds``).
+    lines, one per example, margin and neuron, by projected gradient ascent (Adam) on the
+    margins' lower bounds: the slopes of the unstable ReLUs, and (as auto_LiRPA) the
+    max-pool windows' convex weights of their inputs; the intermediate layers keep CROWN's
+    bounds (as auto_LiRPA's default, ``fix_interm_bounds``).
 
-    Every slope in [0, 1] gives a sound bound, so each margin keeps the best of its
-    iterates; the first iterate is CROWN's own choice, so the result is never looser than
-    CROWN.  The ascent stops early once every example's margins are all positive."""
+    Every slope in [0, 1] and every convex weighting gives a sound bound, so each margin
+    keeps the best of its iterates; the first iterate is CROWN's own choice, so the result
+    is never looser than CROWN.  The ascent stops early once every example's margins are all positive."""
 
     def __init__(self, nodes, max_neurons: int = 2048, iterations: int = 20, learning_rate: float = 0.5,
                  decay: float = 0.98):
@@ -493,29 +551,31 @@ class AlphaCrown(Crown):
         ops = keras.ops
         self.prepare(x, C, eps, norm)
         final = len(self.nodes) - 1
-        relus = [k for k, node in enumerate(self.nodes) if node.kind == "relu"]
-        if not relus:  # nothing to optimize: CROWN
-            return self.lower_bound(final, C)
-        for node in self.nodes:  # every intermediate bound now, outside the loop: fixed from here on
+        rows = (ops.shape(x)[0], C.shape[1])
+        start = {}  # CROWN's choices: ReLU lower slopes, max-pool windows' chosen inputs
+        for k, node in enumerate(self.nodes):  # every intermediate bound now, outside the loop: fixed from here on
             if node.kind in ("relu", "softplus", "maxpool"):
                 self._pre_bounds(node.inputs[0])
-        rows = (ops.shape(x)[0], C.shape[1])
-        start = [ops.broadcast_to(self.relu_relaxation(k)[1][:, None], rows + tuple(self.ibp[k][0].shape[1:]))
-                 for k in relus]
+            if node.kind == "relu":
+                start[k] = self.relu_relaxation(k)[1]
+            elif node.kind == "maxpool" and self.pool_weights_apply(k):
+                start[k] = self.pool_lines(k)[0]
+        if not start:  # nothing to optimize: CROWN
+            return self.lower_bound(final, C)
+        optimized = list(start)
+        start = [ops.broadcast_to(start[k][:, None], rows + tuple(start[k].shape[1:])) for k in optimized]
 
         def bound(slopes):
-            margins = self.lower_bound(final, C, dict(zip(relus, slopes)))
+            margins = self.lower_bound(final, C, dict(zip(optimized, slopes)))
             return ops.sum(margins), margins
 
         def body(i, slopes, first, second, best):
             grads, margins = backend.grad(bound, list(slopes))
             best = ops.maximum(best, margins)
-            t = ops.cast(i + 1, x.dtype)
             rate = self.learning_rate * ops.power(self.decay, ops.cast(i, x.dtype))
-            first = [0.9 * m + 0.1 * g for m, g in zip(first, grads)]
-            second = [0.999 * v + 0.001 * ops.square(g) for v, g in zip(second, grads)]
-            slopes = [ops.clip(a + rate * (m / (1 - 0.9**t)) / (ops.sqrt(v / (1 - 0.999**t)) + 1e-8), 0.0, 1.0)
-                      for a, m, v in zip(slopes, first, second)]
+            steps = [adam_direction(g, m, v, ops.cast(i + 1, x.dtype)) for g, m, v in zip(grads, first, second)]
+            slopes = [ops.clip(a + rate * d, 0.0, 1.0) for a, (d, _, _) in zip(slopes, steps)]
+            first, second = [m for _, m, _ in steps], [v for _, _, v in steps]
             return i + 1, slopes, first, second, best
 
         def going(i, slopes, first, second, best):
