@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from advbench.errors import AdvbenchError, Problem
+from advbench.errors import Problem
 
 CHANCE_MARGIN = 1.5
 """A clean accuracy below ``CHANCE_MARGIN / classes`` is flagged as near chance."""
@@ -20,14 +20,14 @@ def data_problems(spec, locator) -> list[Problem]:
     budgets beyond the input box, pretrained models that do not fit the data or do not
     output logits.  Loads the dataset once and keeps it in ``spec.loaded`` for the run."""
     from advbench import lp
-    from advbench.data import make_subsets
+    from advbench.data import load_arrays, make_subsets
     from advbench.errors import DataError
 
     ref = spec.dataset
     try:
-        arrays = ref.build().load()
-    except (AdvbenchError, FileNotFoundError, OSError) as exc:
-        return [locator.problem(("dataset",), str(DataError(f"dataset {ref.name!r}: {exc}")))]
+        arrays = load_arrays(ref)
+    except DataError as exc:
+        return [locator.problem(("dataset",), str(exc))]
     problems = []
     sizes = {"train_size": len(arrays.y_train), "test_size": len(arrays.y_test)}
     for field, available in sizes.items():

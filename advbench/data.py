@@ -81,3 +81,16 @@ def make_subsets(data: DatasetArrays, train_size: int | None, test_size: int | N
     test_index = stratified_indices(data.y_test, test_size, seed)
     within = stratified_indices(data.y_test[test_index], examples, seed + 1)
     return Subsets(data, train_index, test_index, test_index[within])
+
+
+def load_arrays(ref) -> DatasetArrays:
+    """The arrays of the spec's dataset ``ref``; a :class:`DataError` naming the dataset
+    (once) where they cannot be read."""
+    from advbench.errors import AdvbenchError, DataError
+
+    try:
+        return ref.build().load()
+    except (AdvbenchError, OSError) as exc:  # FileNotFoundError is an OSError
+        text = str(exc)
+        prefix = f"dataset {ref.name!r}"
+        raise DataError(text if text.startswith(prefix) else f"{prefix}: {text}") from None

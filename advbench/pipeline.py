@@ -29,8 +29,8 @@ from typing import Callable
 import numpy as np
 
 import advbench
-from advbench.data import Subsets, make_subsets
-from advbench.errors import AdvbenchError, DataError, Problem, SpecError
+from advbench.data import Subsets, load_arrays, make_subsets
+from advbench.errors import AdvbenchError, Problem, SpecError
 from advbench.evaluation import KEEP_ADVERSARIAL, attack_radii, certified_radii, gradient_check
 from advbench import backend
 from advbench.lazy import keras
@@ -182,12 +182,8 @@ class Pipeline:
             self.data = self.spec.loaded  # loaded by the spec's data checks
         if self.data is None:
             ref = self.spec.dataset
-            try:
-                arrays = ref.build().load()
-            except (AdvbenchError, FileNotFoundError) as exc:
-                raise DataError(f"dataset {ref.name!r}: {exc}") from None
             self.data = make_subsets(
-                arrays, ref.params.train_size, ref.params.test_size, self.spec.evaluation.examples, self.spec.seed
+                load_arrays(ref), ref.params.train_size, ref.params.test_size, self.spec.evaluation.examples, self.spec.seed
             )
         return self.data
 

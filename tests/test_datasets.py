@@ -137,6 +137,7 @@ certifiers: [{{name: lipschitz}}]
     result = CliRunner().invoke(app, ["run", str(spec), "--out", str(tmp_path / "run")])
     assert result.exit_code == 2
     assert "files not found" in result.output and "download failed" in result.output and "Traceback" not in result.output
+    assert result.output.count("dataset 'mnist'") == 1, result.output  # named once, not once per layer that passes it on
 
 
 def write_cifar(folder, batches=(1, 2), n=4):
