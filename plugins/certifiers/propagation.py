@@ -296,6 +296,7 @@ class Crown:
         """Start a bound computation: the interval bounds of every layer."""
         self.x, self.eps, self.norm, self.C = x, eps, norm, C
         self.bounds = {}
+        self.tightened = set()  # nodes whose bounds may be tighter than IBP's
         self.pools = {}
         self.raw = {}
         self.ibp = ibp(self.nodes, x, eps, norm, until=len(self.nodes) - 2, raw=self.raw)
@@ -371,11 +372,13 @@ class Crown:
             return input_box(self.x, self.eps, self.norm)
         lower, upper = self.ibp[index]
         node = self.nodes[index]
-        if index not in self.affine_in_input and self.max_neurons > 0:  # max_neurons 0 (CROWN-IBP): IBP as it is
-            parts = [self._pre_bounds(i) for i in node.inputs]
+        parts = [self._pre_bounds(i) for i in node.inputs]
+        if any(i in self.tightened for i in node.inputs):  # else interval arithmetic gives IBP's bounds again
             tight_lower, tight_upper = interval_step(node, parts, self.eps, self.norm, {}, index)
             lower, upper = ops.maximum(lower, tight_lower), ops.minimum(upper, tight_upper)
+            self.tightened.add(index)
         if self.crown_bounded(index):
+            self.tightened.add(index)
             shape = tuple(lower.shape[1:])
             neurons = self.sizes[index]
             batch = ops.shape(self.x)[0]
