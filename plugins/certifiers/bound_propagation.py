@@ -26,6 +26,10 @@ class CrownParams(BoundParams):
 class AlphaCrownParams(CrownParams):
     iterations: int = Field(20, ge=1, description="Adam steps on the ReLU slopes per bound (auto_LiRPA's default: 20).")
     learning_rate: float = Field(0.5, gt=0, description="Adam step size on the slopes (auto_LiRPA's default: 0.5).")
+    pool_learning_rate: float = Field(
+        0.05, ge=0, description="Adam step size on the max-pool windows' weights of their inputs (0: CROWN's choice, "
+        "the input with the largest lower bound). Smaller than the slopes': a step moves every window at once, and "
+        "at 0.5 on a trained digits CNN no step beat CROWN's choice; 0.05 gained most over linf and l2 budgets.")
     lr_decay: float = Field(0.98, gt=0, le=1, description="Step size factor per step (auto_LiRPA's default: 0.98).")
 
 
@@ -112,7 +116,7 @@ class AlphaCROWN(CROWN):
         from advbench_plugins.certifiers.propagation import AlphaCrown
 
         p = self.params
-        crown = AlphaCrown(nodes, p.max_neurons, p.iterations, p.learning_rate, p.lr_decay)
+        crown = AlphaCrown(nodes, p.max_neurons, p.iterations, p.learning_rate, p.lr_decay, p.pool_learning_rate)
         return lambda x, C, eps: crown.margins(x, C, eps, norm)
 
 

@@ -493,7 +493,9 @@ class Crown:
         flat = ops.reshape(raw, (-1,) + shape)
         sums = ops.average_pool(flat, layer.pool_size, layer.strides, "valid", data_format="channels_last") * area
         total = ops.reshape(self._spread(index, sums), ops.shape(raw))
-        return ops.where(total > 0, raw / ops.maximum(total, 1e-30), 1.0 / area)
+        positive = total > 0
+        # the divisor is 1 where the window is all 0: a tiny one would make the gradient NaN
+        return ops.where(positive, raw / ops.where(positive, total, 1.0), 1.0 / area)
 
     def _maxpool_backward(self, k, node, lam, weights=None):
         """Back through max-pool node ``k`` with :meth:`pool_lines`; ``weights`` (alpha-CROWN):
@@ -537,7 +539,8 @@ class AlphaCrown(Crown):
     """alpha-CROWN (Xu et al. 2021): CROWN whose margins' backward pass uses optimized lower
     lines, one per example, margin and neuron, by projected gradient ascent (Adam) on the
     margins' lower bounds: the slopes of the unstable ReLUs, and (as auto_LiRPA) the
-    max-pool windows' convex weights of their inputs; the intermediate layers keep CROWN's
+    max-pool windows' convex weights of their inputs (with a smaller step,
+    ``pool_learning_rate``); the intermediate layers keep CROWN's
     bounds (as auto_LiRPA's default, ``fix_interm_bounds``).
 
     Every slope in [0, 1] and every convex weighting gives a sound bound, so each margin
@@ -545,10 +548,11 @@ class AlphaCrown(Crown):
     is never looser than CROWN.  The ascent stops early once every example's margins are all positive."""
 
     def __init__(self, nodes, max_neurons: int = 2048, iterations: int = 20, learning_rate: float = 0.5,
-                 decay: float = 0.98):
+                 decay: float = 0.98, pool_learning_rate: float = 0.05):
         # differentiable: the slopes' gradient passes the transposes and max-pool routings
         super().__init__(nodes, max_neurons, differentiable=True)
         self.iterations, self.learning_rate, self.decay = iterations, learning_rate, decay
+        self.pool_learning_rate = pool_learning_rate
 
     def margins(self, x, C, eps, norm):
         ops = keras.ops
@@ -561,11 +565,12 @@ class AlphaCrown(Crown):
                 self._pre_bounds(node.inputs[0])
             if node.kind == "relu":
                 start[k] = self.relu_relaxation(k)[1]
-            elif node.kind == "maxpool" and self.pool_weights_apply(k):
+            elif node.kind == "maxpool" and self.pool_learning_rate > 0 and self.pool_weights_apply(k):
                 start[k] = self.pool_lines(k)[0]
         if not start:  # nothing to optimize: CROWN
             return self.lower_bound(final, C)
         optimized = list(start)
+        scales = [self.pool_learning_rate / self.learning_rate if self.nodes[k].kind == "maxpool" else 1.0 for k in optimized]
         start = [ops.broadcast_to(start[k][:, None], rows + tuple(start[k].shape[1:])) for k in optimized]
 
         def bound(slopes):
@@ -577,7 +582,7 @@ class AlphaCrown(Crown):
             best = ops.maximum(best, margins)
             rate = self.learning_rate * ops.power(self.decay, ops.cast(i, x.dtype))
             steps = [adam_direction(g, m, v, ops.cast(i + 1, x.dtype)) for g, m, v in zip(grads, first, second)]
-            slopes = [ops.clip(a + rate * d, 0.0, 1.0) for a, (d, _, _) in zip(slopes, steps)]
+            slopes = [ops.clip(a + rate * scale * d, 0.0, 1.0) for a, scale, (d, _, _) in zip(slopes, scales, steps)]
             first, second = [m for _, m, _ in steps], [v for _, _, v in steps]
             return i + 1, slopes, first, second, best
 
