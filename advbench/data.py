@@ -85,12 +85,10 @@ def make_subsets(data: DatasetArrays, train_size: int | None, test_size: int | N
 
 def load_arrays(ref) -> DatasetArrays:
     """The arrays of the spec's dataset ``ref``; a :class:`DataError` naming the dataset
-    (once) where they cannot be read."""
+    where they cannot be read (the one place that names it)."""
     from advbench.errors import AdvbenchError, DataError
 
     try:
         return ref.build().load()
     except (AdvbenchError, OSError) as exc:  # FileNotFoundError is an OSError
-        text = str(exc)
-        prefix = f"dataset {ref.name!r}"
-        raise DataError(text if text.startswith(prefix) else f"{prefix}: {text}") from None
+        raise DataError(f"dataset {ref.name!r}: {exc}") from None

@@ -120,12 +120,13 @@ def locate(data_dir: str | None, folder: str, marker) -> Path:
     return data_root(data_dir) / folder
 
 
-def ensure_files(dataset: str, folder: Path, remotes: list[Remote], download: bool, present: bool) -> None:
-    """Download the ``remotes`` into ``folder`` unless ``present``; explain what is missing otherwise."""
+def ensure_files(folder: Path, remotes: list[Remote], download: bool, present: bool) -> None:
+    """Download the ``remotes`` into ``folder`` unless ``present``; explain what is missing otherwise
+    (the caller names the dataset: :func:`advbench.data.load_arrays`)."""
     if present:
         return
     hint = (
-        f"dataset {dataset!r}: files not found in {folder}. Put the official files there "
+        f"files not found in {folder}. Put the official files there "
         f"({', '.join(r.filename for r in remotes)}, from {', '.join(sorted({r.url.rsplit('/', 1)[0] for r in remotes}))}), "
         "or set the spec's dataset data_dir (or the ADVBENCH_DATA environment variable) to the folder that contains "
         f"{folder.name}/"

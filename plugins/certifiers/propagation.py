@@ -501,21 +501,20 @@ class Crown:
         """Back through max-pool node ``k`` with :meth:`pool_lines`; ``weights`` (alpha-CROWN):
         raw lower-line weights for the positive coefficients (see :meth:`pool_simplex`)."""
         ops = keras.ops
-        pool = self._pool(node.layer)
         chosen, exact, out_upper = self.pool_lines(k)
-        lower = self._pre_bounds(node.inputs[0])[0]
         batch, size = ops.shape(lam)[0], lam.shape[1]
         positive = ops.maximum(lam, 0.0)
         negative = ops.minimum(lam, 0.0)
         exact = exact[:, None]
-        routed = negative * exact if weights is not None else positive + negative * exact
-        # the coefficients routed to the chosen inputs: the gradient of max-pool at `lower`
-        folded = ops.reshape(routed, (-1,) + tuple(out_upper.shape[1:]))
-        tiled = ops.repeat(lower, size, axis=0)
-        back, _ = backend.grad(lambda z: (ops.sum(pool(z) * folded), None), tiled, self.differentiable)
-        new = ops.reshape(back, (batch, size) + tuple(lower.shape[1:]))
-        if weights is not None:
-            new = new + self._spread(k, positive) * self.pool_simplex(k, weights)
+        if weights is not None:  # windows tile the input: each window's coefficient copied onto its inputs, weighted
+            new = self._spread(k, positive) * self.pool_simplex(k, weights) + self._spread(k, negative * exact) * chosen[:, None]
+        else:  # the coefficients routed to the chosen inputs: the gradient of max-pool at `lower`
+            pool = self._pool(node.layer)
+            lower = self._pre_bounds(node.inputs[0])[0]
+            folded = ops.reshape(positive + negative * exact, (-1,) + tuple(out_upper.shape[1:]))
+            tiled = ops.repeat(lower, size, axis=0)
+            back, _ = backend.grad(lambda z: (ops.sum(pool(z) * folded), None), tiled, self.differentiable)
+            new = ops.reshape(back, (batch, size) + tuple(lower.shape[1:]))
         offset = ops.sum(ops.reshape(negative * (1 - exact) * out_upper[:, None], (batch, size, -1)), axis=2)
         return [new], offset
 

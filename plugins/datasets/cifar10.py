@@ -35,7 +35,7 @@ class CIFAR10(Dataset):
         root = locate(self.params.data_dir, "cifar10", lambda d: (d / "cifar-10-batches-py").is_dir())
         folder = root / "cifar-10-batches-py"
         if not (folder / "test_batch").is_file() and not self._unpack(root):
-            ensure_files(self.name or "cifar10", root, [REMOTE], self.params.download, present=False)
+            ensure_files(root, [REMOTE], self.params.download, present=False)
             self._unpack(root)
         wanted = self.params.batches
         names = [f"data_batch_{i}" for i in (wanted or range(1, 6))]

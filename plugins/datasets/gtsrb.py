@@ -59,7 +59,7 @@ class GTSRB(Dataset):
     def load(self) -> DatasetArrays:
         root = locate(self.params.data_dir, "gtsrb", lambda d: _layout(d) is not None)
         if _layout(root) is None:
-            ensure_files(self.name or "gtsrb", root, REMOTES, self.params.download, present=False)
+            ensure_files(root, REMOTES, self.params.download, present=False)
             for remote in REMOTES:
                 extract(root / remote.filename, root)
                 (root / remote.filename).unlink()

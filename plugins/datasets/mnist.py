@@ -25,7 +25,7 @@ class IDXDataset(Dataset):
         alternative = self.read_alternative(folder)
         if alternative is not None:
             return alternative
-        ensure_files(self.name or self.folder, folder, self.remotes, self.params.download, all(self._find(folder, n) for n in IDX_FILES))
+        ensure_files(folder, self.remotes, self.params.download, all(self._find(folder, n) for n in IDX_FILES))
         x_train, y_train, x_test, y_test = (parse_idx(read_bytes(self._find(folder, n)), self._find(folder, n)) for n in IDX_FILES)
         files = [self._find(folder, n).name for n in IDX_FILES]
         return self._arrays(x_train, y_train, x_test, y_test, {"folder": str(folder), "files": files})
