@@ -93,10 +93,7 @@ def table(bounds: list[Bounds], rank_by: str = "certified", intervals: bool = Tr
 
     def accuracy(b: Bounds, kind: str, eps=None) -> str:
         value = b.accuracy(kind, eps)
-        if value is None or not intervals:
-            return _pct(value)
-        lower, upper = b.interval(kind, eps)
-        return f"{_pct(value)} ±{100 * max(value - lower, upper - value):.1f}"
+        return _with_interval(value, b.interval(kind, eps) if intervals else None)
 
     rows = []
     radii = [[b.median_radius("certified"), b.median_radius("empirical"), b.median_gap()] for b in order]
@@ -115,6 +112,14 @@ def table(bounds: list[Bounds], rank_by: str = "certified", intervals: bool = Tr
         rows.append(Row(position + 1, b, cells, rank_range))
     notes = _table_notes(order, rank_by, decide, intervals, len(bounds[0].label) if bounds else 0)
     return Table(header, rows, notes)
+
+
+def _with_interval(value: float | None, interval: tuple[float, float] | None) -> str:
+    """An accuracy in % with the larger half-width of its interval (``38.3 ±5.5``)."""
+    if value is None or interval is None:
+        return _pct(value)
+    lower, upper = interval
+    return f"{_pct(value)} ±{100 * max(value - lower, upper - value):.1f}"
 
 
 def _table_notes(order: list[Bounds], rank_by: str, decide, intervals: bool, examples: int) -> list[str]:
@@ -241,11 +246,12 @@ def render_markdown(results: Results, rank_by: str = "certified", plots: dict[st
                 "|---|---|---:|" + "---:|" * len(threat["eps"]),
             ]
             lines += [
-                f"| {b.model} | {label} | {_pct(b.smoothed_accuracy(label, 0))} | "
-                + " | ".join(_pct(b.smoothed_accuracy(label, e)) for e in threat["eps"]) + " |"
+                f"| {b.model} | {label} | {_with_interval(b.smoothed_accuracy(label, 0), b.smoothed_interval(label, 0))} | "
+                + " | ".join(_with_interval(b.smoothed_accuracy(label, e), b.smoothed_interval(label, e)) for e in threat["eps"]) + " |"
                 for b, label in smoothed
             ]
-            lines.append("")
+            lines += ["", "±: the 95% Clopper-Pearson interval over the evaluated examples (its larger side), as above; it does "
+                      "not include the smoothing certificate's own failure probability α.", ""]
         details = []
         for b in ranked(bounds, rank_by):
             details += [f"- **ERROR** `{b.model}`: {e}" for e in b.errors]

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from advbench.results import Bounds, Results
 from advbench.statistics import CONFIDENCE
 
-FORMAT = "advbench-leaderboard/1"
+FORMAT = "advbench-leaderboard/2"
 
 
 class _Model(BaseModel):
@@ -41,7 +41,9 @@ class Budget(_Model):
     empirical: Optional[Accuracy] = Field(description="Empirical robust accuracy (upper bound); null: no attack ran.")
     per_attack: dict[str, Optional[float]] = Field(description="Empirical robust accuracy of each attack alone.")
     per_certifier: dict[str, Optional[float]] = Field(description="Certified accuracy of each sound certifier alone.")
-    smoothed: dict[str, float] = Field(description="Certified accuracy of the smoothed classifier, per smoothing certifier.")
+    smoothed: dict[str, Accuracy] = Field(description="Certified accuracy of the smoothed classifier, per smoothing certifier "
+                                          "(the interval is over the evaluated examples; the certificate's own failure "
+                                          "probability alpha is not in it).")
 
 
 class Entry(_Model):
@@ -72,7 +74,7 @@ class ThreatModelTable(_Model):
 
 
 class Leaderboard(_Model):
-    format: Literal["advbench-leaderboard/1"] = FORMAT
+    format: Literal["advbench-leaderboard/2"] = FORMAT
     name: str
     dataset: dict
     seed: int
@@ -90,6 +92,11 @@ def _accuracy(b: Bounds, kind: str, eps=None) -> Accuracy | None:
         return None
     lower, upper = b.interval(kind, eps)
     return Accuracy(value=value, lower=lower, upper=upper)
+
+
+def _smoothed(b: Bounds, label: str, eps: float) -> Accuracy:
+    lower, upper = b.smoothed_interval(label, eps)
+    return Accuracy(value=b.smoothed_accuracy(label, eps), lower=lower, upper=upper)
 
 
 def _radius(value: float | None):
@@ -114,7 +121,7 @@ def leaderboard_document(results: Results, rank_by: str = "certified") -> dict:
                     eps=e, eps_text=format_eps(e), certified=_accuracy(b, "certified", e), empirical=_accuracy(b, "empirical", e),
                     per_attack={a: b.empirical_accuracy(e, a) for a in b.empirical},
                     per_certifier={c: b.certified_accuracy(e, c) for c in b.sound_certified},
-                    smoothed={s: b.smoothed_accuracy(s, e) for s in b.smoothed},
+                    smoothed={s: _smoothed(b, s, e) for s in b.smoothed},
                 ) for e in b.eps],
                 median_radius_certified=_radius(b.median_radius("certified")),
                 median_radius_empirical=_radius(b.median_radius("empirical")),

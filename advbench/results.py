@@ -136,9 +136,15 @@ class Bounds:
     def interval(self, which: str, eps: float | None = None) -> tuple[float, float] | None:
         """The 95% Clopper-Pearson interval of :meth:`accuracy` over the evaluated examples
         (:mod:`advbench.statistics`), or ``None`` where there is no such accuracy."""
+        return self._interval(self.accuracy(which, eps))
+
+    def smoothed_interval(self, label: str, eps: float) -> tuple[float, float] | None:
+        """The 95% Clopper-Pearson interval of :meth:`smoothed_accuracy` over the evaluated examples."""
+        return self._interval(self.smoothed_accuracy(label, eps))
+
+    def _interval(self, value: float | None) -> tuple[float, float] | None:
         from advbench.statistics import clopper_pearson
 
-        value = self.accuracy(which, eps)
         if value is None or not len(self.label):
             return None
         lower, upper = clopper_pearson(round(value * len(self.label)), len(self.label))

@@ -196,6 +196,17 @@ def test_smoothing_through_the_pipeline_is_kept_apart_and_labelled(tmp_path):
     assert "smoothing" in bounds.smoothed and "smoothing" not in bounds.certified
     board = (run.run_dir / "leaderboard.md").read_text()
     assert "certifies the *smoothed* classifier" in board and "1 − α" in board
+    # the smoothed classifier's accuracies carry their 95% Clopper-Pearson interval, in the table and the JSON
+    row = next(line for line in board.splitlines() if line.startswith("| noisy | smoothing |"))
+    assert row.count("±") == 3, row  # clean and both budgets
+    from scipy.stats import binomtest
+
+    from advbench.report import leaderboard_document
+
+    smoothed = leaderboard_document(run.results)["threat_models"][0]["entries"][0]["budgets"][0]["smoothed"]["smoothing"]
+    n = len(bounds.label)
+    exact = binomtest(round(smoothed["value"] * n), n).proportion_ci(0.95, method="exact")
+    assert (smoothed["lower"], smoothed["upper"]) == pytest.approx((exact.low, exact.high))
     # the export has the smoothed classifier's own radii and predictions, apart from the model's certified radius
     import csv
     import io
