@@ -246,8 +246,9 @@ def render_markdown(results: Results, rank_by: str = "certified", plots: dict[st
                 "|---|---|---:|" + "---:|" * len(threat["eps"]),
             ]
             lines += [
-                f"| {b.model} | {label} | {_with_interval(b.smoothed_accuracy(label, 0), b.smoothed_interval(label, 0))} | "
-                + " | ".join(_with_interval(b.smoothed_accuracy(label, e), b.smoothed_interval(label, e)) for e in threat["eps"]) + " |"
+                f"| {b.model} | {label} | "
+                + " | ".join(_with_interval(b.smoothed_accuracy(label, e), b.smoothed_interval(label, e)) for e in [0, *threat["eps"]])
+                + " |"
                 for b, label in smoothed
             ]
             lines += ["", "±: the 95% Clopper-Pearson interval over the evaluated examples (its larger side), as above; it does "

@@ -86,17 +86,8 @@ class Leaderboard(_Model):
     provenance: dict = Field(description="Job keys' plugins and code, data fingerprint, backends and versions.")
 
 
-def _accuracy(b: Bounds, kind: str, eps=None) -> Accuracy | None:
-    value = b.accuracy(kind, eps)
-    if value is None:
-        return None
-    lower, upper = b.interval(kind, eps)
-    return Accuracy(value=value, lower=lower, upper=upper)
-
-
-def _smoothed(b: Bounds, label: str, eps: float) -> Accuracy:
-    lower, upper = b.smoothed_interval(label, eps)
-    return Accuracy(value=b.smoothed_accuracy(label, eps), lower=lower, upper=upper)
+def _accuracy(value: float | None, interval: tuple[float, float] | None) -> Accuracy | None:
+    return None if value is None or interval is None else Accuracy(value=value, lower=interval[0], upper=interval[1])
 
 
 def _radius(value: float | None):
@@ -116,12 +107,13 @@ def leaderboard_document(results: Results, rank_by: str = "certified") -> dict:
             b = row.bounds
             entries.append(Entry(
                 model=b.model, defense=b.defense, rank=row.rank if row.rank_range else None, rank_range=row.rank_range,
-                clean=_accuracy(b, "clean"),
+                clean=_accuracy(b.accuracy("clean"), b.interval("clean")),
                 budgets=[Budget(
-                    eps=e, eps_text=format_eps(e), certified=_accuracy(b, "certified", e), empirical=_accuracy(b, "empirical", e),
+                    eps=e, eps_text=format_eps(e), certified=_accuracy(b.accuracy("certified", e), b.interval("certified", e)),
+                    empirical=_accuracy(b.accuracy("empirical", e), b.interval("empirical", e)),
                     per_attack={a: b.empirical_accuracy(e, a) for a in b.empirical},
                     per_certifier={c: b.certified_accuracy(e, c) for c in b.sound_certified},
-                    smoothed={s: _smoothed(b, s, e) for s in b.smoothed},
+                    smoothed={s: _accuracy(b.smoothed_accuracy(s, e), b.smoothed_interval(s, e)) for s in b.smoothed},
                 ) for e in b.eps],
                 median_radius_certified=_radius(b.median_radius("certified")),
                 median_radius_empirical=_radius(b.median_radius("empirical")),
