@@ -5,57 +5,80 @@ A plugin author needs one import to start::
     from advbench import hookimpl
 
 and the base classes of the components they register (:class:`Dataset`,
-:class:`Architecture`, :class:`Defense`, :class:`Attack`, :class:`Certifier`,
-each with a pydantic :class:`Params` model).  Nothing here imports TensorFlow.
+:class:`Architecture`, :class:`Defense`, :class:`Attack`, :class:`Certifier`, each with
+a pydantic :class:`Params` model): the plugin contract (:mod:`advbench.contract`).  The
+building blocks plugins use live in :mod:`advbench.kit` (backend, lp, rng, losses,
+layers, the target, PGD, the bound engine).  In a notebook::
+
+    result = advbench.evaluate(model, x, y, norm="linf", eps=[0.1], attacks=["pgd"], certifiers=["crown"])
+    results = advbench.run("spec.yaml")
+
+Nothing here imports TensorFlow; :func:`evaluate`, :func:`run` and :func:`load_dataset`
+load what they need when called.
 """
 
 from __future__ import annotations
 
-import pluggy
-
 __version__ = "0.1.0"
 
-hookimpl = pluggy.HookimplMarker("advbench")
-"""Marker for plugin hook implementations: ``@hookimpl def advbench_register_attacks(register): ...``."""
-
-from advbench.components import (  # noqa: E402  (hookimpl must exist before plugins import us)
+from advbench.contract.components import (  # noqa: E402
+    BUDGET_RTOL,
+    NORMS,
+    SPEC_FILE,
+    SPEC_FOLDER,
     Architecture,
     Attack,
     BisectionCertifier,
+    Budget,
     Certifier,
     Dataset,
     DatasetArrays,
+    DatasetParams,
     Defense,
     Params,
-    Target,
 )
+from advbench.contract.hookspecs import hookimpl  # noqa: E402
+from advbench.errors import AdvbenchError  # noqa: E402
+
+_LAZY = {
+    "evaluate": "advbench.api",
+    "run": "advbench.api",
+    "load_dataset": "advbench.kit.data",
+    "Target": "advbench.kit.target",
+}
 
 
-def load_dataset(name: str, **params) -> DatasetArrays:
-    """Load the full train and test splits of a registered dataset.
+def __getattr__(name: str):
+    # The Python API and the Keras-backed parts load on first use (importing advbench stays fast).
+    if name in _LAZY:
+        import importlib
 
-    ``index`` columns in advbench's exports are positions in ``load_dataset(name,
-    **params).x_test``, so an exported example can always be found again.
-    """
-    from advbench.plugins import load_plugins
-
-    registry = load_plugins().registry
-    dataset_cls = registry.get("dataset", name)
-    dataset = dataset_cls(dataset_cls.Params(**params))
-    return dataset.load()
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'advbench' has no attribute {name!r}")
 
 
 __all__ = [
+    "BUDGET_RTOL",
+    "NORMS",
+    "SPEC_FILE",
+    "SPEC_FOLDER",
+    "AdvbenchError",
     "Architecture",
     "Attack",
     "BisectionCertifier",
+    "Budget",
     "Certifier",
     "Dataset",
     "DatasetArrays",
+    "DatasetParams",
     "Defense",
     "Params",
     "Target",
     "__version__",
+    "evaluate",
     "hookimpl",
     "load_dataset",
+    "run",
 ]

@@ -63,7 +63,7 @@ class RunResult:
 
     @property
     def results(self):
-        from advbench.results import load_results
+        from advbench.results.data import load_results
 
         return load_results(self.run_dir)
 

@@ -35,13 +35,9 @@ class MLP(Architecture):
     Params = MLPParams
 
     def build(self, input_shape, num_classes):
-        from advbench.layers import activation_layer
+        from advbench.kit.layers import one_hidden_layer
 
-        inputs = keras.Input(shape=input_shape)
-        hidden = keras.layers.Dense(self.params.hidden, name="hidden")(keras.layers.Flatten()(inputs))
-        hidden = activation_layer(self.params.activation, self.params.alpha)(hidden)
-        logits = keras.layers.Dense(num_classes, name="logits")(hidden)
-        return keras.Model(inputs, logits, name="mlp")
+        return one_hidden_layer(input_shape, num_classes, self.params.hidden, self.params.activation, self.params.alpha)
 
 
 class CNNParams(Params):
@@ -57,7 +53,7 @@ class CNN(Architecture):
     Params = CNNParams
 
     def build(self, input_shape, num_classes):
-        from advbench.layers import activation_layer
+        from advbench.kit.layers import activation_layer
 
         inputs = keras.Input(shape=input_shape)
         hidden = inputs

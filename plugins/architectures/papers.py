@@ -7,20 +7,27 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from typing import Literal
+
 from advbench import Architecture, Params, hookimpl
 from advbench.lazy import keras
-from advbench_plugins.architectures.basic import MLP, MLPParams
 
 
-class HeinMLPParams(MLPParams):
+class HeinMLPParams(Params):
     hidden: int = Field(1024, ge=1, description="Units in the hidden layer.")
+    activation: Literal["softplus", "relu"] = Field("softplus", description="Hidden activation.")
     alpha: float = Field(10.0, gt=0, description="Softplus sharpness, as in the paper's code.")
 
 
-class HeinMLP(MLP):
+class HeinMLP(Architecture):
     """One hidden layer of 1024 softplus units (alpha 10), as in Hein & Andriushchenko 2017."""
 
     Params = HeinMLPParams
+
+    def build(self, input_shape, num_classes):
+        from advbench.kit.layers import one_hidden_layer
+
+        return one_hidden_layer(input_shape, num_classes, self.params.hidden, self.params.activation, self.params.alpha)
 
 
 class MadryCNN(Architecture):

@@ -19,11 +19,10 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from advbench import Attack, Params, backend, hookimpl
-from advbench import rng
-from advbench import lp
+from advbench import Attack, Params, hookimpl
+from advbench.kit import backend, lp, rng
 from advbench.lazy import keras
-from advbench.losses import cross_entropy, true_and_best_other
+from advbench.kit.losses import cross_entropy, true_and_best_other
 
 ALPHA = 0.75
 RHO = 0.75

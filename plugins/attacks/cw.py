@@ -25,11 +25,11 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from advbench import Attack, Params, backend, hookimpl
-from advbench import lp
-from advbench.adam import adam_direction
+from advbench import Attack, Params, hookimpl
+from advbench.kit import backend, lp
+from advbench.kit.adam import adam_direction
 from advbench.lazy import keras
-from advbench.losses import cw_margin, misclassified
+from advbench.kit.losses import cw_margin, misclassified
 
 
 class CWParams(Params):
@@ -84,7 +84,7 @@ class CarliniWagnerL2(Attack):
         return self.per_target(target, "optimize", build)
 
     def minimize(self, target, x, y, norm, seed):
-        from advbench.evaluation import shrink_to_boundary
+        from advbench.kit.boundary import shrink_to_boundary
 
         run = self._optimize(target)
         x, y = np.asarray(x, np.float32), np.asarray(y)
@@ -105,7 +105,7 @@ class CarliniWagnerL2(Attack):
     def _goals(self, target, x, y) -> list[np.ndarray]:
         """Per run, the target class of each example (-1: untargeted): the untargeted run,
         then the classes whose linearized boundary at x is nearest inside the box (the
-        exact box-constrained step, :func:`advbench.lp.box_constrained_l2_step`)."""
+        exact box-constrained step, :func:`advbench.kit.lp.box_constrained_l2_step`)."""
         goals = [np.full(len(x), -1, np.int32)]
         if not self.params.targets:
             return goals

@@ -3,12 +3,12 @@
 Each iteration linearizes the logits at the current point and steps to the nearest
 linearized decision boundary (all K logit gradients from one batched Jacobian).  It runs
 twice and keeps, per example, the smaller result: once with the exactly minimal step
-*inside the [0, 1] box* (:func:`advbench.lp.box_constrained_l2_step` and
-:func:`~advbench.lp.box_constrained_linf_step`: exact on a linear model even where the
+*inside the [0, 1] box* (:func:`advbench.kit.lp.box_constrained_l2_step` and
+:func:`~advbench.kit.lp.box_constrained_linf_step`: exact on a linear model even where the
 box binds, and never "nothing found" where the linearization has a point in the box),
 and once with the classic unconstrained step followed by clipping (often better on
 networks, where the linearization is only local).  Each result is moved back along
-its ray to the decision boundary (:func:`advbench.evaluation.shrink_to_boundary`),
+its ray to the decision boundary (:func:`advbench.kit.boundary.shrink_to_boundary`),
 removing the overshoot.
 """
 
@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from advbench import Attack, Params, backend, hookimpl
-from advbench import lp
+from advbench import Attack, Params, hookimpl
+from advbench.kit import backend, lp
 from advbench.lazy import keras
 
 
@@ -82,7 +82,7 @@ class DeepFool(Attack):
         return np.where((sizes[1] < sizes[0])[:, None, None, None], classic, boxed)
 
     def _run(self, target, x, y, norm, box_exact):
-        from advbench.evaluation import shrink_to_boundary
+        from advbench.kit.boundary import shrink_to_boundary
 
         step = self._step(target, norm, box_exact)
         total = np.zeros_like(x)

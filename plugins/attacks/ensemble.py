@@ -5,7 +5,8 @@ ones left unbroken; every example records which attack broke it.
 Before the cascade, a minimal-norm stage (FMN and FAB by default) gives each example the
 smallest adversarial example those attacks find; the per-example bisection of the cascade
 then starts from that radius.  The ensemble's radius is thus the smallest any member found,
-and the record says which member found it."""
+and the record says which member found it.  The members are the registered `apgd`,
+`square`, `fmn` and `fab` attacks (``context.attack`` in :meth:`Ensemble.prepare`)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,6 @@ from typing import Literal
 from pydantic import Field
 
 from advbench import Attack, Params, hookimpl
-from advbench_plugins.attacks.apgd import APGD
-from advbench_plugins.attacks.fab import FAB
-from advbench_plugins.attacks.fmn import FMN
-from advbench_plugins.attacks.square import Square
-
-MINIMAL = {"fmn": FMN, "fab": FAB}
 
 
 class EnsembleParams(Params):
@@ -38,23 +33,24 @@ class Ensemble(Attack):
     Params = EnsembleParams
     minimal_stage = True
 
-    def members(self):
+    def prepare(self, target, x, y, context):
+        """The members, as registered (``context.attack``): the cascade and the minimal-norm stage."""
+        self._members = self.members(context)
+        self._minimal = [(name, context.attack(name, steps=self.params.minimal_steps)) for name in self.params.minimal]
+
+    def members(self, context):
+        """The cascade: (label, attack) in the order they run."""
         p = self.params
         return [
-            ("apgd-ce", APGD(steps=p.steps, restarts=p.restarts, loss="ce")),
-            ("apgd-t", APGD(steps=p.steps, targeted=True, targets=p.targets)),
-            ("square", Square(queries=p.queries)),
+            ("apgd-ce", context.attack("apgd", steps=p.steps, restarts=p.restarts, loss="ce")),
+            ("apgd-t", context.attack("apgd", steps=p.steps, targeted=True, targets=p.targets)),
+            ("square", context.attack("square", queries=p.queries)),
         ]
-
-    def __init__(self, params=None, **kwargs):
-        super().__init__(params, **kwargs)
-        self._members = self.members()
-        self._minimal = [(name, MINIMAL[name](steps=self.params.minimal_steps)) for name in self.params.minimal]
 
     def minimize(self, target, x, y, norm, seed):
         """The minimal-norm stage: per example, the smallest adversarial example any of the
         minimal-norm members found, and which one (``None`` where none did)."""
-        from advbench import lp
+        from advbench.kit import lp
 
         x, y = np.asarray(x, np.float32), np.asarray(y)
         best, size = x.copy(), np.full(len(x), np.inf)

@@ -4,7 +4,7 @@ minimal-norm member of AutoAttack.
 At each iterate ``x_i`` the logits are linearized (all K input gradients) and the class s
 whose linearized boundary is nearest is chosen.  Its hyperplane is projected on twice,
 each time with the exactly minimal step inside the [0, 1] box
-(:func:`advbench.lp.box_constrained_l2_step`, :func:`~advbench.lp.box_constrained_linf_step`):
+(:func:`advbench.kit.lp.box_constrained_l2_step`, :func:`~advbench.kit.lp.box_constrained_linf_step`):
 from ``x_i`` (``delta_i``) and from the original point (``delta_0``).  The next iterate is
 ``(1 - a)(x_i + eta delta_i) + a (x_0 + eta delta_0)`` with ``a = min(|delta_i| / (|delta_i| +
 |delta_0|), alpha_max)``: a step towards the boundary, biased towards staying close to x_0,
@@ -22,10 +22,10 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from advbench import Attack, Params, backend, hookimpl, rng
-from advbench import lp
+from advbench import Attack, Params, hookimpl
+from advbench.kit import backend, lp, rng
 from advbench.lazy import keras
-from advbench.losses import misclassified
+from advbench.kit.losses import misclassified
 
 
 class FABParams(Params):
@@ -103,7 +103,7 @@ class FAB(Attack):
         return self.per_target(target, norm, lambda: target.compile(run, batch_args=(0, 1, 2)))
 
     def minimize(self, target, x, y, norm, seed):
-        from advbench.evaluation import shrink_to_boundary
+        from advbench.kit.boundary import shrink_to_boundary
 
         x, y = np.asarray(x, np.float32), np.asarray(y)
         run = self._run(target, norm)

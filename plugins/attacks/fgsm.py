@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from advbench import Params, hookimpl
-from advbench_plugins.attacks.pgd import PGD
+from advbench.kit.pgd import PGD
 
 
 class FGSMParams(Params):

@@ -3,12 +3,12 @@ linf: a minimal-norm attack.
 
 Gradient steps on the logit difference ``max_{j != y} f_j - f_y`` of length ``alpha`` (the
 gradient normalized in l2), each followed by the projection onto the intersection of the
-p-ball of an adaptive radius ``eps`` with the [0, 1] box (exact, :func:`advbench.lp.project_in_box`;
+p-ball of an adaptive radius ``eps`` with the [0, 1] box (exact, :func:`advbench.kit.lp.project_in_box`;
 the paper projects onto the ball, then clips).  While no adversarial point has been found, eps
 is the linear estimate of the distance to the boundary; the paper's ``||delta||_p + |loss|
 / ||grad||_q`` ignores the box and, where pixels sit at 0 or 1, stalls below the boundary,
 so here it is ``||delta + d||_p`` with ``d`` the exactly minimal step inside the box that
-the linearization says reaches the boundary (:data:`advbench.lp.BOX_STEPS`), times ``(1 +
+the linearization says reaches the boundary (:data:`advbench.kit.lp.BOX_STEPS`), times ``(1 +
 gamma)``: on a locally linear model an exact estimate is approached from below and never
 crossed.  Once one has, eps shrinks by ``(1 - gamma)`` (at most to the best norm found)
 while the iterate is adversarial and grows by ``(1 + gamma)`` while it is not.  alpha and
@@ -26,10 +26,10 @@ import math
 import numpy as np
 from pydantic import Field
 
-from advbench import Attack, Params, backend, hookimpl
-from advbench import lp
+from advbench import Attack, Params, hookimpl
+from advbench.kit import backend, lp
 from advbench.lazy import keras
-from advbench.losses import cw_margin, misclassified
+from advbench.kit.losses import cw_margin, misclassified
 
 
 class FMNParams(Params):
@@ -91,7 +91,7 @@ class FMN(Attack):
         return self.per_target(target, norm, lambda: target.compile(run, batch_args=(0, 1)))
 
     def minimize(self, target, x, y, norm, seed):
-        from advbench.evaluation import shrink_to_boundary
+        from advbench.kit.boundary import shrink_to_boundary
 
         x, y = np.asarray(x, np.float32), np.asarray(y)
         _, best = (backend.to_numpy(t) for t in self._run(target, norm)(x, y))

@@ -4,7 +4,7 @@ At x, for every target class t, linearize ``g_t = f_c - f_t`` and solve exactly
 
     min ||delta||_2  s.t.  <grad g_t(x), delta> = -s * g_t(x),  0 <= x + delta <= 1
 
-(:func:`advbench.lp.box_constrained_l2_step`, sorted breakpoints).  The margin scale
+(:func:`advbench.kit.lp.box_constrained_l2_step`, sorted breakpoints).  The margin scale
 ``s`` is searched on the true network: doubled from 1 until the prediction changes, then
 bisected down to the decision boundary, so the result has no overshoot.  The smallest
 successful perturbation over all targets is kept (or only the runner-up class, as the
@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from advbench import Attack, Params, backend, hookimpl
-from advbench import lp
+from advbench import Attack, Params, hookimpl
+from advbench.kit import backend, lp
 
 
 class HeinBoundaryParams(Params):

@@ -11,9 +11,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from advbench import hookimpl
-from advbench.components import SPEC_FILE
-from advbench_plugins.attacks.pgd import PGD, PGDParams
+from advbench import SPEC_FILE, hookimpl
+from advbench.kit.pgd import PGD, PGDParams
 
 
 class MaskedPGDParams(PGDParams):
@@ -38,7 +37,7 @@ class MaskedPGD(PGD):
         return None
 
     def prepare(self, target, x, y, context):
-        from advbench.evaluation import gradient_heatmap
+        from advbench.kit.boundary import gradient_heatmap
 
         if self.params.pixels == "file":
             mask = np.load(self.params.mask_file).astype(np.float32)

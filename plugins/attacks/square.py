@@ -14,11 +14,10 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from advbench import Attack, Params, backend, hookimpl
-from advbench import rng
-from advbench import lp
+from advbench import Attack, Params, hookimpl
+from advbench.kit import backend, lp, rng
 from advbench.lazy import keras
-from advbench.losses import true_and_best_other
+from advbench.kit.losses import true_and_best_other
 
 CHUNK = 50
 """Iterations compiled into one call; the batch is compacted to unbroken examples between calls."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from advbench import hookimpl
-from advbench_plugins.attacks.pgd import PGD, PGDParams
+from advbench.kit.pgd import PGD, PGDParams
 
 
 class TransferParams(PGDParams):

@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from advbench import BisectionCertifier, Params, backend, hookimpl
-from advbench.structure import UnsupportedModel
+from advbench import BisectionCertifier, Params, hookimpl
+from advbench.kit import backend
+from advbench.kit.structure import UnsupportedModel
 
 
 class BoundParams(Params):
@@ -37,7 +38,7 @@ class _Propagation(BisectionCertifier):
     optimized = False  # the bounds keep a backward pass for the gradient (sizes the sub-batches)
 
     def check(self, target):
-        from advbench_plugins.certifiers.propagation import read_graph
+        from advbench.kit.bounds import read_graph
 
         try:
             read_graph(target.model)
@@ -47,7 +48,7 @@ class _Propagation(BisectionCertifier):
 
     def _function(self, target, norm):
         def build():
-            from advbench_plugins.certifiers.propagation import bytes_per_example, margin_matrix, read_graph
+            from advbench.kit.bounds import bytes_per_example, margin_matrix, read_graph
 
             nodes = read_graph(target.model)
             margins = self.lower_margins(nodes, norm)
@@ -86,7 +87,7 @@ class IBP(_Propagation):
     Params = BoundParams
 
     def lower_margins(self, nodes, norm):
-        from advbench_plugins.certifiers.propagation import ibp_margins
+        from advbench.kit.bounds import ibp_margins
 
         return lambda x, C, eps: ibp_margins(nodes, x, C, eps, norm)
 
@@ -97,7 +98,7 @@ class CROWN(_Propagation):
     Params = CrownParams
 
     def lower_margins(self, nodes, norm):
-        from advbench_plugins.certifiers.propagation import Crown
+        from advbench.kit.bounds import Crown
 
         crown = Crown(nodes, self.params.max_neurons)
         return lambda x, C, eps: crown.margins(x, C, eps, norm)
@@ -113,7 +114,7 @@ class AlphaCROWN(CROWN):
     optimized = True
 
     def lower_margins(self, nodes, norm):
-        from advbench_plugins.certifiers.propagation import AlphaCrown
+        from advbench.kit.bounds import AlphaCrown
 
         p = self.params
         crown = AlphaCrown(nodes, p.max_neurons, p.iterations, p.learning_rate, p.lr_decay, p.pool_learning_rate)

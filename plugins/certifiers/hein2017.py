@@ -22,7 +22,7 @@ import numpy as np
 
 from advbench import Certifier, hookimpl
 from advbench.lazy import keras
-from advbench.structure import OneHiddenLayer, UnsupportedModel, flatten_layers
+from advbench.kit.structure import OneHiddenLayer, UnsupportedModel, flatten_layers
 
 ROUNDING_MARGIN = 1e-6
 

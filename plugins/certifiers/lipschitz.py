@@ -30,7 +30,7 @@ import numpy as np
 
 from advbench import Certifier, hookimpl
 from advbench.lazy import keras
-from advbench.structure import UnsupportedModel, activation_name, flatten_layers
+from advbench.kit.structure import UnsupportedModel, activation_name, flatten_layers
 
 ROUNDING_MARGIN = 1e-6
 """Relative safety margin on each layer norm against float rounding."""
@@ -82,7 +82,7 @@ def pair_constants(model, norm: str) -> np.ndarray:
 def layer_norm(layer, norm: str) -> float:
     """A sound upper bound of the layer's Lipschitz constant (``linf`` or ``l2``)."""
 
-    from advbench.layers import Softplus
+    from advbench.kit.layers import Softplus
 
     name = layer.__class__.__name__
     if isinstance(layer, (keras.layers.Flatten, keras.layers.Reshape, keras.layers.Dropout, keras.layers.ZeroPadding2D)):

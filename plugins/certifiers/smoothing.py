@@ -18,8 +18,8 @@ import numpy as np
 from pydantic import Field
 from scipy.stats import beta, norm as gaussian
 
-from advbench import Certifier, Params, backend, hookimpl
-from advbench import rng
+from advbench import Certifier, Params, hookimpl
+from advbench.kit import backend, rng
 from advbench.lazy import keras
 
 

@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from advbench import DatasetArrays, hookimpl
-from advbench.components import Dataset
-from advbench.datafiles import FileDatasetParams, Remote, ensure_files, extract, locate, move_into_place
+from advbench import Dataset, DatasetArrays, hookimpl
+from advbench.kit.datafiles import FileDatasetParams, Remote, ensure_files, extract, locate, move_into_place
 from advbench.errors import DataError
 
 CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

@@ -9,7 +9,7 @@ Reads either layout:
 * the widely used PNG layout: ``Train.csv``, ``Test.csv`` (columns Width, Height,
   Roi.X1, Roi.Y1, Roi.X2, Roi.Y2, ClassId, Path), ``Train/<class>/*.png``, ``Test/*.png``.
 
-Decoded arrays are cached (see :func:`advbench.datafiles.cache_root`), keyed by the
+Decoded arrays are cached (see :func:`advbench.kit.datafiles.cache_root`), keyed by the
 annotation files and the image size.
 """
 
@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import Field
 
 from advbench import Dataset, DatasetArrays, hookimpl
-from advbench.datafiles import FileDatasetParams, Remote, cached, ensure_files, extract, locate
+from advbench.kit.datafiles import FileDatasetParams, Remote, cached, ensure_files, extract, locate
 from advbench.errors import DataError
 
 BASE = "https://sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1e19370"

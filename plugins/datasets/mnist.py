@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from advbench import Dataset, DatasetArrays, hookimpl
-from advbench.datafiles import FileDatasetParams, Remote, ensure_files, locate, parse_idx, read_bytes
+from advbench.kit.datafiles import FileDatasetParams, Remote, ensure_files, locate, parse_idx, read_bytes
 from advbench.errors import DataError
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

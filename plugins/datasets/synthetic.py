@@ -20,8 +20,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from advbench import Dataset, DatasetArrays, hookimpl
-from advbench.components import DatasetParams
+from advbench import Dataset, DatasetArrays, DatasetParams, hookimpl
 
 
 class SyntheticParams(DatasetParams):

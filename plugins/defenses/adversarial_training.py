@@ -1,5 +1,5 @@
 """Adversarial training: Madry et al.'s PGD training (`pgd_training`) for linf and l2,
-reusing the PGD implementation of the attack plugin, and Hein & Andriushchenko's l2
+on the PGD of the attacks (:mod:`advbench.kit.pgd`), and Hein & Andriushchenko's l2
 training on their boundary attack (`hein_training`), reusing its exact box solver."""
 
 from __future__ import annotations
@@ -8,10 +8,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from advbench import Defense, Params, backend, hookimpl
-from advbench.components import Budget
-from advbench import rng
-from advbench import lp
+from advbench import Budget, Defense, Params, hookimpl
+from advbench.kit import backend, lp, rng
 from advbench.lazy import keras
 
 
@@ -50,7 +48,8 @@ class PGDTraining(Defense):
         scale.assign(min(1.0, (epoch + 1) / ramp) if ramp else 1.0)
 
     def training_batch(self, model, x, y):
-        from advbench_plugins.attacks.pgd import LOSSES, pgd_start, pgd_steps
+        from advbench.kit.losses import LOSSES
+        from advbench.kit.pgd import pgd_start, pgd_steps
 
         ops = keras.ops
         p = self.params

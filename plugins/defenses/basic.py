@@ -40,7 +40,7 @@ class Dropout(Defense):
         head = model.layers[-1]
         if not isinstance(head, keras.layers.Dense):
             raise ValueError(f"dropout needs a model that ends in a Dense layer, not {head.__class__.__name__}")
-        from advbench.layers import Dropout as DropoutLayer
+        from advbench.kit.layers import Dropout as DropoutLayer
 
         features = DropoutLayer(self.params.rate, name="dropout")(head.input)
         return keras.Model(model.inputs, head(features), name=model.name)

@@ -3,7 +3,7 @@ the ball, so that the certifiers can certify the trained model.  `ibp_training` 
 al. 2018) bounds the margins with interval bound propagation; `crown_ibp_training` (Zhang
 et al. 2020) with CROWN-IBP (IBP for every intermediate layer, CROWN for the margins),
 blended into IBP as training goes on.  Both use the certifiers' bound propagation
-(:mod:`advbench_plugins.certifiers.propagation`), so they train exactly the bounds the
+(:mod:`advbench.kit.bounds`), so they train exactly the bounds the
 `ibp` and `crown` certifiers compute.
 
 The loss is ``kappa * CE(clean logits) + (1 - kappa) * CE(worst-case logits)``, where the
@@ -20,10 +20,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from advbench import Defense, Params, hookimpl
-from advbench.components import Budget
+from advbench import Budget, Defense, Params, hookimpl
 from advbench.lazy import keras
-from advbench.structure import UnsupportedModel
+from advbench.kit.structure import UnsupportedModel
 
 
 class IBPTrainingParams(Params):
@@ -65,7 +64,7 @@ class IBPTraining(Defense):
 
     def graph_of(self, model) -> list:
         """The bound-propagation graph of ``model``, read once per model (not at every step)."""
-        from advbench_plugins.certifiers.propagation import read_graph
+        from advbench.kit.bounds import read_graph
 
         if self._graph is None or self._graph[0] is not model:
             try:
@@ -94,9 +93,9 @@ class IBPTraining(Defense):
         return ops.clip(done / ramp, 0.0, 1.0)
 
     def regularizer(self, model, x, y, logits):
-        from advbench.losses import cross_entropy
+        from advbench.kit.losses import cross_entropy
 
-        from advbench_plugins.certifiers.propagation import margin_matrix
+        from advbench.kit.bounds import margin_matrix
 
         ops = keras.ops
         p = self.params
@@ -110,7 +109,7 @@ class IBPTraining(Defense):
         return (1.0 - kappa) * (robust - clean)
 
     def lower_margins(self, model, x, C, eps, t):
-        from advbench_plugins.certifiers.propagation import ibp_margins
+        from advbench.kit.bounds import ibp_margins
 
         return ibp_margins(self.graph_of(model), x, C, eps, self.params.norm)
 
@@ -124,7 +123,7 @@ class CrownIBPTraining(IBPTraining):
     Params = CrownIBPTrainingParams
 
     def lower_margins(self, model, x, C, eps, t):
-        from advbench_plugins.certifiers.propagation import Crown
+        from advbench.kit.bounds import Crown
 
         p = self.params
         if p.beta_start == p.beta_end == 0.0:

@@ -7,7 +7,7 @@ Adds to the cross-entropy
 computed as ``2K sum_l ||g_l||^2 - 2 ||sum_l g_l||^2`` from the K input gradients of each
 example.  For a one-hidden-layer network it uses the closed form from the weights
 (gradients ``U diag(sigma'(z)) W2``); otherwise the K gradients come from one batched
-Jacobian (:func:`advbench.backend.jacobian`), kept differentiable for the training step.  Both are evaluated on the
+Jacobian (:func:`advbench.kit.backend.jacobian`), kept differentiable for the training step.  Both are evaluated on the
 inference function (no dropout), so they agree exactly.
 """
 
@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from advbench import Defense, Params, backend, hookimpl
+from advbench import Defense, Params, hookimpl
+from advbench.kit import backend
 from advbench.lazy import keras
 
 
@@ -37,7 +38,7 @@ def cross_lipschitz(model, x, closed_form: bool | None = None):
 
     ``closed_form=None`` picks the closed form when the model has one hidden layer.
     """
-    from advbench.structure import OneHiddenLayer, UnsupportedModel
+    from advbench.kit.structure import OneHiddenLayer, UnsupportedModel
 
     if closed_form is not False:
         try:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from advbench import Defense, Params, hookimpl, rng
+from advbench import Defense, Params, hookimpl
+from advbench.kit import rng
 from advbench.lazy import keras
 
 

@@ -45,7 +45,7 @@ class PRM(Defense):
         return mask.reshape(height, width, 1)
 
     def prepare_model(self, model):
-        from advbench.layers import Blend, FixedMask
+        from advbench.kit.layers import Blend, FixedMask
 
         shape = model.input_shape[1:]
         inputs = keras.Input(shape)
@@ -70,7 +70,7 @@ class PRM(Defense):
     def inference_model(self, model):
         if not self.params.random_pixels:
             return model
-        from advbench.layers import Blend, RandomPixelMask
+        from advbench.kit.layers import Blend, RandomPixelMask
 
         classifier = model.layers[-1]
         prm = model.get_layer("prm")
@@ -83,7 +83,7 @@ class PRM(Defense):
         return self.params.random_pixels
 
     def diagnostics(self, target, x, y, directory, stem):
-        from advbench.evaluation import gradient_heatmap
+        from advbench.kit.boundary import gradient_heatmap
 
         heatmap = gradient_heatmap(target, x, y)
         mask = self.mask(x.shape[1:])[..., 0] > 0

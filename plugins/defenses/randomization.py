@@ -33,8 +33,8 @@ class Randomization(Defense):
         self._training_layer = None
 
     def layer(self, name: str | None = None):
-        """A random resize-and-pad layer (:class:`advbench.layers.RandomResizePad`)."""
-        from advbench.layers import RandomResizePad
+        """A random resize-and-pad layer (:class:`advbench.kit.layers.RandomResizePad`)."""
+        from advbench.kit.layers import RandomResizePad
 
         return RandomResizePad(self.params.max_ratio, self.params.method, name=name)
 

@@ -1,0 +1,398 @@
+"""Base classes of everything a plugin can register.
+
+Each component declares its spec parameters as a nested pydantic ``Params`` model
+(typed, with defaults and descriptions): the spec is validated against it before any
+work starts, and ``advbench schema`` publishes it.  A component is constructed with a
+validated ``Params`` instance, available as ``self.params``.
+
+This module does not import a deep-learning framework; the methods receive and return
+backend tensors (of whichever Keras backend runs) or NumPy arrays as documented.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+if TYPE_CHECKING:  # pragma: no cover
+    from advbench.kit.target import Target
+
+NORMS = ("linf", "l2")
+"""The threat-model norms advbench knows: ``linf`` and ``l2``."""
+
+BUDGET_RTOL = 1e-5
+"""An example counts as broken at eps when its empirical radius is <= eps (1 + BUDGET_RTOL),
+and an attack's point may exceed its budget by that much (float rounding)."""
+
+
+def box_diameter(input_shape, p: str) -> float:
+    """The largest p-distance between two points of [0, 1]^d: no budget needs to exceed it."""
+    dim = int(np.prod(input_shape))
+    return {"linf": 1.0, "l2": float(np.sqrt(dim)), "l1": float(dim)}[p]
+
+
+def budget_value(value):
+    """A budget as a spec may write it: a number, or a fraction ``8/255`` (YAML reads it as
+    text), which becomes the number; anything else is left for the number check to refuse."""
+    if isinstance(value, str) and value.count("/") == 1:
+        numerator, denominator = (part.strip() for part in value.split("/"))
+        try:
+            numerator_value, denominator_value = float(numerator), float(denominator)
+        except ValueError:
+            raise ValueError(f"expected a number or a fraction like 8/255, got {value!r}") from None
+        if denominator_value == 0:
+            raise ValueError(f"{value!r} divides by zero")
+        return numerator_value / denominator_value
+    return value
+
+
+Budget = Annotated[float, BeforeValidator(budget_value)]
+"""A float parameter that also accepts ``k/255`` (perturbation budgets)."""
+
+
+class Params(BaseModel):
+    """Base of every component's parameter model: unknown keys are errors."""
+
+    # strict: a spec's `steps: yes` is refused, not read as 1; no inf or NaN anywhere
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True, allow_inf_nan=False)
+
+
+SPEC_FILE = {"spec_path": "file"}
+"""``Field(json_schema_extra=SPEC_FILE)`` marks a parameter naming a file: a relative path
+is relative to the spec's folder, and the file's content (not its name) is part of the
+results' key."""
+
+SPEC_FOLDER = {"spec_path": "folder"}
+"""``Field(json_schema_extra=SPEC_FOLDER)`` marks a parameter naming a folder (e.g. where
+data lives): relative to the spec's folder, and not part of the results' key."""
+
+
+class Component:
+    """Common base: a name given at registration and validated parameters."""
+
+    Params: ClassVar[type[Params]] = Params
+    name: str = ""  # the registered name; set by the registry on a subclass copy
+
+    def __init__(self, params: Params | None = None, **kwargs: Any):
+        self.params = params if params is not None else self.Params(**kwargs)
+
+    def per_target(self, target: "Target", key, build):
+        """What ``build()`` returns (compiled functions for this model), made on the first
+        call with this ``(target, key)`` and kept for later calls.  The target itself is
+        checked, not only its ``id``: Python may give a dead target's id to a new one."""
+        cache = self.__dict__.setdefault("_per_target", {})
+        entry = cache.get((id(target), key))
+        if entry is None or entry[0] is not target:
+            entry = cache[(id(target), key)] = (target, build())
+        return entry[1]
+
+    def forget_targets(self) -> None:
+        """Drop what :meth:`per_target` kept (after a change that the kept functions baked in)."""
+        self.__dict__.pop("_per_target", None)
+
+    @classmethod
+    def summary(cls) -> str:
+        """First line of the class docstring, shown by ``advbench plugins``."""
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+    @classmethod
+    def check_spec(cls, params, spec) -> str | None:
+        """Return what is wrong with these parameters in this spec (e.g. a model name that
+        does not exist), or ``None``.  Runs during validation, before any work."""
+        return None
+
+    def settings(self) -> dict:
+        """The parameters as plain data, recorded with every result."""
+        return self.params.model_dump(mode="json", by_alias=True)
+
+
+# -- datasets ---------------------------------------------------------------------------
+
+
+@dataclass
+class DatasetArrays:
+    """A dataset's full train and test splits.
+
+    Images are float32 in [0, 1], NHWC; labels are int64 class indices.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    class_names: list[str]
+    info: dict = field(default_factory=dict)  # provenance: source files, batches read, ...
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+class DatasetParams(Params):
+    train_size: int | None = Field(
+        None, gt=0, description="Training examples to use (stratified by class, chosen by the spec's seed); all when unset."
+    )
+    test_size: int | None = Field(
+        None, gt=0, description="Test examples to keep (stratified by class, chosen by the spec's seed); all when unset."
+    )
+
+
+class Dataset(Component):
+    """A source of labelled images.  ``train_size`` and ``test_size`` are applied by
+    advbench (stratified, by seed); :meth:`load` returns the full splits."""
+
+    Params: ClassVar[type[Params]] = DatasetParams
+    mirror_invariant: ClassVar[bool] = False  # may training flip images horizontally?
+
+    def load(self) -> DatasetArrays:
+        """Return the full train and test splits (float32 in [0, 1], NHWC)."""
+        raise NotImplementedError
+
+
+# -- architectures ----------------------------------------------------------------------
+
+
+class Architecture(Component):
+    """A Keras model family whose models output logits for inputs in [0, 1]."""
+
+    def build(self, input_shape: tuple[int, ...], num_classes: int):
+        """Return an unbuilt-or-built ``keras.Model`` mapping ``input_shape`` to ``num_classes`` logits."""
+        raise NotImplementedError
+
+
+# -- defenses ---------------------------------------------------------------------------
+
+
+class Defense(Component):
+    """A change to how a model is trained or used.
+
+    The training step calls, in this order and inside one compiled function (see
+    :func:`advbench.kit.backend.compile`): ``training_batch`` (may replace the inputs, e.g.
+    by adversarial examples), the forward pass, and ``regularizer`` (added to the mean
+    cross-entropy).  Write them with ``keras.ops``, ``keras.random`` and
+    :mod:`advbench.kit.backend` and they run on every Keras backend.  State a defense keeps
+    across steps (a budget ramp, the counter of an :mod:`advbench.kit.rng` stream) is a
+    Keras variable listed in :attr:`variables`.  Before training, ``prepare_model`` may extend the
+    architecture; at evaluation, ``inference_model`` may wrap it.  A defense whose
+    inference model draws random numbers must say so in :meth:`randomized`, so that it
+    is attacked with EOT; its random layers draw from their own streams.
+    """
+
+    @property
+    def variables(self) -> list:
+        """Keras variables the training step reads or changes besides the model's (created
+        on first access, outside compiled code)."""
+        return []
+
+    def prepare_model(self, model):
+        """Return the model to train (default: unchanged).  Called once, before training."""
+        return model
+
+    def on_train_begin(self, epochs: int, steps_per_epoch: int) -> None:
+        """Called once before training, with its length (e.g. to schedule a ramp by steps)."""
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        """Called before each training epoch (e.g. to ramp up a budget)."""
+
+    def training_batch(self, model, x, y):
+        """Return the ``(x, y)`` batch to train on (default: unchanged).  Runs inside compiled code."""
+        return x, y
+
+    def regularizer(self, model, x, y, logits):
+        """Return a scalar added to the mean cross-entropy, or ``None`` (default).  Runs inside compiled code."""
+        return None
+
+    def inference_model(self, model):
+        """Return the model to evaluate (default: the trained model)."""
+        return model
+
+    def randomized(self) -> bool:
+        """Whether :meth:`inference_model` is random (two identical calls may differ)."""
+        return False
+
+    def diagnostics(self, target: "Target", x, y, directory, stem: str) -> dict:
+        """Optional measurements of the trained model on the evaluated examples, recorded
+        with its clean results.  Figures go into ``directory`` (a :class:`pathlib.Path`)
+        as ``<stem>-*.png``; list their file names under ``"figures"``."""
+        return {}
+
+
+class DefenseStack(Defense):
+    """Several defenses applied together, in the order given: each ``prepare_model`` and
+    ``training_batch`` in turn, the regularizers summed, the inference wrappers nested
+    (the last outermost); randomized if any part is."""
+
+    def __init__(self, defenses: list[Defense]):
+        super().__init__()
+        self.defenses = defenses
+
+    def settings(self) -> dict:
+        return {"stack": [d.settings() for d in self.defenses]}
+
+    @property
+    def variables(self) -> list:
+        return [v for defense in self.defenses for v in defense.variables]
+
+    def prepare_model(self, model):
+        for defense in self.defenses:
+            model = defense.prepare_model(model)
+        return model
+
+    def on_train_begin(self, epochs: int, steps_per_epoch: int) -> None:
+        for defense in self.defenses:
+            defense.on_train_begin(epochs, steps_per_epoch)
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        for defense in self.defenses:
+            defense.on_epoch_start(epoch, epochs)
+
+    def training_batch(self, model, x, y):
+        for defense in self.defenses:
+            x, y = defense.training_batch(model, x, y)
+        return x, y
+
+    def regularizer(self, model, x, y, logits):
+        terms = [t for t in (d.regularizer(model, x, y, logits) for d in self.defenses) if t is not None]
+        return sum(terms[1:], terms[0]) if terms else None
+
+    def inference_model(self, model):
+        for defense in self.defenses:
+            model = defense.inference_model(model)
+        return model
+
+    def randomized(self) -> bool:
+        return any(d.randomized() for d in self.defenses)
+
+    def diagnostics(self, target, x, y, directory, stem: str) -> dict:
+        found = {}
+        for defense in self.defenses:
+            found.update(defense.diagnostics(target, x, y, directory, stem))
+        return found
+
+
+# -- attacks ----------------------------------------------------------------------------
+
+
+class Attack(Component):
+    """An attack: it finds adversarial examples and so gives empirical upper bounds.
+
+    A *fixed-budget* attack implements :meth:`perturb`: advbench calls it at each eps of
+    the threat model and bisects eps per example for the radius.  A *minimal-norm*
+    attack sets ``minimal_norm = True`` and implements :meth:`minimize`; its result's
+    norm is the radius directly.  A fixed-budget attack that also sets ``minimal_stage =
+    True`` and implements :meth:`minimize` (the ``ensemble``) has it called first: its
+    result is where the bisection over eps starts.  Gradients must come from
+    :meth:`Target.loss_and_gradient` (which applies EOT to randomized models and counts
+    evaluations), logits from :meth:`Target.logits`.
+    """
+
+    norms: ClassVar[tuple[str, ...]] = NORMS
+    minimal_norm: ClassVar[bool] = False
+    minimal_stage: ClassVar[bool] = False  # a fixed-budget attack whose minimize() runs before its bisection
+    uses_gradients: ClassVar[bool] = True  # False for black-box attacks (they only query logits)
+
+    @classmethod
+    def models_needed(cls, params) -> list[str]:
+        """Other models of the spec whose training this attack's jobs wait for, because
+        :meth:`prepare` asks ``context.target(name)`` for them (a transfer attack's source)."""
+        return []
+
+    def prepare(self, target: "Target", x, y, context) -> None:
+        """Called once per job with all the evaluated examples (NumPy) before the batches:
+        e.g. to rank pixels over the dataset.  ``context.target(name)`` gives another
+        model of the spec, for transfer attacks (name it in :meth:`models_needed`)."""
+
+    def perturb(self, target: "Target", x, y, eps, norm: str, seed: int):
+        """Return adversarial candidates with ``||x_adv - x||_norm <= eps`` per example
+        (``eps`` has one entry per example) inside the [0, 1] box.
+
+        ``x``, ``y``, ``eps`` are NumPy arrays of one batch; ``seed`` seeds any randomness.
+        May return ``(x_adv, found_by)`` with ``found_by`` a per-example array of labels
+        (which part of a composite attack found each example), recorded with the result.
+        """
+        raise NotImplementedError
+
+    def minimize(self, target: "Target", x, y, norm: str, seed: int):
+        """Return, per example, the smallest adversarial example found (inside the box);
+        like :meth:`perturb`, may return ``(x_adv, found_by)``."""
+        raise NotImplementedError
+
+
+# -- certifiers -------------------------------------------------------------------------
+
+
+class Certifier(Component):
+    """A certifier: per example, a radius below which no perturbation changes the prediction.
+
+    Implement :meth:`certify`.  Set ``probabilistic = True`` when the certificate holds
+    only with a stated probability (randomized smoothing), and ``supports_randomized``
+    when it applies to randomized models.  :meth:`check` may refuse a model it cannot
+    certify soundly, with the reason.
+    """
+
+    norms: ClassVar[tuple[str, ...]] = NORMS
+    probabilistic: ClassVar[bool] = False
+    supports_randomized: ClassVar[bool] = False
+    certifies_smoothed: ClassVar[bool] = False  # True: the radius is of a smoothed classifier, not of the model
+
+    def check(self, target: "Target") -> str | None:
+        """Return why this certifier cannot certify ``target`` soundly, or ``None``."""
+        return None
+
+    def certify(self, target: "Target", x, y, norm: str) -> np.ndarray:
+        """Return the certified radius of each example around label ``y`` (NumPy float array).
+
+        ``x`` and ``y`` are NumPy arrays of one batch; advbench sets the radius of
+        misclassified examples to 0 afterwards.  May return ``(radius, details)`` with
+        ``details`` a dict of per-example arrays recorded with the result (e.g. the
+        smoothed classifier's predictions).
+        """
+        raise NotImplementedError
+
+
+class BisectionCertifier(Certifier):
+    """A certifier that answers "is every example certified at its eps?"; advbench turns
+    that into a radius by bisection on a log scale between ``diameter / 2**12`` and the
+    box diameter (the largest possible budget), keeping the last certified eps, to the
+    relative ``tolerance`` of the parameters (default 1e-3)."""
+
+    def certified(self, target: "Target", x, y, norm: str, eps: np.ndarray) -> np.ndarray:
+        """Boolean per example: certified at ``eps`` (one budget per example)."""
+        raise NotImplementedError
+
+    def certify(self, target, x, y, norm):
+        tolerance = getattr(self.params, "tolerance", 1e-3)
+        diameter = box_diameter(x.shape[1:], norm)
+        low = np.full(len(x), diameter / 2**12)
+        ok = self.certified(target, x, y, norm, low)
+        high = np.full(len(x), diameter)
+        top = self.certified(target, x, y, norm, high)
+        low = np.where(top, high, low)
+        todo = ok & ~top
+        # Every step queries the whole batch (converged examples at their certified eps), so
+        # compiled bound computations see one shape and are not traced again.
+        while todo.any():
+            middle = np.where(todo, np.sqrt(low * high), low)
+            hit = self.certified(target, x, y, norm, middle)
+            low = np.where(todo & hit, middle, low)
+            high = np.where(todo & ~hit, middle, high)
+            # stop at the tolerance, or where float32 (what bounds are computed in) cannot split the bracket
+            splits = (np.float32(np.sqrt(low * high)) > np.float32(low)) & (np.float32(np.sqrt(low * high)) < np.float32(high))
+            todo = todo & (high > low * (1 + tolerance)) & splits
+        return np.where(ok, low, 0.0)
+
+
+KINDS: dict[str, type[Component]] = {
+    "dataset": Dataset,
+    "architecture": Architecture,
+    "defense": Defense,
+    "attack": Attack,
+    "certifier": Certifier,
+}
+"""Component kinds, each with the base class its registrations must subclass."""
+

@@ -1,0 +1,238 @@
+"""The markdown leaderboard: one ranked table per threat model, the per-method tables,
+plots, and the provenance.
+
+Rendered from :mod:`advbench.results.data` only, so a table can never disagree with the
+records it comes from.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from advbench.results.data import Bounds, Results, load_results
+from advbench.results.plots import examples_figure, plot
+from advbench.run.jobs import job_id
+from advbench.results.table import percent, with_interval, format_eps, ranked, table
+
+
+def render_markdown(results: Results, rank_by: str = "certified", plots: dict[str, str] | None = None,
+                    figures: dict[str, str] | None = None, diagnostics: dict[str, dict] | None = None) -> str:
+    spec = results.spec
+    dataset = spec["dataset"]
+    evaluated = {len(b.label) for b in results.bounds}
+    lines = [
+        f"# advbench leaderboard: {spec['name']}",
+        "",
+        f"Dataset `{dataset['name']}`"
+        + (f" (train {dataset.get('train_size') or 'all'}, test {dataset.get('test_size') or 'all'})")
+        + f", {', '.join(map(str, sorted(evaluated))) or 0} evaluated test examples, seed {spec['seed']}.",
+        "",
+        "For every model and budget ε, two bounds on the true robust accuracy: **cert** is the certified robust "
+        "accuracy (a lower bound: no perturbation within ε changes these predictions), **emp** the empirical robust "
+        "accuracy (an upper bound: the attacks found no adversarial example within ε); **clean** the accuracy on the "
+        "same evaluated examples. Every accuracy is in % with the half-width of its 95% interval. The radii are "
+        "medians over all evaluated examples (a misclassified one counts 0): the certified radius is the largest any "
+        "certifier proved, the empirical radius the smallest adversarial perturbation any attack found, and the gap "
+        "their per-example difference: what is not known yet. "
+        f"Ranked by {rank_by} robust accuracy at the largest ε (ties: the other bound, then the next smaller ε); "
+        "the notes under each table say how.",
+        "",
+    ]
+    for threat in spec["threat_models"]:
+        norm = threat["norm"]
+        bounds = results.for_norm(norm)
+        lines += [f"## {norm} threat model: ε ∈ {{{', '.join(format_eps(e) for e in threat['eps'])}}}", ""]
+        if not bounds:
+            lines += ["No results yet.", ""]
+            continue
+        shown = table(bounds, rank_by)
+        header = shown.header
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join(["---:" if i == 0 or i >= 3 and i < len(header) - 1 else "---" for i in range(len(header))]) + "|")
+        lines += ["| " + " | ".join(row.cells) + " |" for row in shown.rows]
+        lines += [""] + shown.notes + [""]
+        lines += _per_method(bounds, rank_by, threat["eps"])
+        lines += _sources(bounds, rank_by)
+        ceiling = results.robustness_limit(threat["eps"])
+        if ceiling is not None:
+            lines += [
+                "Fawzi et al.'s limit for this generator: no classifier can have a robust accuracy above "
+                + ", ".join(f"{percent(float(c))}% at ε={format_eps(e)}" for e, c in zip(threat["eps"], ceiling)) + ".",
+                "",
+            ]
+        if plots and norm in plots:
+            lines += [f"![{norm}: robust accuracy against ε]({plots[norm]})", ""]
+        if figures and norm in figures:
+            lines += [f"![{norm}: smallest adversarial examples found]({figures[norm]})", ""]
+        smoothed = [(b, label) for b in ranked(bounds, rank_by) for label in b.smoothed]
+        if smoothed:
+            lines += [
+                "Randomized smoothing certifies the *smoothed* classifier g (a majority vote under Gaussian noise), "
+                "not the model above, and holds with probability at least 1 − α; abstentions count as not certified.",
+                "",
+                "| model | certifier | smoothed clean | " + " | ".join(f"ε={format_eps(e)} cert" for e in threat["eps"]) + " |",
+                "|---|---|---:|" + "---:|" * len(threat["eps"]),
+            ]
+            lines += [
+                f"| {b.model} | {label} | "
+                + " | ".join(with_interval(b.smoothed_accuracy(label, e), b.smoothed_interval(label, e)) for e in [0, *threat["eps"]])
+                + " |"
+                for b, label in smoothed
+            ]
+            lines += ["", "±: the 95% Clopper-Pearson interval over the evaluated examples (its larger side), as above; it does "
+                      "not include the smoothing certificate's own failure probability α.", ""]
+        details = []
+        for b in ranked(bounds, rank_by):
+            details += [f"- **ERROR** `{b.model}`: {e}" for e in b.errors]
+            details += [f"- `{b.model}`: {n}" for n in b.notes]
+        if details:
+            lines += details + [""]
+    if diagnostics:
+        lines += ["## Defense diagnostics", "",
+                  "What each model's defense records about itself when it is evaluated (e.g. `prm`: the IoU between the top "
+                  "pixels by mean absolute input gradient and the pixels it designates).", ""]
+        for model, found in diagnostics.items():
+            values = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in found["values"].items())
+            lines.append(f"- `{model}`: {values}")
+        lines.append("")
+        images = [(model, name) for model, found in diagnostics.items() for name in found["figures"]]
+        if images:
+            lines += ["| " + " | ".join(model for model, _ in images) + " |", "|" + "---|" * len(images),
+                      "| " + " | ".join(f"![{model}]({name})" for model, name in images) + " |", ""]
+    if results.damaged:
+        lines += ["## Damaged records", "", "These files of the run directory do not read back; their jobs are "
+                  "missing above and are redone by the next `advbench run` of the spec.", ""]
+        lines += [f"- `{name}`: {problem}" for name, problem in sorted(results.damaged.items())] + [""]
+    lines += _provenance(results)
+    return "\n".join(lines) + "\n"
+
+
+def _per_method(bounds: list[Bounds], rank_by: str, eps_list: list[float]) -> list[str]:
+    """Robust accuracy per attack (empirical) and per certifier (certified), at every eps."""
+    attacks = sorted({label for b in bounds for label in b.empirical})
+    certifiers = sorted({label for b in bounds for label in b.certified})
+    if len(attacks) + len(certifiers) < 2:
+        return []
+    header = ["model"] + [f"{a} (emp)" for a in attacks] + [f"{c} (cert)" for c in certifiers]
+    eps_text = " / ".join(format_eps(e) for e in eps_list)
+    lines = [f"Per method, at ε = {eps_text} (%). The table above combines them per example: an example "
+             "counts as broken if any attack broke it and as certified if any certifier certified it, so its "
+             "empirical numbers can lie below every single attack's.", "",
+             "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for b in ranked(bounds, rank_by):
+        cells = [b.model]
+        cells += [" / ".join(percent(b.empirical_accuracy(e, a)) for e in eps_list) if a in b.empirical else "n/a" for a in attacks]
+        cells += ["unsound" if c in b.unsound else " / ".join(percent(b.certified_accuracy(e, c)) for e in eps_list) if c in b.certified
+                  else "n/a" for c in certifiers]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _sources(bounds: list[Bounds], rank_by: str) -> list[str]:
+    """Which attack gave the empirical radius, as shares of the correctly classified examples."""
+    shares = {b.model: b.source_shares() for b in ranked(bounds, rank_by) if b.empirical and b.correct.any()}
+    if not shares:
+        return []
+    lines = ["Which attack found each example's smallest adversarial example (the empirical radius), "
+             "as a share of the correctly classified examples (`ensemble: fab`: the ensemble's FAB member; "
+             "per example in `advbench export`, column `empirical_by`):", ""]
+    for model, parts in shares.items():
+        text = ", ".join(f"{name or 'none found'} {percent(share)}%" for name, share in parts)
+        lines.append(f"- `{model}`: {text}")
+    return lines + [""]
+
+
+def _provenance(results: Results) -> list[str]:
+    spec = results.spec
+    records = [r for r in results.records.values() if r.get("status") == "ok"]
+    spec_hashes = sorted({r["spec_hash"][:12] for r in records})
+    versions = records[-1]["versions"] if records else {}
+    lines = ["## Provenance", ""]
+    lines.append(f"- spec `{spec['name']}`, hash `{spec_hashes[-1] if spec_hashes else '?'}`, seed {spec['seed']}")
+    lines.append(f"- evaluation: `{_inline(spec['evaluation'])}`")
+    for model in spec["models"]:
+        train = results.training.get(model["name"], {})
+        described = _inline({k: v for k, v in model.items() if k != "name"})
+        accuracy = (f", accuracy on all {train.get('test_size', results.plan.get('data', {}).get('test', '?'))} test images "
+                    f"{percent(train['test_accuracy'])}% (the tables' clean: on the evaluated examples)") if "test_accuracy" in train else ""
+        lines.append(f"- model `{model['name']}`: `{described}`{accuracy}")
+    for kind in ("attacks", "certifiers"):
+        for method in spec[kind]:
+            lines.append(f"- {kind[:-1]} `{method.get('label', method['name'])}`: `{_inline(method)}`")
+    attack_records = [r for r in records if r.get("kind") == "attack"]
+    if attack_records:
+        calls = sum(r["evaluations"]["gradient"] for r in attack_records)
+        lines.append(
+            f"- fixed-budget attacks: radius by per-example bisection over ε to relative tolerance "
+            f"{spec['evaluation']['radius_tolerance']}; {calls:,} gradient evaluations in all"
+        )
+    plugins = results.plan.get("plugins", {})
+    if plugins:
+        by_code: dict[str, list[str]] = {}
+        for name, fingerprint in plugins.items():
+            by_code.setdefault(fingerprint, []).append(name.split(" (")[0])
+        lines.append("- code: " + "; ".join(f"`{code}` ({', '.join(names)})" for code, names in by_code.items()))
+    data = results.plan.get("data", {})
+    if data:
+        lines.append(f"- data: {data['train']} training and {data['test']} test images, {data['evaluated']} evaluated; "
+                     f"content fingerprint `{data['fingerprint']}`")
+    environments = sorted({(e["backend"], e["device"], e["precision"]) for e in (r.get("environment") for r in records) if e})
+    if environments:
+        lines.append("- computed with " + "; ".join(f"Keras on {b} ({d}, {p})" for b, d, p in environments))
+    if versions:
+        lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())))
+    lines.append(f"- generated {dt.date.today().isoformat()} by `advbench leaderboard`")
+    return lines
+
+
+def write_leaderboard(run_dir: str | Path, output: str | Path | None = None, rank_by: str = "certified") -> tuple[Path, Results]:
+    """Write the markdown leaderboard (default ``<run_dir>/leaderboard.md``) with its
+    plots and adversarial-example figures beside it."""
+    from advbench.run.store import RunStore
+
+    results = load_results(run_dir)
+    store = RunStore.open(run_dir)
+    output = Path(output) if output else Path(run_dir) / "leaderboard.md"
+    plots, figures = {}, {}
+    for threat in results.spec["threat_models"]:
+        norm = threat["norm"]
+        if results.for_norm(norm):
+            name = f"{output.stem}-{norm}.png"
+            plot(results, norm, output.parent / name, rank_by)
+            plots[norm] = name
+            figure_name = f"{output.stem}-{norm}-examples.png"
+            if examples_figure(results, store, norm, output.parent / figure_name):
+                figures[norm] = figure_name
+    results.damaged.update(store.damaged)  # array files found damaged while drawing
+    output.parent.mkdir(parents=True, exist_ok=True)
+    diagnostics = _copy_diagnostics(results, Path(run_dir), output)
+    output.write_text(render_markdown(results, rank_by, plots, figures, diagnostics))
+    return output, results
+
+
+def _copy_diagnostics(results: Results, run_dir: Path, output: Path) -> dict[str, dict]:
+    """Per model, what its defense recorded in ``diagnostics`` (e.g. PRM's gradient IoU),
+    with its figures copied beside the leaderboard (``<stem>-<figure>``)."""
+    import shutil
+
+    found = {}
+    for model in results.spec["models"]:
+        record = results.records.get(job_id(model["name"], "clean")) or {}
+        diagnostics = record.get("diagnostics") or {}
+        if not isinstance(diagnostics, dict) or not diagnostics:
+            continue
+        figures = []
+        for name in diagnostics.get("figures", []):
+            source = run_dir / "diagnostics" / name
+            if source.is_file():
+                target = output.parent / f"{output.stem}-{name}"
+                if source.resolve() != target.resolve():
+                    shutil.copyfile(source, target)
+                figures.append(target.name)
+        found[model["name"]] = {"values": {k: v for k, v in diagnostics.items() if k != "figures"}, "figures": figures}
+    return found
+
+
+def _inline(data: dict) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in data.items())

@@ -1,0 +1,157 @@
+"""A threat model's ranked table, shared by every renderer (markdown, terminal, JSON,
+plots): the ranking, rank ranges from the 95% intervals, the cells and the notes that
+say how to read them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from advbench.results.data import Bounds
+from advbench.results.statistics import rank_ranges
+
+RANK_KEYS = ("certified", "empirical", "clean")
+
+
+@dataclass
+class Row:
+    rank: int  # position in the table
+    bounds: Bounds
+    cells: list[str]
+    rank_range: tuple[int, int] | None = None  # best and worst rank the 95% intervals allow; None: not ranked
+
+
+def unranked(b: Bounds, rank_by: str) -> bool:
+    """Whether ``b`` is left out of the ranking: it has an error (a failed job, an unsound
+    certificate), or it lacks the ranking accuracy (``—``: no certifier applies to it),
+    which is unknown, not worse than 0."""
+    top = max(b.eps) if b.eps else None
+    return bool(b.errors) or b.accuracy(rank_by, top) is None
+
+
+def ranked(bounds: list[Bounds], rank_by: str = "certified") -> list[Bounds]:
+    """Sort by the chosen accuracy at the largest eps; ties (every model at 0 there, say) by
+    the same accuracy at the next smaller eps, and so on, so that the ranking is decided at
+    the largest eps where the models differ; then by the other bound in the same way, then
+    clean accuracy (``rank_by="clean"``: clean accuracy first, then certified, then
+    empirical).  The models :func:`unranked` leaves out come last, in the same order among
+    themselves (a missing number last)."""
+    if rank_by not in RANK_KEYS:
+        raise ValueError(f"rank_by must be one of {', '.join(RANK_KEYS)}")
+    kinds = ("empirical", "certified") if rank_by == "empirical" else ("certified", "empirical")
+
+    def key(b: Bounds):
+        values = [b.clean_accuracy()] if rank_by == "clean" else []
+        for kind in kinds:
+            values += [b.accuracy(kind, eps) for eps in sorted(b.eps, reverse=True)]
+        values.append(b.clean_accuracy())
+        return (unranked(b, rank_by), bool(b.errors)) + tuple(-(v if v is not None else -1.0) for v in values)
+
+    return sorted(bounds, key=key)
+
+
+def deciding_eps(bounds: list[Bounds], rank_by: str) -> float | None:
+    """The budget the ranking is decided at: the largest eps where the ranked models' ranking
+    accuracies differ (the largest eps when they never do); ``None`` when ranking by clean."""
+    if rank_by == "clean" or not bounds:
+        return None
+    ranked_models = [b for b in bounds if not unranked(b, rank_by)]
+    for eps in sorted(bounds[0].eps, reverse=True):
+        if len({b.accuracy(rank_by, eps) for b in ranked_models}) > 1:
+            return eps
+    return max(bounds[0].eps)
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[Row]
+    notes: list[str]  # what the table's ranks, intervals and dashes mean
+
+
+def table(bounds: list[Bounds], rank_by: str = "certified", intervals: bool = True) -> Table:
+    """One threat model's table (shared by markdown and the terminal): ranks as rank ranges
+    (models whose 95% intervals overlap share one), accuracies in % with the half-width of
+    their interval when ``intervals``, radii with one number format per column."""
+    eps_list = bounds[0].eps if bounds else []
+    header = ["#", "model", "defense", "clean"]
+    header += [f"ε={format_eps(e)} cert / emp" for e in eps_list]
+    header += ["median r cert", "median r emp", "median gap", "flags"]
+    order = ranked(bounds, rank_by)
+    decide = deciding_eps(bounds, rank_by)
+    ranked_models = [b for b in order if not unranked(b, rank_by)]
+    ends = [b.interval(rank_by, decide) for b in ranked_models]
+    ranges = rank_ranges([lo for lo, _ in ends], [hi for _, hi in ends]) if ends else []
+
+    def accuracy(b: Bounds, kind: str, eps=None) -> str:
+        value = b.accuracy(kind, eps)
+        return with_interval(value, b.interval(kind, eps) if intervals else None)
+
+    rows = []
+    radii = [[b.median_radius("certified"), b.median_radius("empirical"), b.median_gap()] for b in order]
+    columns = [radius_column([r[k] for r in radii]) for k in range(3)]
+    for position, b in enumerate(order):
+        rank_range = ranges[position] if position < len(ranges) else None  # the ranked models come first
+        if rank_range is None:
+            rank = "—"
+        else:
+            rank = str(rank_range[0]) if rank_range[0] == rank_range[1] else f"{rank_range[0]}–{rank_range[1]}"
+        cells = [rank, b.model, b.defense, accuracy(b, "clean")]
+        cells += [f"{accuracy(b, 'certified', e)} / {accuracy(b, 'empirical', e)}" for e in eps_list]
+        cells += [column[position] for column in columns]
+        flags = list(b.flags) + (["ERROR"] if b.errors else [])
+        cells.append(", ".join(flags) or "")
+        rows.append(Row(position + 1, b, cells, rank_range))
+    notes = _table_notes(order, rank_by, decide, intervals, len(bounds[0].label) if bounds else 0)
+    return Table(header, rows, notes)
+
+
+def with_interval(value: float | None, interval: tuple[float, float] | None) -> str:
+    """An accuracy in % with the larger half-width of its interval (``38.3 ±5.5``)."""
+    if value is None or interval is None:
+        return percent(value)
+    lower, upper = interval
+    return f"{percent(value)} ±{100 * max(value - lower, upper - value):.1f}"
+
+
+def _table_notes(order: list[Bounds], rank_by: str, decide, intervals: bool, examples: int) -> list[str]:
+    where = f" at ε={format_eps(decide)}" if decide is not None else ""
+    notes = [f"#: ranked by {rank_by} accuracy{where}; a range (1–3) where the 95% intervals of that accuracy overlap: "
+             "those models are not told apart by these examples."]
+    if decide is not None and order and decide != max(order[0].eps):
+        notes.append(f"Every ranked model has the same {rank_by} accuracy above ε={format_eps(decide)}: ranked by the largest "
+                     "ε where they differ.")
+    if intervals:
+        notes.append(f"±: the 95% Clopper-Pearson interval of each accuracy over the {examples} evaluated examples "
+                     "(its larger side; the two ends are in `advbench export --format json`).")
+    if any(unranked(b, rank_by) for b in order):
+        notes.append(f"— as rank: not ranked, listed last: a failed job or unsound certificate (ERROR), or no {rank_by} "
+                     f"accuracy (— in its cells: no {'certifier' if rank_by == 'certified' else 'attack'} applies), "
+                     "which is unknown, not 0.")
+    return notes
+
+
+def percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def radius_column(values: list[float | None]) -> list[str]:
+    """Radii of one column in one format: fixed decimals, enough for three significant digits
+    of the column's typical (median nonzero) value (so 0.993, 1.000 and 0.000, never 1.94e-07)."""
+    finite = [abs(v) for v in values if v is not None and math.isfinite(v) and v != 0]
+    decimals = min(6, max(0, 2 - math.floor(math.log10(float(np.median(finite)))))) if finite else 0
+    return ["—" if v is None else "∞" if math.isinf(v) else f"{v:.{decimals}f}" for v in values]
+
+
+def format_eps(eps: float) -> str:
+    """A budget as people write it: a short decimal (0.1, 0.25, 1.5), else k/255 when it is
+    exactly that fraction (8/255, as image budgets are given), else four significant digits."""
+    short = f"{eps:.3g}"
+    if float(short) == eps:
+        return short
+    k = round(eps * 255)
+    if k and k / 255 == eps:
+        return f"{k}/255"
+    return f"{eps:.4g}"

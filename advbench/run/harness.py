@@ -1,0 +1,209 @@
+"""From attacks and certifiers to per-example radii.
+
+* A fixed-budget attack runs at every eps of the threat model; its **empirical radius**
+  per example is the norm of the smallest adversarial example it found, sharpened by a
+  bisection over eps (per example, batched) until the bracket [eps where it failed,
+  norm of the adversarial example] is tighter than the relative tolerance.  Examples
+  not broken at the largest eps are tried at doubling budgets up to the box diameter.
+* A minimal-norm attack's result gives the radius directly.  A fixed-budget attack with a
+  minimal-norm stage (``Attack.minimal_stage``) runs it first; the bisection then starts
+  from its radius, so the result is the smaller of both.
+* A certifier's radius is taken as returned.
+
+Misclassified clean examples have radius 0 on both sides and are not attacked.
+Every attack output is checked against its budget and the [0, 1] box; a violation is
+an error of the attack, never silently repaired.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from advbench.contract.components import BUDGET_RTOL
+from advbench.errors import AdvbenchError
+from advbench.kit import lp
+
+KEEP_ADVERSARIAL = 16
+"""Adversarial examples kept per job (the first examples), for figures."""
+
+
+class AttackContractError(AdvbenchError):
+    """An attack returned a point outside its budget or outside [0, 1]."""
+
+
+@dataclass
+class AttackOutcome:
+    radius: np.ndarray  # (n,) float64, inf where nothing adversarial was found
+    success: np.ndarray  # (len(eps), n) bool: an adversarial example within eps exists
+    fixed_budget_success: np.ndarray  # (len(eps), n) bool: the run *at* eps succeeded
+    adversarial: np.ndarray  # the smallest adversarial example found per example (x where none)
+    attack_calls: int  # batched calls of the attack, bisection included
+    found_by: list | None = None  # per example: which part of a composite attack found it
+
+
+def attack_radii(
+    attack,
+    target,
+    x: np.ndarray,
+    y: np.ndarray,
+    predicted: np.ndarray,
+    norm: str,
+    eps_list: list[float],
+    tolerance: float,
+    seed: int,
+    batch_size: int,
+    advance: Callable[[int], None] = lambda n: None,
+    context=None,
+) -> AttackOutcome:
+    """Run ``attack`` on all examples in batches and return per-example outcomes."""
+    n = len(x)
+    attack.prepare(target, x, y, context)
+    radius = np.where(predicted == y, np.inf, 0.0)
+    fixed = np.zeros((len(eps_list), n), dtype=bool)
+    fixed[:, predicted != y] = True
+    adversarial = x.copy()
+    found_by = np.full(n, None, dtype=object)
+    calls = 0
+    for start in range(0, n, batch_size):
+        index = np.arange(start, min(n, start + batch_size))
+        index = index[predicted[index] == y[index]]
+        if len(index):
+            search = _RadiusSearch(attack, target, x[index], y[index], norm, seed + start)
+            if attack.minimal_norm or attack.minimal_stage:
+                search.minimal()
+            if not attack.minimal_norm:
+                fixed[:, index] = search.fixed_budget(eps_list, tolerance)
+            radius[index] = search.best_norm
+            adversarial[index] = search.best_adv
+            found_by[index] = search.found_by
+            calls += search.calls
+        advance(min(n, start + batch_size) - start)
+    success = radius[None, :] <= np.asarray(eps_list)[:, None] * (1 + BUDGET_RTOL)
+    labels = found_by.tolist() if any(f is not None for f in found_by) else None
+    return AttackOutcome(radius, success, fixed, adversarial, calls, labels)
+
+
+class _RadiusSearch:
+    """Per-example search for the smallest adversarial example of one batch."""
+
+    def __init__(self, attack, target, x, y, norm, seed):
+        self.attack, self.target, self.x, self.y, self.norm = attack, target, x, y, norm
+        self.seed = seed
+        self.best_norm = np.full(len(x), np.inf)
+        self.best_adv = x.copy()
+        self.found_by = np.full(len(x), None, dtype=object)
+        self.calls = 0
+        self.cap = lp.box_diameter(x.shape[1:], norm)
+
+    def minimal(self) -> None:
+        everyone = np.arange(len(self.x))
+        self._record(everyone, *self._call(everyone, None))
+
+    def fixed_budget(self, eps_list, tolerance) -> np.ndarray:
+        n = len(self.x)
+        lower = np.zeros(n)  # largest eps at which the attack failed (below the best norm)
+        fixed = np.zeros((len(eps_list), n), dtype=bool)
+        everyone = np.arange(n)
+        for k, eps in enumerate(eps_list):
+            fixed[k] = self._attempt(everyone, np.full(n, eps), lower)
+        # Grow the budget for examples still unbroken, up to the box diameter.
+        eps = float(max(eps_list))
+        while eps < self.cap:
+            eps = min(2 * eps, self.cap)
+            todo = np.flatnonzero(np.isinf(self.best_norm))
+            if not len(todo):
+                break
+            self._attempt(todo, np.full(len(todo), eps), lower)
+        # Bisect each finite bracket [lower, best_norm] to the relative tolerance, or until
+        # float32 (what attacks receive) cannot split it, or a step does not shrink it.
+        stalled = np.zeros(n, dtype=bool)
+        while True:
+            middle = (lower + self.best_norm) / 2
+            splits = (np.float32(middle) > np.float32(lower)) & (np.float32(middle) < np.float32(self.best_norm))
+            todo = np.flatnonzero(np.isfinite(self.best_norm) & (self.best_norm - lower > tolerance * self.best_norm) & splits & ~stalled)
+            if not len(todo):
+                break
+            bracket = (lower[todo].copy(), self.best_norm[todo].copy())
+            self._attempt(todo, middle[todo], lower)
+            stalled[todo] = (lower[todo] == bracket[0]) & (self.best_norm[todo] == bracket[1])
+        return fixed
+
+    def _attempt(self, index, eps, lower) -> np.ndarray:
+        success = self._record(index, *self._call(index, eps))
+        failed = index[~success]
+        lower[failed] = np.maximum(lower[failed], eps[~success])
+        return success
+
+    def _call(self, index, eps):
+        x, y = self.x[index], self.y[index]
+        seed = (self.seed * 1_000_003 + self.calls) % (2**31 - 1)
+        self.calls += 1
+        if eps is None:
+            result = self.attack.minimize(self.target, x, y, self.norm, seed)
+        else:
+            result = self.attack.perturb(self.target, x, y, np.asarray(eps, np.float32), self.norm, seed)
+        adv, found_by = result if isinstance(result, tuple) else (result, None)
+        adv = np.asarray(adv, dtype=np.float32)
+        self._check(index, adv, eps)
+        return adv, found_by
+
+    def _check(self, index, adv, eps) -> None:
+        name = self.attack.name or type(self.attack).__name__
+        if adv.shape != self.x[index].shape:
+            raise AttackContractError(f"attack {name!r} returned shape {adv.shape}, expected {self.x[index].shape}")
+        if not np.all(np.isfinite(adv)) or adv.min() < 0 or adv.max() > 1:
+            raise AttackContractError(f"attack {name!r} returned points outside the [0, 1] box")
+        if eps is not None:
+            size = lp.numpy_norm(adv - self.x[index], self.norm)
+            over = size > eps * (1 + BUDGET_RTOL) + 1e-7
+            if np.any(over):
+                k = np.flatnonzero(over)[0]
+                raise AttackContractError(
+                    f"attack {name!r} left its budget: {self.norm} norm {size[k]:.6g} > eps {eps[k]:.6g}"
+                )
+
+    def _record(self, index, adv, found_by=None) -> np.ndarray:
+        success = self.target.predict(adv) != self.y[index]
+        size = lp.numpy_norm(adv - self.x[index], self.norm)
+        better = success & (size < self.best_norm[index])
+        self.best_norm[index[better]] = size[better]
+        self.best_adv[index[better]] = adv[better]
+        if found_by is not None:
+            self.found_by[index[better]] = np.asarray(found_by, dtype=object)[better]
+        return success
+
+
+def certified_radii(
+    certifier,
+    target,
+    x: np.ndarray,
+    y: np.ndarray,
+    predicted: np.ndarray,
+    norm: str,
+    batch_size: int,
+    advance: Callable[[int], None] = lambda n: None,
+) -> tuple[np.ndarray, dict]:
+    """Run ``certifier`` in batches; misclassified examples get radius 0.  Returns the
+    radii and any per-example details the certifier reported."""
+    radius = np.zeros(len(x))
+    details: dict[str, list] = {}
+    for start in range(0, len(x), batch_size):
+        stop = min(len(x), start + batch_size)
+        result = certifier.certify(target, x[start:stop], y[start:stop], norm)
+        if isinstance(result, tuple):
+            result, extra = result
+            for key, values in extra.items():
+                details.setdefault(key, []).extend(np.asarray(values).tolist())
+        result = np.asarray(result, dtype=np.float64)
+        if result.shape != (stop - start,):
+            raise AdvbenchError(f"certifier {certifier.name!r} returned shape {result.shape}, expected ({stop - start},)")
+        if np.any(np.isnan(result)) or np.any(result < 0):
+            raise AdvbenchError(f"certifier {certifier.name!r} returned a negative or NaN radius")
+        radius[start:stop] = result
+        advance(stop - start)
+    if not certifier.certifies_smoothed:
+        radius[predicted != y] = 0.0  # a smoothed classifier's prediction may differ from the model's
+    return radius, details
