@@ -21,13 +21,25 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from advbench.errors import AdvbenchError, SpecError
+from advbench.errors import AdvbenchError
 
 API = "advbench.evaluate"
 
 
-def evaluate(model, x, y, norm: str = "linf", eps: Iterable[float] = (), attacks: Iterable = (), certifiers: Iterable = (), *,
-             seed: int = 0, strict: bool = False, layout: str = "NCHW", **evaluation):
+def evaluate(
+    model,
+    x,
+    y,
+    norm: str = "linf",
+    eps: Iterable[float] = (),
+    attacks: Iterable = (),
+    certifiers: Iterable = (),
+    *,
+    seed: int = 0,
+    strict: bool = False,
+    layout: str = "NCHW",
+    **evaluation,
+):
     """Attack and certify ``model`` on the examples ``x, y`` under one threat model.
 
     :param model: a Keras model mapping inputs in [0, 1] to logits (or, on the torch
@@ -67,8 +79,15 @@ def evaluate(model, x, y, norm: str = "linf", eps: Iterable[float] = (), attacks
     backend.set_seed(seed)
     target = make_target(keras_model, Defense(), classes, x, settings)
     predicted = target.predict(x)
-    clean = {"index": list(range(len(x))), "label": y.tolist(), "predicted": predicted.tolist(), "classes": classes,
-             "randomness": target.randomness, "eot": target.protocol(), "gradients": gradient_check(target, x, y)}
+    clean = {
+        "index": list(range(len(x))),
+        "label": y.tolist(),
+        "predicted": predicted.tolist(),
+        "classes": classes,
+        "randomness": target.randomness,
+        "eot": target.protocol(),
+        "gradients": gradient_check(target, x, y),
+    }
     context = Components(host.registry)
     records = []
     for kind, ref in methods:
@@ -76,8 +95,9 @@ def evaluate(model, x, y, norm: str = "linf", eps: Iterable[float] = (), attacks
         method_seed = int(stable_hash([seed, job_kind, threat.norm, threat.eps, ref.identity()])[:8], 16) % (2**31 - 1)
         backend.set_seed(method_seed)
         try:
-            record, _ = method_record(job_kind, ref, target, x, y, np.arange(len(x)), threat.norm, list(threat.eps), settings,
-                                      method_seed, context)
+            record, _ = method_record(
+                job_kind, ref, target, x, y, np.arange(len(x)), threat.norm, list(threat.eps), settings, method_seed, context
+            )
         except (KeyboardInterrupt, AdvbenchError):
             raise
         except Exception as exc:  # a method that fails is reported in the result, as in a run
@@ -87,8 +107,16 @@ def evaluate(model, x, y, norm: str = "linf", eps: Iterable[float] = (), attacks
     return Evaluation([model_bounds(name, "—", threat.norm, list(threat.eps), clean, records)])
 
 
-def run(spec, out: str | Path | None = None, *, fresh: bool = False, executor: str = "local", address: str | None = None,
-        strict: bool = False, reporter=None) -> "RunResults":
+def run(
+    spec,
+    out: str | Path | None = None,
+    *,
+    fresh: bool = False,
+    executor: str = "local",
+    address: str | None = None,
+    strict: bool = False,
+    reporter=None,
+) -> "RunResults":
     """Run a spec through the same store and executors as ``advbench run``.
 
     :param spec: a spec file's path, or the spec as a mapping (relative paths in it are
@@ -106,7 +134,6 @@ def run(spec, out: str | Path | None = None, *, fresh: bool = False, executor: s
     from advbench.run.executors import executor as make_executor
     from advbench.run.runner import run_spec
     from advbench.spec.loading import load_spec, load_spec_data
-
     from advbench.spec.resolved import Spec
 
     chosen = make_executor(executor, address, strict)
@@ -190,7 +217,9 @@ def _methods(host, entries, kind: str) -> list:
     try:
         entries = list(entries)
     except TypeError:
-        raise AdvbenchError(f"{API}: {argument}: expected a list of names or {{'name': ..., **parameters}}, got {entries!r}") from None
+        raise AdvbenchError(
+            f"{API}: {argument}: expected a list of names or {{'name': ..., **parameters}}, got {entries!r}"
+        ) from None
     resolver = Resolver(host.registry, Locator(API, None), Path.cwd())
     refs, labels = [], set()
     for i, entry in enumerate(entries):
@@ -215,13 +244,17 @@ def _methods(host, entries, kind: str) -> list:
 def _examples(x, y):
     if not isinstance(x, np.ndarray) or x.ndim != 4 or not np.issubdtype(x.dtype, np.floating):
         shape = getattr(x, "shape", None)
-        raise AdvbenchError(f"{API}: x: expected a NumPy float array of images (n, height, width, channels), got "
-                            f"{type(x).__name__}{'' if shape is None else f' of shape {tuple(shape)}'}")
+        raise AdvbenchError(
+            f"{API}: x: expected a NumPy float array of images (n, height, width, channels), got "
+            f"{type(x).__name__}{'' if shape is None else f' of shape {tuple(shape)}'}"
+        )
     if not len(x):
         raise AdvbenchError(f"{API}: x: no examples")
     if not np.all(np.isfinite(x)) or x.min() < 0 or x.max() > 1:
-        raise AdvbenchError(f"{API}: x: expected pixels in [0, 1] (got values from {np.nanmin(x):g} to {np.nanmax(x):g}"
-                            f"{', and NaN or inf' if not np.all(np.isfinite(x)) else ''}); scale the images to [0, 1]")
+        raise AdvbenchError(
+            f"{API}: x: expected pixels in [0, 1] (got values from {np.nanmin(x):g} to {np.nanmax(x):g}"
+            f"{', and NaN or inf' if not np.all(np.isfinite(x)) else ''}); scale the images to [0, 1]"
+        )
     y = np.asarray(y)
     if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
         raise AdvbenchError(f"{API}: y: expected {len(x)} integer labels, got {y.dtype} of shape {y.shape}")
@@ -238,7 +271,9 @@ def _keras_model(model, x, layout: str):
         return model
     if type(model).__module__.startswith("torch") or hasattr(model, "state_dict"):
         if backend.name() != "torch":
-            raise AdvbenchError(f"{API}: model: a PyTorch module needs the torch backend (KERAS_BACKEND=torch), not {backend.name()}")
+            raise AdvbenchError(
+                f"{API}: model: a PyTorch module needs the torch backend (KERAS_BACKEND=torch), not {backend.name()}"
+            )
         if layout not in ("NCHW", "NHWC"):
             raise AdvbenchError(f"{API}: layout: expected NCHW or NHWC, got {layout!r}")
         import torch
@@ -250,7 +285,9 @@ def _keras_model(model, x, layout: str):
         fed = keras.layers.Permute((3, 1, 2))(inputs) if layout == "NCHW" else inputs
         logits = keras.layers.TorchModuleWrapper(model, output_shape=(None, classes), name="torch_module")(fed)
         return keras.Model(inputs, logits, name=type(model).__name__)
-    raise AdvbenchError(f"{API}: model: expected a Keras model (or a torch.nn.Module on the torch backend), got {type(model).__name__}")
+    raise AdvbenchError(
+        f"{API}: model: expected a Keras model (or a torch.nn.Module on the torch backend), got {type(model).__name__}"
+    )
 
 
 def _classes(model, x, y) -> int:

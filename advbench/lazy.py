@@ -5,8 +5,8 @@ so the CLI, the registries and every plugin module must not import it at module 
 Code that needs it writes ``from advbench.lazy import keras`` and uses it as usual
 inside functions; the real import happens on first attribute access.  (Module-level
 Keras layer subclasses would defeat this: keep layer classes in modules that are
-themselves imported lazily, like :mod:`advbench.layers`.)  The frameworks themselves
-are imported only by :mod:`advbench.backend`.
+themselves imported lazily, like :mod:`advbench.kit.layers`.)  The frameworks themselves
+are imported only by :mod:`advbench.kit.backend`.
 """
 
 from __future__ import annotations
@@ -40,10 +40,20 @@ class LazyModule(types.ModuleType):
 
 # What TensorFlow's C++ runtime prints while probing for CUDA on a machine without a
 # GPU; TF_CPP_MIN_LOG_LEVEL does not silence it because absl logging is not set up yet.
-_IMPORT_NOISE = ("absl::InitializeLog", "cudart_stub.cc", "cuda_platform.cc", "cuInit", "cuda_dnn.cc",
-                 "cuda_fft.cc", "cuda_blas.cc", "computation_placer.cc", "cpu_feature_guard.cc",
-                 "This TensorFlow binary is optimized", "To enable the following instructions",
-                 "oneDNN custom operations are on")
+_IMPORT_NOISE = (
+    "absl::InitializeLog",
+    "cudart_stub.cc",
+    "cuda_platform.cc",
+    "cuInit",
+    "cuda_dnn.cc",
+    "cuda_fft.cc",
+    "cuda_blas.cc",
+    "computation_placer.cc",
+    "cpu_feature_guard.cc",
+    "This TensorFlow binary is optimized",
+    "To enable the following instructions",
+    "oneDNN custom operations are on",
+)
 
 
 @contextmanager

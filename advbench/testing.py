@@ -80,7 +80,9 @@ def run_spec(spec: str | Path, out: str | Path, *args: str) -> RunResult:
     return RunResult(result.exit_code, result.output, Path(out))
 
 
-def entry_point_plugin(directory: str | Path, module_name: str, source: str, *, distribution: str = "example-plugin", version: str = "1.0") -> Path:
+def entry_point_plugin(
+    directory: str | Path, module_name: str, source: str, *, distribution: str = "example-plugin", version: str = "1.0"
+) -> Path:
     """Make ``source`` an importable module registered in the ``advbench`` entry-point
     group by a (minimal, uninstalled) distribution in ``directory``, and put the
     directory on ``sys.path``, exactly as ``pip install`` of a plugin package would.

@@ -24,9 +24,9 @@ def main() -> None:
 
     import keras
 
-    from advbench.plugins import load_plugins
+    from advbench.contract.plugins import load_plugins
+    from advbench.kit.training import train_model
     from advbench.spec import TrainingSpec
-    from advbench.training import train_model
 
     registry = load_plugins().registry
     rng = np.random.default_rng(0)
@@ -47,7 +47,9 @@ def main() -> None:
     print(f"Madry CNN, batch {args.batch_size}, {args.batches} batches")
     for name, speed in speeds.items():
         print(f"  {name:13s} {speed:8.1f} examples/s")
-    print(f"  slowdown of pgd_training with k={args.steps}: {speeds['none'] / speeds['pgd_training']:.2f}x (the method costs about k + 1 = {args.steps + 1})")
+    print(
+        f"  slowdown of pgd_training with k={args.steps}: {speeds['none'] / speeds['pgd_training']:.2f}x (the method costs about k + 1 = {args.steps + 1})"
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import argparse
 import time
 
 import numpy as np
-
 from pgd_throughput import mnist
 
 
@@ -46,12 +45,18 @@ def main() -> None:
 
     import keras
     import tensorflow as tf
-    from art.attacks.evasion import AutoProjectedGradientDescent, CarliniL2Method, DeepFool, ProjectedGradientDescent, SquareAttack
+    from art.attacks.evasion import (
+        AutoProjectedGradientDescent,
+        CarliniL2Method,
+        DeepFool,
+        ProjectedGradientDescent,
+        SquareAttack,
+    )
     from art.estimators.classification import TensorFlowV2Classifier
 
-    from advbench import lp
-    from advbench.plugins import load_plugins
-    from advbench.target import Target
+    from advbench.contract.plugins import load_plugins
+    from advbench.kit import lp
+    from advbench.kit.target import Target
 
     keras.utils.set_random_seed(0)
     x_train, y_train, x, y, source = mnist(args.images)
@@ -64,8 +69,11 @@ def main() -> None:
     x, y = x[keep], y[keep]
     registry = load_plugins().registry
     classifier = TensorFlowV2Classifier(
-        model=model, nb_classes=10, input_shape=(28, 28, 1),
-        loss_object=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), clip_values=(0.0, 1.0),
+        model=model,
+        nb_classes=10,
+        input_shape=(28, 28, 1),
+        loss_object=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        clip_values=(0.0, 1.0),
     )
     batch = len(x)
 
@@ -91,25 +99,84 @@ def main() -> None:
 
     linf, l2 = 0.1, 1.5
     cases = {
-        "pgd": (linf, "linf", "40 steps of eps/10, 1 random start",
-                ours("pgd", steps=40, step_size=0.1),
-                theirs(lambda e, n: ProjectedGradientDescent(classifier, norm=np.inf, eps=e, eps_step=e / 10, max_iter=40, num_random_init=1, batch_size=batch, verbose=False))),
-        "apgd": (linf, "linf", "100 iterations, cross-entropy, 1 random start",
-                 ours("apgd", steps=100),
-                 theirs(lambda e, n: AutoProjectedGradientDescent(classifier, norm=np.inf, eps=e, eps_step=2 * e, max_iter=100, nb_random_init=1, batch_size=batch, loss_type="cross_entropy", verbose=False))),
-        "square": (linf, "linf", "300 queries, p_init 0.8",
-                   ours("square", queries=300),
-                   theirs(lambda e, n: SquareAttack(classifier, norm=np.inf, eps=e, max_iter=300, p_init=0.8, nb_restarts=1, batch_size=batch, verbose=False))),
-        "deepfool": (l2, "l2", "up to 50 iterations, overshoot 0.02 (ART: epsilon 0.02), all 10 class gradients",
-                     ours("deepfool", steps=50),
-                     theirs(lambda e, n: DeepFool(classifier, max_iter=50, epsilon=0.02, nb_grads=10, batch_size=batch, verbose=False))),
-        "cw": (l2, "l2", "5 binary-search steps x 50 Adam steps, learning rate 0.01, initial c 1, untargeted only",
-               ours("cw", steps=50, search_steps=5, learning_rate=0.01, initial_const=1.0, targets=0),
-               theirs(lambda e, n: CarliniL2Method(classifier, learning_rate=0.01, binary_search_steps=5, max_iter=50, initial_const=1.0, batch_size=batch, verbose=False))),
+        "pgd": (
+            linf,
+            "linf",
+            "40 steps of eps/10, 1 random start",
+            ours("pgd", steps=40, step_size=0.1),
+            theirs(
+                lambda e, n: ProjectedGradientDescent(
+                    classifier,
+                    norm=np.inf,
+                    eps=e,
+                    eps_step=e / 10,
+                    max_iter=40,
+                    num_random_init=1,
+                    batch_size=batch,
+                    verbose=False,
+                )
+            ),
+        ),
+        "apgd": (
+            linf,
+            "linf",
+            "100 iterations, cross-entropy, 1 random start",
+            ours("apgd", steps=100),
+            theirs(
+                lambda e, n: AutoProjectedGradientDescent(
+                    classifier,
+                    norm=np.inf,
+                    eps=e,
+                    eps_step=2 * e,
+                    max_iter=100,
+                    nb_random_init=1,
+                    batch_size=batch,
+                    loss_type="cross_entropy",
+                    verbose=False,
+                )
+            ),
+        ),
+        "square": (
+            linf,
+            "linf",
+            "300 queries, p_init 0.8",
+            ours("square", queries=300),
+            theirs(
+                lambda e, n: SquareAttack(
+                    classifier, norm=np.inf, eps=e, max_iter=300, p_init=0.8, nb_restarts=1, batch_size=batch, verbose=False
+                )
+            ),
+        ),
+        "deepfool": (
+            l2,
+            "l2",
+            "up to 50 iterations, overshoot 0.02 (ART: epsilon 0.02), all 10 class gradients",
+            ours("deepfool", steps=50),
+            theirs(lambda e, n: DeepFool(classifier, max_iter=50, epsilon=0.02, nb_grads=10, batch_size=batch, verbose=False)),
+        ),
+        "cw": (
+            l2,
+            "l2",
+            "5 binary-search steps x 50 Adam steps, learning rate 0.01, initial c 1, untargeted only",
+            ours("cw", steps=50, search_steps=5, learning_rate=0.01, initial_const=1.0, targets=0),
+            theirs(
+                lambda e, n: CarliniL2Method(
+                    classifier,
+                    learning_rate=0.01,
+                    binary_search_steps=5,
+                    max_iter=50,
+                    initial_const=1.0,
+                    batch_size=batch,
+                    verbose=False,
+                )
+            ),
+        ),
     }
 
     print(f"{len(x)} correctly classified {source} test images, small CNN; linf eps {linf}, l2 eps {l2}")
-    print(f"{'attack':9s} {'advbench img/s':>15s} {'ART img/s':>10s} {'speed-up':>9s} {'robust acc advbench':>20s} {'ART':>6s}   settings")
+    print(
+        f"{'attack':9s} {'advbench img/s':>15s} {'ART img/s':>10s} {'speed-up':>9s} {'robust acc advbench':>20s} {'ART':>6s}   settings"
+    )
     for name in args.attacks.split(","):
         eps, norm, settings, mine, art = cases[name]
         row = {}
@@ -127,7 +194,9 @@ def main() -> None:
                 assert np.all(lp.numpy_norm(adversarial - x, norm) <= eps * (1 + 1e-5) + 1e-6)
             row[library] = (len(x) / best, 1 - broken.mean())
         (ours_speed, ours_acc), (art_speed, art_acc) = row["advbench"], row["ART"]
-        print(f"{name:9s} {ours_speed:15.1f} {art_speed:10.1f} {ours_speed / art_speed:8.1f}x {100 * ours_acc:19.1f}% {100 * art_acc:5.1f}%   {settings}")
+        print(
+            f"{name:9s} {ours_speed:15.1f} {art_speed:10.1f} {ours_speed / art_speed:8.1f}x {100 * ours_acc:19.1f}% {100 * art_acc:5.1f}%   {settings}"
+        )
 
 
 if __name__ == "__main__":

@@ -32,14 +32,31 @@ import yaml
 def run(spec: Path, out: Path, backend: str, env: dict) -> float:
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-c", "from advbench.cli import main; main()", "run", str(spec), "--out", str(out), "--backend", backend, "--fresh"],
-        env={**env, "KERAS_BACKEND": backend}, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            "from advbench.cli import main; main()",
+            "run",
+            str(spec),
+            "--out",
+            str(out),
+            "--backend",
+            backend,
+            "--fresh",
+        ],
+        env={**env, "KERAS_BACKEND": backend},
+        capture_output=True,
+        text=True,
     )
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"{backend} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    export = subprocess.run([sys.executable, "-c", "from advbench.cli import main; main()", "export", str(out), "-o", str(out / "export.csv")],
-                            env={**env, "KERAS_BACKEND": backend}, capture_output=True, text=True)
+    export = subprocess.run(
+        [sys.executable, "-c", "from advbench.cli import main; main()", "export", str(out), "-o", str(out / "export.csv")],
+        env={**env, "KERAS_BACKEND": backend},
+        capture_output=True,
+        text=True,
+    )
     if export.returncode != 0:
         raise SystemExit(export.stderr)
     return seconds

@@ -118,17 +118,17 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(name for name, _ in METHODS))
     args = parser.parse_args()
 
+    import keras
     import torch  # before TensorFlow: the two must not load in the other order
     import torch._dynamo  # noqa: F401  (Adam loads it lazily, which after TensorFlow crashes)
     from auto_LiRPA import BoundedModule, BoundedTensor, PerturbationLpNorm
-
-    import keras
     from sklearn.datasets import load_digits
 
-    from advbench import BisectionCertifier, backend
-    from advbench.evaluation import certified_radii
-    from advbench.plugins import load_plugins
-    from advbench.target import Target
+    from advbench import BisectionCertifier
+    from advbench.contract.plugins import load_plugins
+    from advbench.kit import backend
+    from advbench.kit.target import Target
+    from advbench.run.harness import certified_radii
 
     torch.set_num_threads(torch.get_num_threads())
     registry = load_plugins().registry
@@ -136,7 +136,7 @@ def main() -> None:
     x_all = (digits.images / 16.0).astype(np.float32)[..., None]
     y_all = digits.target
     x_train, y_train = x_all[:1500], y_all[:1500]
-    x, y = x_all[1500:1500 + args.examples], y_all[1500:1500 + args.examples]
+    x, y = x_all[1500 : 1500 + args.examples], y_all[1500 : 1500 + args.examples]
 
     class AutoLirpa(BisectionCertifier):
         """auto_LiRPA's lower bounds of the margins, as a BisectionCertifier."""
@@ -148,8 +148,9 @@ def main() -> None:
             # its default "patches" mode fails on max-pooling (a view of non-contiguous patches)
             pooled = any(isinstance(layer, torch.nn.MaxPool2d) for layer in network)
             self.convolutional = any(isinstance(layer, torch.nn.Conv2d) for layer in network)
-            self.bounded = BoundedModule(network, nchw, device="cpu", verbose=0,
-                                         bound_opts={"conv_mode": "matrix" if pooled else "patches"})
+            self.bounded = BoundedModule(
+                network, nchw, device="cpu", verbose=0, bound_opts={"conv_mode": "matrix" if pooled else "patches"}
+            )
 
         def certified(self, target, x, y, norm, eps):
             eps = np.broadcast_to(np.asarray(eps, np.float32), (len(x),))
@@ -165,20 +166,29 @@ def main() -> None:
             if norm == "linf":
                 ptb = PerturbationLpNorm(norm=np.inf, x_L=(inputs - e).clamp(min=0), x_U=(inputs + e).clamp(max=1))
             else:
-                ptb = PerturbationLpNorm(norm=2, eps=float(eps[0]) if self.convolutional else e.reshape(-1, 1),
-                                         x_L=torch.zeros_like(inputs), x_U=torch.ones_like(inputs))
+                ptb = PerturbationLpNorm(
+                    norm=2,
+                    eps=float(eps[0]) if self.convolutional else e.reshape(-1, 1),
+                    x_L=torch.zeros_like(inputs),
+                    x_U=torch.ones_like(inputs),
+                )
             labels = torch.tensor(np.asarray(y, np.int64))
             others = torch.tensor([[j for j in range(10) if j != c] for c in range(10)])[labels]
             C = torch.eye(10)[labels].unsqueeze(1) - torch.eye(10)[others]
             with contextlib.redirect_stdout(io.StringIO()):  # its early-stop messages
-                lower, _ = self.bounded.compute_bounds(x=(BoundedTensor(inputs, ptb),), C=C, method=self.method,
-                                                       bound_upper=False)
+                lower, _ = self.bounded.compute_bounds(
+                    x=(BoundedTensor(inputs, ptb),), C=C, method=self.method, bound_upper=False
+                )
             return (lower > 0).all(dim=1).numpy()
 
-    print(f"{len(x)} digits test images, keras backend {backend.name()}, torch threads {torch.get_num_threads()}; "
-          "radius by bisection to relative tolerance 1e-3")
-    print(f"{'network':12s} {'norm':4s} {'method':12s} {'advbench median r':>18s} {'auto_LiRPA median r':>20s} "
-          f"{'ratio':>6s} {'>= 99%':>7s} {'advbench s/ex':>14s} {'auto_LiRPA s/ex':>16s}")
+    print(
+        f"{len(x)} digits test images, keras backend {backend.name()}, torch threads {torch.get_num_threads()}; "
+        "radius by bisection to relative tolerance 1e-3"
+    )
+    print(
+        f"{'network':12s} {'norm':4s} {'method':12s} {'advbench median r':>18s} {'auto_LiRPA median r':>20s} "
+        f"{'ratio':>6s} {'>= 99%':>7s} {'advbench s/ex':>14s} {'auto_LiRPA s/ex':>16s}"
+    )
     keras.utils.set_random_seed(0)
     for model in (m for m in networks() if m.name in args.networks.split(",")):
         model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -203,8 +213,11 @@ def main() -> None:
                 (ours, ours_time), (theirs, theirs_time) = row["advbench"], row["auto_LiRPA"]
                 close = np.mean(ours >= 0.99 * theirs)
                 ratio = np.median(ours) / max(np.median(theirs), 1e-12)
-                print(f"{model.name:12s} {norm:4s} {theirs_method:12s} {np.median(ours):18.5f} {np.median(theirs):20.5f} "
-                      f"{ratio:6.3f} {100 * close:6.0f}% {ours_time:14.3f} {theirs_time:16.3f}", flush=True)
+                print(
+                    f"{model.name:12s} {norm:4s} {theirs_method:12s} {np.median(ours):18.5f} {np.median(theirs):20.5f} "
+                    f"{ratio:6.3f} {100 * close:6.0f}% {ours_time:14.3f} {theirs_time:16.3f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

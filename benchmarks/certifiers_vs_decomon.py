@@ -22,7 +22,6 @@ import argparse
 import time
 
 import numpy as np
-
 from pgd_throughput import mnist
 
 
@@ -58,9 +57,9 @@ def main() -> None:
     from decomon.models import clone
 
     from advbench import BisectionCertifier
-    from advbench.evaluation import certified_radii
-    from advbench.plugins import load_plugins
-    from advbench.target import Target
+    from advbench.contract.plugins import load_plugins
+    from advbench.kit.target import Target
+    from advbench.run.harness import certified_radii
 
     registry = load_plugins().registry
     keras.utils.set_random_seed(0)
@@ -80,11 +79,15 @@ def main() -> None:
                 self._converted[id(target)] = clone(target.model, method=self.method)
             e = eps.reshape(-1, 1)
             low, high = np.maximum(x - e, 0.0), np.minimum(x + e, 1.0)
-            bound = get_adv_box(self._converted[id(target)], low, high, source_labels=np.eye(10, dtype=int)[np.asarray(y)], batch_size=-1)  # one-hot; its split path mislabels
+            bound = get_adv_box(
+                self._converted[id(target)], low, high, source_labels=np.eye(10, dtype=int)[np.asarray(y)], batch_size=-1
+            )  # one-hot; its split path mislabels
             return np.asarray(bound).reshape(-1) < 0
 
     print(f"{args.images} {source} test images, linf, radius by bisection to relative tolerance 1e-3")
-    print(f"{'model':5s} {'method':6s} {'advbench mean r':>16s} {'decomon mean r':>15s} {'advbench >= decomon':>20s} {'advbench ex/s':>14s} {'decomon ex/s':>13s} {'speed-up':>9s}")
+    print(
+        f"{'model':5s} {'method':6s} {'advbench mean r':>16s} {'decomon mean r':>15s} {'advbench >= decomon':>20s} {'advbench ex/s':>14s} {'decomon ex/s':>13s} {'speed-up':>9s}"
+    )
     for model in models():
         if x_train is not None:
             model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -107,7 +110,9 @@ def main() -> None:
                 continue
             (ours, ours_speed), (theirs, theirs_speed) = row["advbench"], row["decomon"]
             tighter = np.mean(ours >= theirs * (1 - 1e-3))
-            print(f"{model.name:5s} {ours_name:6s} {ours.mean():16.5f} {theirs.mean():15.5f} {100 * tighter:19.0f}% {ours_speed:14.1f} {theirs_speed:13.1f} {ours_speed / theirs_speed:8.1f}x")
+            print(
+                f"{model.name:5s} {ours_name:6s} {ours.mean():16.5f} {theirs.mean():15.5f} {100 * tighter:19.0f}% {ours_speed:14.1f} {theirs_speed:13.1f} {ours_speed / theirs_speed:8.1f}x"
+            )
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ import importlib.util
 import time
 
 import numpy as np
-
 from pgd_throughput import madry_cnn, mnist, torch_copy
 
 STEPS = 100
@@ -47,17 +46,16 @@ def main() -> None:
     args = parser.parse_args()
     for module in ("torch", "foolbox", "torchattacks"):
         if importlib.util.find_spec(module) is None:
-            raise SystemExit(f"{module} is not installed: pip install -e \".[bench]\"")
-    import torch  # before TensorFlow: imported after it, PyTorch's CUDA wheel crashes the process
-
+            raise SystemExit(f'{module} is not installed: pip install -e ".[bench]"')
     import foolbox
     import keras
+    import torch  # before TensorFlow: imported after it, PyTorch's CUDA wheel crashes the process
     import torchattacks
 
-    from advbench import backend, lp
-    from advbench.evaluation import attack_radii
-    from advbench.plugins import load_plugins
-    from advbench.target import Target
+    from advbench.contract.plugins import load_plugins
+    from advbench.kit import backend, lp
+    from advbench.kit.target import Target
+    from advbench.run.harness import attack_radii
 
     x_train, y_train, x, y, source = mnist(4 * args.images)
     model = madry_cnn(x_train, y_train)
@@ -95,8 +93,15 @@ def main() -> None:
         return radii_of(np.concatenate(out), norm)
 
     def torchattacks_fab(norm):
-        attack = torchattacks.FAB(net, norm="L2" if norm == "l2" else "Linf", eps=float(lp.box_diameter(x.shape[1:], norm)),
-                                  steps=STEPS, n_restarts=1, n_classes=10, seed=0)
+        attack = torchattacks.FAB(
+            net,
+            norm="L2" if norm == "l2" else "Linf",
+            eps=float(lp.box_diameter(x.shape[1:], norm)),
+            steps=STEPS,
+            n_restarts=1,
+            n_classes=10,
+            seed=0,
+        )
         out = []
         for s in range(0, len(x), args.batch_size):
             xb, yb = (torch.tensor(a[s : s + args.batch_size], device=device) for a in (x, y))
@@ -111,11 +116,17 @@ def main() -> None:
         "advbench deepfool": ours("deepfool"),
         "advbench ensemble": ours("ensemble", tolerance=0.01, steps=STEPS, targets=3, queries=500),
     }
-    pairs = [("advbench fmn", "Foolbox FMN"), ("advbench fab", "torchattacks FAB"),
-             ("advbench ensemble", "Foolbox FMN"), ("advbench ensemble", "torchattacks FAB")]
-    print(f"{len(x)} {source} test images (correctly classified), Madry CNN trained 1 epoch; the PyTorch copy agrees on "
-          f"{100 * agree:.1f}% of them; Keras {keras.__version__} on {backend.name()} ({backend.device()}), "
-          f"Foolbox {foolbox.__version__}, torchattacks {torchattacks.__version__}, PyTorch {torch.__version__} ({device})")
+    pairs = [
+        ("advbench fmn", "Foolbox FMN"),
+        ("advbench fab", "torchattacks FAB"),
+        ("advbench ensemble", "Foolbox FMN"),
+        ("advbench ensemble", "torchattacks FAB"),
+    ]
+    print(
+        f"{len(x)} {source} test images (correctly classified), Madry CNN trained 1 epoch; the PyTorch copy agrees on "
+        f"{100 * agree:.1f}% of them; Keras {keras.__version__} on {backend.name()} ({backend.device()}), "
+        f"Foolbox {foolbox.__version__}, torchattacks {torchattacks.__version__}, PyTorch {torch.__version__} ({device})"
+    )
     if source != "MNIST":
         print("WARNING: no MNIST found; random images make this comparison meaningless")
     for norm in args.norms:
@@ -130,8 +141,10 @@ def main() -> None:
             print(f"  {name:20s} {np.median(radius[name]):.4f}  ({100 * found.mean():5.1f}%)  {seconds[name]:7.1f} s")
         for mine, theirs in pairs:
             a, b = radius[mine], radius[theirs]
-            print(f"  {mine} <= {theirs}: on {100 * np.mean(a <= b * (1 + 1e-4)):5.1f}% of examples "
-                  f"(within 1%: {100 * np.mean(a <= b * 1.01):5.1f}%); median ratio {np.median(a / b):.4f}")
+            print(
+                f"  {mine} <= {theirs}: on {100 * np.mean(a <= b * (1 + 1e-4)):5.1f}% of examples "
+                f"(within 1%: {100 * np.mean(a <= b * 1.01):5.1f}%); median ratio {np.median(a / b):.4f}"
+            )
 
 
 if __name__ == "__main__":

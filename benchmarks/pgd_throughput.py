@@ -45,6 +45,7 @@ def mnist(images: int):
     for root in roots:
         folder = Path(root) / "mnist"
         if (folder / "train-images-idx3-ubyte.gz").is_file():
+
             def read(name, offset):
                 with gzip.open(folder / name) as stream:
                     return np.frombuffer(stream.read(), np.uint8, offset=offset)
@@ -63,9 +64,9 @@ def madry_cnn(x_train=None, y_train=None):
     """The Madry MNIST CNN, seeded, trained for one epoch when training data is given."""
     import keras
 
-    from advbench import backend
-    from advbench.plugins import load_plugins
-    from advbench.training import initialize
+    from advbench.contract.plugins import load_plugins
+    from advbench.kit import backend
+    from advbench.kit.training import initialize
 
     backend.set_seed(0)
     model = load_plugins().registry.get("architecture", "madry_cnn")().build((28, 28, 1), 10)
@@ -133,7 +134,9 @@ def torch_pgd(net, device, x, y, batch_size):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=("tensorflow", "jax", "torch"), default=os.environ.get("KERAS_BACKEND", "tensorflow"))
+    parser.add_argument(
+        "--backend", choices=("tensorflow", "jax", "torch"), default=os.environ.get("KERAS_BACKEND", "tensorflow")
+    )
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions; the best is reported")
@@ -144,9 +147,9 @@ def main() -> None:
 
     import keras
 
-    from advbench import backend
-    from advbench.target import Target
-    from advbench_plugins.attacks.pgd import PGD
+    from advbench.kit import backend
+    from advbench.kit.pgd import PGD
+    from advbench.kit.target import Target
 
     x_train, y_train, x, y, source = mnist(args.images)
     model = madry_cnn(x_train, y_train)
@@ -164,7 +167,10 @@ def main() -> None:
 
         return run
 
-    runs = [(f"advbench ({args.backend})", advbench_runner(True)), (f"advbench ({args.backend}), every step", advbench_runner(False))]
+    runs = [
+        (f"advbench ({args.backend})", advbench_runner(True)),
+        (f"advbench ({args.backend}), every step", advbench_runner(False)),
+    ]
     if importlib.util.find_spec("torch") is not None:
         net, device = torch_copy(model)
         runs.append((f"plain PyTorch eager ({device})", lambda: torch_pgd(net, device, x, y, args.batch_size)))
@@ -174,11 +180,21 @@ def main() -> None:
         from art.estimators.classification import TensorFlowV2Classifier
 
         classifier = TensorFlowV2Classifier(
-            model=model, nb_classes=10, input_shape=(28, 28, 1),
-            loss_object=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True), clip_values=(0.0, 1.0),
+            model=model,
+            nb_classes=10,
+            input_shape=(28, 28, 1),
+            loss_object=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            clip_values=(0.0, 1.0),
         )
         art_attack = ProjectedGradientDescent(
-            classifier, norm=np.inf, eps=EPS, eps_step=STEP, max_iter=STEPS, num_random_init=1, batch_size=args.batch_size, verbose=False
+            classifier,
+            norm=np.inf,
+            eps=EPS,
+            eps_step=STEP,
+            max_iter=STEPS,
+            num_random_init=1,
+            batch_size=args.batch_size,
+            verbose=False,
         )
         runs.append(("ART (TensorFlow)", lambda: art_attack.generate(x=x, y=y).astype(np.float32)))
 

@@ -36,9 +36,15 @@ def spec_text(models: int) -> dict:
         "name": "ray-bench",
         "seed": 0,
         "dataset": {"name": "digits", "train_size": 1200, "test_size": 300},
-        "models": [{"name": f"mlp{i}", "architecture": {"name": "mlp", "hidden": 64 + 32 * i},
-                    "defense": {"name": "weight_decay", "lambda": 0.001} if i % 2 else {"name": "none"},
-                    "training": {"epochs": 10, "batch_size": 64, "learning_rate": 0.003}} for i in range(models)],
+        "models": [
+            {
+                "name": f"mlp{i}",
+                "architecture": {"name": "mlp", "hidden": 64 + 32 * i},
+                "defense": {"name": "weight_decay", "lambda": 0.001} if i % 2 else {"name": "none"},
+                "training": {"epochs": 10, "batch_size": 64, "learning_rate": 0.003},
+            }
+            for i in range(models)
+        ],
         "threat_models": [{"norm": "linf", "eps": [0.05, 0.1]}, {"norm": "l2", "eps": [0.5, 1.0]}],
         "attacks": [{"name": "fgsm"}, {"name": "pgd", "steps": 20}],
         "certifiers": [{"name": "lipschitz"}],
@@ -55,8 +61,10 @@ def advbench(*args: str) -> float:
 
 
 def job_seconds(run_dir: Path) -> dict[str, float]:
-    return {str(p.relative_to(run_dir / "jobs").with_suffix("")): json.loads(p.read_text())["seconds"]
-            for p in (run_dir / "jobs").rglob("*.json")}
+    return {
+        str(p.relative_to(run_dir / "jobs").with_suffix("")): json.loads(p.read_text())["seconds"]
+        for p in (run_dir / "jobs").rglob("*.json")
+    }
 
 
 def empty_task_round_trip(tasks: int = 200) -> float:
@@ -64,6 +72,7 @@ def empty_task_round_trip(tasks: int = 200) -> float:
 
     ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
+
         @ray.remote
         def empty():
             return None
@@ -80,13 +89,15 @@ def empty_task_round_trip(tasks: int = 200) -> float:
 def fresh_worker_start(spec: Path) -> float:
     """Seconds a new worker process takes before its first job: Python, the framework, the
     spec and the data (what a GPU job pays: Ray gives each GPU job a fresh process)."""
-    code = ("import tempfile\n"
-            "from advbench import backend\n"
-            "from advbench.executors import WorkerContext, worker_pipeline\n"
-            "from advbench.spec import load_spec\n"
-            f"spec = {str(spec.resolve())!r}\n"
-            "context = WorkerContext(spec, False, tempfile.mkdtemp(), backend.name(), load_spec(spec).hash)\n"
-            "worker_pipeline(context).plan()\n")
+    code = (
+        "import tempfile\n"
+        "from advbench.kit import backend\n"
+        "from advbench.run.executors.ray import WorkerContext, worker_pipeline\n"
+        "from advbench.spec import load_spec\n"
+        f"spec = {str(spec.resolve())!r}\n"
+        "context = WorkerContext(spec, False, tempfile.mkdtemp(), backend.name(), load_spec(spec).hash)\n"
+        "worker_pipeline(context).plan()\n"
+    )
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     return time.perf_counter() - started
@@ -121,12 +132,16 @@ def main() -> None:
     print(f"an empty Ray task, submitted and waited for: {1000 * empty_task_round_trip():.2f} ms")
 
     local = seconds["local"]
-    critical = max(local[f"{m}/train"] + max(s for job, s in local.items() if job.startswith(f"{m}/") and not job.endswith("/train"))
-                   for m in (f"mlp{i}" for i in range(args.models)))
+    critical = max(
+        local[f"{m}/train"] + max(s for job, s in local.items() if job.startswith(f"{m}/") and not job.endswith("/train"))
+        for m in (f"mlp{i}" for i in range(args.models))
+    )
     total = sum(local.values())
     start = fresh_worker_start(spec)
-    print(f"critical path (a training, then its longest evaluation): {critical:.1f} s of {total:.1f} s in all; "
-          f"a fresh worker process needs {start:.1f} s before its first job")
+    print(
+        f"critical path (a training, then its longest evaluation): {critical:.1f} s of {total:.1f} s in all; "
+        f"a fresh worker process needs {start:.1f} s before its first job"
+    )
     print("expected on N GPUs, one job per GPU, each GPU job paying a fresh worker process:")
     for scale, what in ((1, "jobs as long as here"), (60, "jobs 60x longer (minutes, as on real data)")):
         speedups = []

@@ -1,6 +1,29 @@
-"""Small models with known answers, shared by the tests."""
+"""Small models with known answers and the registry's components, shared by the tests."""
 
 import numpy as np
+
+from advbench.contract.plugins import load_plugins
+from advbench.run.context import Components
+
+REGISTRY = load_plugins(strict=True).registry
+"""Every built-in component, loaded as a run loads them."""
+
+CONTEXT = Components(REGISTRY)
+"""What an attack's ``prepare`` gets outside a run: the registered attacks (an ensemble's members)."""
+
+
+def build(kind, name, **params):
+    """The registered component ``name`` of ``kind``, built with validated ``params``."""
+    cls = REGISTRY.get(kind, name)
+    return cls(cls.Params(**params))
+
+
+def attack(name, **params):
+    return build("attack", name, **params)
+
+
+def certifier(name, **params):
+    return build("certifier", name, **params)
 
 
 def linear_model(input_shape=(8, 8, 1), classes=4, seed=0):

@@ -36,7 +36,11 @@ def advbench(*args: str, backend: str) -> subprocess.CompletedProcess:
 def test_the_conformance_suite_passes_on_every_installed_backend(backend):
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_conformance.py")],
-        env=subprocess_env(backend), capture_output=True, text=True, timeout=1200, cwd=ROOT,
+        env=subprocess_env(backend),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        cwd=ROOT,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
@@ -52,8 +56,13 @@ def reference(tmp_path_factory):
     """The spec run on TensorFlow, with a second model loaded from the .keras file the
     first one was saved to."""
     folder = tmp_path_factory.mktemp("backends")
-    models = [{"name": "trained", "architecture": {"name": "mlp", "hidden": 32},
-               "training": {"epochs": 3, "batch_size": 64, "learning_rate": 0.01}}]
+    models = [
+        {
+            "name": "trained",
+            "architecture": {"name": "mlp", "hidden": 32},
+            "training": {"epochs": 3, "batch_size": 64, "learning_rate": 0.01},
+        }
+    ]
     settings = dict(
         threat_models=[{"norm": "linf", "eps": [0.05, 0.1]}, {"norm": "l2", "eps": [0.5]}],
         attacks=[{"name": "fgsm"}, {"name": "pgd", "steps": 10}],
@@ -84,7 +93,9 @@ def test_the_same_spec_gives_the_same_results_on_every_backend(reference, backen
     # clean predictions identical, for the model trained here and the one saved by TensorFlow
     assert all(got[k]["predicted"] == expected[k]["predicted"] for k in expected)
     for column in ("cert:lipschitz", "cert:crown"):
-        np.testing.assert_allclose([float(got[k][column]) for k in expected], [float(expected[k][column]) for k in expected], rtol=1e-4)
+        np.testing.assert_allclose(
+            [float(got[k][column]) for k in expected], [float(expected[k][column]) for k in expected], rtol=1e-4
+        )
     for column in ("attack:fgsm", "attack:pgd"):
         mine, theirs = (np.array([float(r[k][column]) for k in expected]) for r in (got, expected))
         close = (mine == theirs) | (np.abs(mine - theirs) <= 0.02 * np.abs(theirs))  # the bisection's tolerance
@@ -138,12 +149,19 @@ def test_a_pytorch_module_is_evaluated_as_is_on_the_torch_backend(tmp_path):
     np.savez(tmp_path / "digits.npz", x=data.x_train, y=data.y_train, test=data.x_test)
     (tmp_path / "net.py").write_text(TORCH_MODULE)
     (tmp_path / "train.py").write_text(TRAIN_TORCH_MODULE)
-    trained = subprocess.run([sys.executable, str(tmp_path / "train.py"), str(tmp_path)], cwd=tmp_path, capture_output=True, text=True)
+    trained = subprocess.run(
+        [sys.executable, str(tmp_path / "train.py"), str(tmp_path)], cwd=tmp_path, capture_output=True, text=True
+    )
     assert trained.returncode == 0, trained.stderr[-3000:]
-    spec = tiny_spec(tmp_path, dataset={"name": "digits"}, models=[
-        {"name": "torchnet", "torch": {"module": "net.py:Net", "arguments": {"hidden": 16}, "weights": "net.pt"}}],
-        threat_models=[{"norm": "linf", "eps": [0.05]}], attacks=[{"name": "pgd", "steps": 10}], certifiers=[{"name": "crown"}],
-        evaluation={"examples": 40, "batch_size": 40})
+    spec = tiny_spec(
+        tmp_path,
+        dataset={"name": "digits"},
+        models=[{"name": "torchnet", "torch": {"module": "net.py:Net", "arguments": {"hidden": 16}, "weights": "net.pt"}}],
+        threat_models=[{"norm": "linf", "eps": [0.05]}],
+        attacks=[{"name": "pgd", "steps": 10}],
+        certifiers=[{"name": "crown"}],
+        evaluation={"examples": 40, "batch_size": 40},
+    )
     wrong = advbench("validate", str(spec), backend="tensorflow")
     assert wrong.returncode == 2 and "models[0].torch" in wrong.stderr and "--backend torch" in wrong.stderr
     result = advbench("run", str(spec), "--out", str(tmp_path / "run"), backend="torch")

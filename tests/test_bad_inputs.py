@@ -39,8 +39,7 @@ def test_validate_reports_every_problem_in_one_pass(tmp_path):
     spec = tiny_spec(
         tmp_path,
         dataset={"name": "digits", "train_size": 300, "test_size": 60},
-        models=[{"name": "a", "architecture": {"name": "mlp", "hidden": "many"}},
-                {"name": "b", "path": "missing.keras"}],
+        models=[{"name": "a", "architecture": {"name": "mlp", "hidden": "many"}}, {"name": "b", "path": "missing.keras"}],
         threat_models=[{"norm": "linf", "eps": [0.1, 3.0]}, {"norm": "l7", "eps": [1]}],
         attacks=[{"name": "pgdd"}, {"name": "pgd", "steps": -1}],
         certifiers=[{"name": "lipschitz", "tolerance": 1}],
@@ -48,9 +47,19 @@ def test_validate_reports_every_problem_in_one_pass(tmp_path):
     )
     result = CliRunner().invoke(app, ["validate", str(spec)])
     assert result.exit_code == 2, result.output
-    for piece in ("models[0].architecture.hidden", "models[1].path", "model file not found", "threat_models[1].norm",
-                  "attacks[0].name", "attacks[1].steps", "certifiers[0].tolerance", "evaluation.batch_size",
-                  "threat_models[0].eps[1]", "exceeds the largest linf distance", "evaluation.examples"):
+    for piece in (
+        "models[0].architecture.hidden",
+        "models[1].path",
+        "model file not found",
+        "threat_models[1].norm",
+        "attacks[0].name",
+        "attacks[1].steps",
+        "certifiers[0].tolerance",
+        "evaluation.batch_size",
+        "threat_models[0].eps[1]",
+        "exceeds the largest linf distance",
+        "evaluation.examples",
+    ):
         assert piece in result.output, piece
 
 
@@ -59,10 +68,15 @@ def test_a_pretrained_model_that_outputs_probabilities_is_refused_unless_the_spe
     import numpy as np
 
     inputs = keras.Input((8, 8, 1))
-    keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inputs))).save(tmp_path / "softmax.keras")
+    keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inputs))).save(
+        tmp_path / "softmax.keras"
+    )
     hidden = keras.layers.Dense(10)(keras.layers.Flatten()(inputs))
     keras.Model(inputs, keras.layers.Rescaling(1.0)(keras.layers.Softmax()(hidden))).save(tmp_path / "hidden_softmax.keras")
-    for name, message in (("softmax.keras", "ends in a softmax"), ("hidden_softmax.keras", "outputs on the test images are probabilities")):
+    for name, message in (
+        ("softmax.keras", "ends in a softmax"),
+        ("hidden_softmax.keras", "outputs on the test images are probabilities"),
+    ):
         spec = tiny_spec(tmp_path, models=[{"name": "m", "path": name}])
         result = CliRunner().invoke(app, ["validate", str(spec)])
         assert result.exit_code == 2 and message in result.output and "outputs: probabilities" in result.output, result.output
@@ -70,8 +84,8 @@ def test_a_pretrained_model_that_outputs_probabilities_is_refused_unless_the_spe
     spec = tiny_spec(tmp_path, models=[{"name": "m", "path": "softmax.keras", "outputs": "probabilities"}])
     run = run_spec(spec, tmp_path / "run")
     assert run.exit_code == 0, run.output
-    from advbench.pipeline import load_keras_model
-    from advbench import backend
+    from advbench.kit import backend
+    from advbench.kit.models import load_keras_model
 
     stored = load_keras_model(next((tmp_path / "run" / "models").glob("m-*.keras")))
     x = np.random.default_rng(0).uniform(size=(4, 8, 8, 1)).astype(np.float32)
@@ -98,8 +112,11 @@ def test_relative_paths_in_parameters_are_relative_to_the_spec(tmp_path, monkeyp
     from advbench.spec import load_spec
 
     folder = tmp_path / "experiment"
-    spec = tiny_spec(folder, dataset={"name": "mnist", "data_dir": "data"},
-                     attacks=[{"name": "masked_pgd", "pixels": "file", "mask_file": "mask.npy"}])
+    spec = tiny_spec(
+        folder,
+        dataset={"name": "mnist", "data_dir": "data"},
+        attacks=[{"name": "masked_pgd", "pixels": "file", "mask_file": "mask.npy"}],
+    )
     (folder / "mask.npy").write_bytes(b"")
     monkeypatch.chdir(tmp_path)  # elsewhere than the spec
     loaded = load_spec(spec)

@@ -16,13 +16,11 @@ same checks hold on TensorFlow, JAX and PyTorch.
 import numpy as np
 import pytest
 
-from advbench import backend, lp
-from advbench.evaluation import attack_radii, certified_radii
-from advbench.plugins import load_plugins
-from advbench.target import Target
-from helpers import exact_linear_radius, linear_model
-
-REGISTRY = load_plugins(strict=True).registry
+from advbench.kit import backend, lp
+from advbench.kit.target import Target
+from advbench.run.context import Components
+from advbench.run.harness import attack_radii, certified_radii
+from helpers import REGISTRY, build, exact_linear_radius, linear_model
 
 ATTACK_SETTINGS = {
     "pgd": {"steps": 10},
@@ -36,20 +34,26 @@ ATTACK_SETTINGS = {
     "masked_pgd": {"steps": 10, "share": 0.5},
     "transfer": {"steps": 10, "source": "self"},
 }
-CERTIFIER_SETTINGS = {"ibp": {"tolerance": 0.01}, "crown": {"tolerance": 0.01}, "alpha_crown": {"tolerance": 0.01}, "smoothing": {"n": 200, "n0": 20, "batch": 400}}
-DEFENSE_SETTINGS = {"pgd_training": {"steps": 3, "eps": 0.1}, "hein_training": {"growth_steps": 2, "bisection_steps": 2},
-                    "ibp_training": {"warmup_epochs": 0, "ramp_epochs": 0}, "crown_ibp_training": {"warmup_epochs": 0, "ramp_epochs": 0}}
+CERTIFIER_SETTINGS = {
+    "ibp": {"tolerance": 0.01},
+    "crown": {"tolerance": 0.01},
+    "alpha_crown": {"tolerance": 0.01},
+    "smoothing": {"n": 200, "n0": 20, "batch": 400},
+}
+DEFENSE_SETTINGS = {
+    "pgd_training": {"steps": 3, "eps": 0.1},
+    "hein_training": {"growth_steps": 2, "bisection_steps": 2},
+    "ibp_training": {"warmup_epochs": 0, "ramp_epochs": 0},
+    "crown_ibp_training": {"warmup_epochs": 0, "ramp_epochs": 0},
+}
 
 
-def build(kind, name, **params):
-    cls = REGISTRY.get(kind, name)
-    return cls(cls.Params(**params))
-
-
-class Context:
-    """What ``Attack.prepare`` sees: the spec's other models (here, the target itself)."""
+class Context(Components):
+    """What ``Attack.prepare`` sees: the registered attacks, and the spec's other models
+    (here, the target itself)."""
 
     def __init__(self, target):
+        super().__init__(REGISTRY)
         self._target = target
 
     def target(self, name):
@@ -105,8 +109,8 @@ def test_crown_is_exact_where_the_network_is_linear_and_alpha_crown_is_sound_and
     corner that the linearization points to (before the max-pool relaxation used the
     window's largest upper bound as a constant, and missed by 4 times the whole eps term).  At larger eps, alpha-CROWN's margins are at least
     CROWN's, larger somewhere, and below the margins at those corners (sound)."""
-    from advbench.training import initialize
-    from advbench_plugins.certifiers.propagation import AlphaCrown, Crown, margin_matrix, read_graph
+    from advbench.kit.bounds import AlphaCrown, Crown, margin_matrix, read_graph
+    from advbench.kit.training import initialize
 
     model = build("architecture", "cnn", filters=[8, 8], hidden=16).build((8, 8, 1), 10)
     initialize(model, 0)
@@ -124,7 +128,9 @@ def test_crown_is_exact_where_the_network_is_linear_and_alpha_crown_is_sound_and
         return np.einsum("bsk,bsk->bs", C, logits)
 
     def bound(method, eps):
-        margins = method(nodes).margins(backend.to_tensor(x), backend.to_tensor(C), backend.to_tensor(np.full(len(x), eps)), "linf")
+        margins = method(nodes).margins(
+            backend.to_tensor(x), backend.to_tensor(C), backend.to_tensor(np.full(len(x), eps)), "linf"
+        )
         return backend.to_numpy(margins)
 
     np.testing.assert_allclose(bound(Crown, 1e-5), at_corners(1e-5), atol=5e-6)  # the eps term: up to 4e-5
@@ -139,8 +145,8 @@ def test_alpha_crown_optimizes_max_pool_lower_lines_soundly():
     on some margin and stay below the margins at every sampled point of the ball."""
     import keras
 
-    from advbench.training import initialize
-    from advbench_plugins.certifiers.propagation import AlphaCrown, Crown, margin_matrix, read_graph
+    from advbench.kit.bounds import AlphaCrown, Crown, margin_matrix, read_graph
+    from advbench.kit.training import initialize
 
     inputs = keras.Input((6, 6, 1))
     h = keras.layers.MaxPooling2D(2)(keras.layers.Conv2D(4, 3, padding="same")(inputs))
@@ -155,7 +161,9 @@ def test_alpha_crown_optimizes_max_pool_lower_lines_soundly():
     eps = 0.05
 
     def bound(method):
-        margins = method(nodes).margins(backend.to_tensor(x), backend.to_tensor(C), backend.to_tensor(np.full(len(x), eps)), "linf")
+        margins = method(nodes).margins(
+            backend.to_tensor(x), backend.to_tensor(C), backend.to_tensor(np.full(len(x), eps)), "linf"
+        )
         return backend.to_numpy(margins)
 
     crown, alpha = bound(Crown), bound(AlphaCrown)
@@ -175,8 +183,8 @@ def digits():
 
 @pytest.mark.parametrize("name", REGISTRY.names("defense"))
 def test_every_defense_trains_one_step_and_predicts(digits, name):
+    from advbench.kit.training import initialize, train_model
     from advbench.spec import TrainingSpec
-    from advbench.training import initialize, train_model
 
     backend.set_seed(0)
     defense = build("defense", name, **DEFENSE_SETTINGS.get(name, {}))
@@ -193,13 +201,13 @@ def test_every_defense_trains_one_step_and_predicts(digits, name):
 
 
 def test_gradients_agree_with_finite_differences():
-    from advbench.training import initialize
+    from advbench.kit.training import initialize
 
     model = build("architecture", "mlp", hidden=8).build((2, 2, 1), 3)
     initialize(model, 0)
     x = np.random.default_rng(0).uniform(size=(2, 2, 2, 1))
     target = Target(model, num_classes=3)
-    from advbench.losses import cross_entropy
+    from advbench.kit.losses import cross_entropy
 
     y = np.array([0, 2])
     _, gradient, _ = target.loss_and_gradient(cross_entropy, backend.to_tensor(x), backend.to_tensor(y, "int32"))
@@ -210,11 +218,19 @@ def test_gradients_agree_with_finite_differences():
         up[(slice(None),) + i] += step
         down[(slice(None),) + i] -= step
         logits_up, logits_down = target.logits_numpy(up.astype(np.float32)), target.logits_numpy(down.astype(np.float32))
-        np.testing.assert_allclose(backend.to_numpy(jacobian)[(slice(None), slice(None)) + i], (logits_up - logits_down) / (2 * step),
-                                   rtol=2e-2, atol=2e-3)
+        np.testing.assert_allclose(
+            backend.to_numpy(jacobian)[(slice(None), slice(None)) + i],
+            (logits_up - logits_down) / (2 * step),
+            rtol=2e-2,
+            atol=2e-3,
+        )
         loss = lambda logits: -np.log(np.exp(logits[np.arange(2), y]) / np.exp(logits).sum(1))  # noqa: E731
-        np.testing.assert_allclose(backend.to_numpy(gradient)[(slice(None),) + i], (loss(logits_up) - loss(logits_down)) / (2 * step),
-                                   rtol=2e-2, atol=2e-3)
+        np.testing.assert_allclose(
+            backend.to_numpy(gradient)[(slice(None),) + i],
+            (loss(logits_up) - loss(logits_down)) / (2 * step),
+            rtol=2e-2,
+            atol=2e-3,
+        )
 
 
 @pytest.mark.parametrize("bounds", ["ibp", "crown-ibp", "crown"])
@@ -222,9 +238,9 @@ def test_gradients_agree_with_finite_differences():
 def test_certified_training_bounds_have_the_weight_gradient_of_finite_differences(bounds, norm):
     """Certified training descends the certifiers' bounds: their gradient with respect to
     the weights (through convolutions, max-pooling and ReLU relaxations) must be right."""
+    from advbench.kit.bounds import Crown, ibp_margins, margin_matrix, read_graph
+    from advbench.kit.training import initialize
     from advbench.lazy import keras
-    from advbench.training import initialize
-    from advbench_plugins.certifiers.propagation import Crown, ibp_margins, margin_matrix, read_graph
 
     model = build("architecture", "cnn", filters=[3], hidden=6).build((6, 6, 1), 4)
     initialize(model, 1)

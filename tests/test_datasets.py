@@ -1,5 +1,6 @@
-"""Dataset loaders on small files written in each official format, downloads from a
-local server, corrupt files, and the real files in ../shared/data when present."""
+"""Datasets and subsets: dataset loaders on small files written in each official format,
+downloads from a local server, corrupt files, the real files in ../shared/data when present,
+and stratified subsets."""
 
 import functools
 import gzip
@@ -10,12 +11,13 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 from typer.testing import CliRunner
 
 from advbench import load_dataset
-from advbench.datafiles import Remote, fetch
 from advbench.errors import DataError
-from conftest import SHARED_DATA
+from advbench.kit.data import make_subsets, stratified_indices
+from advbench.kit.datafiles import Remote, fetch
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -56,8 +58,13 @@ def test_idx_files_gzip_or_plain(tmp_path, compress, name, folder):
 def test_keras_mnist_npz(tmp_path):
     (tmp_path / "mnist").mkdir()
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "mnist" / "mnist.npz", x_train=rng.integers(0, 256, (4, 28, 28)).astype(np.uint8), y_train=np.arange(4),
-             x_test=rng.integers(0, 256, (2, 28, 28)).astype(np.uint8), y_test=np.arange(2))
+    np.savez(
+        tmp_path / "mnist" / "mnist.npz",
+        x_train=rng.integers(0, 256, (4, 28, 28)).astype(np.uint8),
+        y_train=np.arange(4),
+        x_test=rng.integers(0, 256, (2, 28, 28)).astype(np.uint8),
+        y_test=np.arange(2),
+    )
     data = load_dataset("mnist", data_dir=str(tmp_path), download=False)
     assert data.x_train.shape == (4, 28, 28, 1) and data.info["files"] == ["mnist.npz"]
 
@@ -127,7 +134,7 @@ def test_offline_run_fails_clearly(tmp_path, monkeypatch):
     spec = tmp_path / "spec.yaml"
     spec.write_text(f"""
 name: offline
-dataset: {{name: mnist, data_dir: {tmp_path / 'nothing'}}}
+dataset: {{name: mnist, data_dir: {tmp_path / "nothing"}}}
 models: [{{name: m, architecture: {{name: linear}}}}]
 threat_models: [{{norm: linf, eps: [0.1]}}]
 certifiers: [{{name: lipschitz}}]
@@ -195,10 +202,13 @@ def test_gtsrb_layouts_crop_to_the_roi(tmp_path, layout, monkeypatch):
             folder = base / "Final_Training/Images" / f"{cls:05d}"
             sign_image(folder / "00000_00000.ppm", roi=roi, fmt="PPM")
             (folder / f"GT-{cls:05d}.csv").write_text(
-                "Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId\n" f"00000_00000.ppm;40;36;{';'.join(map(str, roi))};{cls}\n")
+                "Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId\n"
+                f"00000_00000.ppm;40;36;{';'.join(map(str, roi))};{cls}\n"
+            )
         sign_image(base / "Final_Test/Images/00000.ppm", roi=roi, fmt="PPM")
-        (root / "GT-final_test.csv").write_text("Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId\n"
-                                               f"00000.ppm;40;36;{';'.join(map(str, roi))};7\n")
+        (root / "GT-final_test.csv").write_text(
+            f"Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId\n00000.ppm;40;36;{';'.join(map(str, roi))};7\n"
+        )
     data = load_dataset("gtsrb", data_dir=str(tmp_path), image_size=16, download=False)
     assert data.x_train.shape == (2, 16, 16, 3) and data.num_classes == 43 and len(data.class_names) == 43
     assert sorted(data.y_train.tolist()) == [0, 42] and data.y_test.tolist() == [7]
@@ -211,14 +221,41 @@ needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/da
 
 
 @needs_shared
-@pytest.mark.parametrize("name, params, train, test, shape", [
-    ("mnist", {}, 60000, 10000, (28, 28, 1)),
-    ("cifar10", {}, 10000, 10000, (32, 32, 3)),
-    ("gtsrb", {}, 13070, 6315, (32, 32, 3)),
-    ("gtsrb", {"data_dir": str(SHARED_DATA / "gtsrb-official-sample")}, 30, 30, (32, 32, 3)),
-])
+@pytest.mark.parametrize(
+    "name, params, train, test, shape",
+    [
+        ("mnist", {}, 60000, 10000, (28, 28, 1)),
+        ("cifar10", {}, 10000, 10000, (32, 32, 3)),
+        ("gtsrb", {}, 13070, 6315, (32, 32, 3)),
+        ("gtsrb", {"data_dir": str(SHARED_DATA / "gtsrb-official-sample")}, 30, 30, (32, 32, 3)),
+    ],
+)
 def test_real_files(name, params, train, test, shape, monkeypatch):
     monkeypatch.setenv("ADVBENCH_DATA", str(SHARED_DATA))
     data = load_dataset(name, download=False, **params)
     assert len(data.x_train) == train and len(data.x_test) == test and data.input_shape == shape
     assert 0 <= data.x_train.min() and data.x_train.max() <= 1
+
+
+def test_digits_is_float_nhwc_in_unit_range():
+    data = load_dataset("digits")
+    assert data.x_train.shape == (1347, 8, 8, 1) and data.x_test.shape == (450, 8, 8, 1)
+    assert data.x_train.dtype == np.float32 and data.x_train.min() == 0 and data.x_train.max() == 1
+    assert data.num_classes == 10 and len(data.class_names) == 10
+
+
+def test_stratified_subsets_are_deterministic_and_keep_class_shares():
+    labels = np.repeat(np.arange(4), [100, 50, 30, 20])
+    first = stratified_indices(labels, 40, seed=3)
+    assert np.array_equal(first, stratified_indices(labels, 40, seed=3))
+    assert not np.array_equal(first, stratified_indices(labels, 40, seed=4))
+    assert len(first) == 40 and len(set(first)) == 40
+    assert np.bincount(labels[first]).tolist() == [20, 10, 6, 4]
+    assert np.array_equal(stratified_indices(labels, None, 0), np.arange(200))
+
+
+def test_evaluated_examples_are_a_subset_of_the_test_subset():
+    data = load_dataset("digits")
+    subsets = make_subsets(data, 300, 100, 30, seed=0)
+    assert set(subsets.eval_index) <= set(subsets.test_index)
+    assert len(subsets.x_train) == 300 and len(subsets.x_test) == 100 and len(subsets.x_eval) == 30

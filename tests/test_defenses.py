@@ -5,19 +5,12 @@ are detected as randomized."""
 import numpy as np
 import pytest
 
-from advbench import backend
+from advbench.kit import backend
+from advbench.kit.target import Target
+from advbench.kit.training import train_model
 from advbench.lazy import keras
-from advbench.plugins import load_plugins
 from advbench.spec import AugmentationSpec, TrainingSpec
-from advbench.target import Target
-from advbench.training import train_model
-
-REGISTRY = load_plugins(strict=True).registry
-
-
-def build(kind, name, **params):
-    cls = REGISTRY.get(kind, name)
-    return cls(cls.Params(**params))
+from helpers import REGISTRY, build
 
 
 @pytest.mark.parametrize("name", REGISTRY.names("architecture"))
@@ -30,14 +23,23 @@ def test_every_architecture_outputs_logits(name):
 @pytest.fixture(scope="module")
 def digits():
     from advbench import load_dataset
-    from advbench.data import make_subsets
+    from advbench.kit.data import make_subsets
 
     return make_subsets(load_dataset("digits"), 600, 200, 100, seed=0)
 
 
-DEFENSES = {"weight_decay": {}, "dropout": {}, "cross_lipschitz": {}, "pgd_training": {"eps": 0.1, "steps": 3},
-            "gaussian_noise": {}, "randomization": {}, "prm": {}, "none": {},
-            "ibp_training": {"warmup_epochs": 0, "ramp_epochs": 1}, "crown_ibp_training": {"warmup_epochs": 0, "ramp_epochs": 1}}
+DEFENSES = {
+    "weight_decay": {},
+    "dropout": {},
+    "cross_lipschitz": {},
+    "pgd_training": {"eps": 0.1, "steps": 3},
+    "gaussian_noise": {},
+    "randomization": {},
+    "prm": {},
+    "none": {},
+    "ibp_training": {"warmup_epochs": 0, "ramp_epochs": 1},
+    "crown_ibp_training": {"warmup_epochs": 0, "ramp_epochs": 1},
+}
 
 
 @pytest.mark.parametrize("name", REGISTRY.names("defense"))
@@ -103,22 +105,38 @@ def test_training_with_cross_lipschitz_lowers_the_regularizer(digits):
     for name, params in (("none", {}), ("cross_lipschitz", {"lambda": 0.1})):
         keras.utils.set_random_seed(0)
         model = build("architecture", "hein_mlp", hidden=64).build((8, 8, 1), 10)
-        train_model(model, build("defense", name, **params), TrainingSpec(epochs=10, learning_rate=0.01), digits.x_train, digits.y_train, seed=0)
+        train_model(
+            model,
+            build("defense", name, **params),
+            TrainingSpec(epochs=10, learning_rate=0.01),
+            digits.x_train,
+            digits.y_train,
+            seed=0,
+        )
         values[name] = float(backend.to_numpy(cross_lipschitz(model, backend.to_tensor(digits.x_test))))
     assert values["cross_lipschitz"] < 0.5 * values["none"]
 
 
 def test_pgd_training_raises_pgd_robust_accuracy(digits):
-    from advbench.evaluation import attack_radii
+    from advbench.run.harness import attack_radii
 
     accuracy = {}
     for name, params in (("none", {}), ("pgd_training", {"eps": 0.1, "steps": 7})):
         keras.utils.set_random_seed(0)
         model = build("architecture", "mlp", hidden=64, activation="relu").build((8, 8, 1), 10)
-        train_model(model, build("defense", name, **params), TrainingSpec(epochs=15, learning_rate=0.005), digits.x_train, digits.y_train, seed=0)
+        train_model(
+            model,
+            build("defense", name, **params),
+            TrainingSpec(epochs=15, learning_rate=0.005),
+            digits.x_train,
+            digits.y_train,
+            seed=0,
+        )
         target = Target(model, num_classes=10)
         predicted = target.predict(digits.x_eval)
-        outcome = attack_radii(build("attack", "pgd", steps=20), target, digits.x_eval, digits.y_eval, predicted, "linf", [0.1], 0.05, 0, 100)
+        outcome = attack_radii(
+            build("attack", "pgd", steps=20), target, digits.x_eval, digits.y_eval, predicted, "linf", [0.1], 0.05, 0, 100
+        )
         accuracy[name] = 1 - outcome.success[0].mean()
     assert accuracy["pgd_training"] > accuracy["none"] + 0.2, accuracy
 
@@ -137,7 +155,7 @@ def test_certified_training_schedule_warms_up_then_ramps_by_step():
 def test_certified_training_raises_certified_accuracy_and_stays_below_the_attacks(digits):
     """A small CNN certifies nothing at linf 0.1 when trained plainly; trained on IBP or
     CROWN-IBP bounds, the same certifiers prove a large share, never above PGD's radius."""
-    from advbench.evaluation import attack_radii, certified_radii
+    from advbench.run.harness import attack_radii, certified_radii
 
     certified = {}
     for name, params in (("none", {}), ("ibp_training", {"eps": 0.1}), ("crown_ibp_training", {"eps": 0.1})):
@@ -157,7 +175,7 @@ def test_certified_training_raises_certified_accuracy_and_stays_below_the_attack
 
 
 def test_certified_training_refuses_a_model_bound_propagation_cannot_read():
-    from advbench.structure import UnsupportedModel
+    from advbench.kit.structure import UnsupportedModel
 
     inputs = keras.Input((8, 8, 1))
     hidden = keras.layers.LayerNormalization()(keras.layers.Flatten()(inputs))
@@ -189,18 +207,22 @@ def test_augmentation_translates_and_flip_needs_a_mirror_invariant_dataset(tmp_p
     model = build("architecture", "mlp", hidden=16).build((8, 8, 1), 10)
     spec = TrainingSpec(epochs=1, augmentation=AugmentationSpec(crop=2))
     assert np.isfinite(train_model(model, build("defense", "none"), spec, digits.x_train, digits.y_train, seed=0)["loss"]).all()
-    path = tiny_spec(tmp_path, models=[{"name": "m", "architecture": {"name": "mlp"}, "training": {"augmentation": {"flip": True}}}])
+    path = tiny_spec(
+        tmp_path, models=[{"name": "m", "architecture": {"name": "mlp"}, "training": {"augmentation": {"flip": True}}}]
+    )
     result = CliRunner().invoke(app, ["validate", str(path)])
     assert result.exit_code == 2 and "does not allow horizontal flips" in result.output
 
 
 def test_hein_training_points_lie_past_the_runner_up_boundary_and_training_raises_l2_radii(digits):
-    from advbench.evaluation import attack_radii
+    from advbench.run.harness import attack_radii
     from advbench_plugins.defenses.adversarial_training import runner_up_boundary_points
 
     keras.utils.set_random_seed(0)
     model = build("architecture", "mlp", hidden=64).build((8, 8, 1), 10)
-    train_model(model, build("defense", "none"), TrainingSpec(epochs=10, learning_rate=0.01), digits.x_train, digits.y_train, seed=0)
+    train_model(
+        model, build("defense", "none"), TrainingSpec(epochs=10, learning_rate=0.01), digits.x_train, digits.y_train, seed=0
+    )
     x, y = digits.x_eval, digits.y_eval
     points = backend.to_numpy(runner_up_boundary_points(model, backend.to_tensor(x), backend.to_tensor(y, "int32"), 4, 8))
     moved = np.abs(points - x).max(axis=(1, 2, 3)) > 0
@@ -211,7 +233,9 @@ def test_hein_training_points_lie_past_the_runner_up_boundary_and_training_raise
     for name in ("none", "hein_training"):
         keras.utils.set_random_seed(0)
         model = build("architecture", "mlp", hidden=64).build((8, 8, 1), 10)
-        train_model(model, build("defense", name), TrainingSpec(epochs=15, learning_rate=0.005), digits.x_train, digits.y_train, seed=0)
+        train_model(
+            model, build("defense", name), TrainingSpec(epochs=15, learning_rate=0.005), digits.x_train, digits.y_train, seed=0
+        )
         target = Target(model, num_classes=10)
         outcome = attack_radii(build("attack", "deepfool"), target, x, y, target.predict(x), "l2", [0.5], 0.05, 0, 100)
         medians[name] = np.median(outcome.radius)

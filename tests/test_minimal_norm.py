@@ -7,18 +7,16 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog, minimize_scalar
 
-from advbench import backend
-from advbench.evaluation import attack_radii
-from advbench.plugins import load_plugins
-from advbench.target import Target
-from helpers import linear_model
-
-REGISTRY = load_plugins(strict=True).registry
+from advbench.kit import backend
+from advbench.kit.target import Target
+from advbench.run.harness import attack_radii
+from helpers import REGISTRY, linear_model
 
 
 def l2_minimum(v, margin, point):
     """min ||d||_2 s.t. <v, d> + margin <= 0, 0 <= point + d <= 1 (inf if infeasible), from the
     QP's concave dual in one variable: max over lam >= 0 of min over the box of ||d||^2 + lam (<v, d> + margin)."""
+
     def dual(lam):
         d = np.clip(-lam * v / 2, -point, 1 - point)
         return -(d @ d + lam * (v @ d + margin))
@@ -47,10 +45,16 @@ def exact_radius(model, x, norm):
             v = kernel[:, c] - kernel[:, j]  # the margin f_c - f_j is <v, x> + b; it must reach 0
             margin = v @ point + bias[c] - bias[j]
             if norm == "linf":  # variables (delta, t): min t, |delta_i| <= t, <v, delta> <= -margin
-                a_ub = np.vstack([np.hstack([np.eye(n), -np.ones((n, 1))]), np.hstack([-np.eye(n), -np.ones((n, 1))]),
-                                  np.r_[v, 0.0][None]])
-                result = linprog(np.r_[np.zeros(n), 1.0], A_ub=a_ub, b_ub=np.r_[np.zeros(2 * n), -margin],
-                                 bounds=bounds + [(0, None)], method="highs")
+                a_ub = np.vstack(
+                    [np.hstack([np.eye(n), -np.ones((n, 1))]), np.hstack([-np.eye(n), -np.ones((n, 1))]), np.r_[v, 0.0][None]]
+                )
+                result = linprog(
+                    np.r_[np.zeros(n), 1.0],
+                    A_ub=a_ub,
+                    b_ub=np.r_[np.zeros(2 * n), -margin],
+                    bounds=bounds + [(0, None)],
+                    method="highs",
+                )
                 value = result.fun if result.status == 0 else np.inf
             else:
                 value = l2_minimum(v, margin, point)
@@ -68,8 +72,12 @@ def problem():
     return model, x, {norm: exact_radius(model, x, norm) for norm in ("l2", "linf")}
 
 
-MINIMAL = [(name, norm) for name in REGISTRY.names("attack") if REGISTRY.get("attack", name).minimal_norm
-           for norm in REGISTRY.get("attack", name).norms]
+MINIMAL = [
+    (name, norm)
+    for name in REGISTRY.names("attack")
+    if REGISTRY.get("attack", name).minimal_norm
+    for norm in REGISTRY.get("attack", name).norms
+]
 
 
 @pytest.mark.parametrize("name, norm", MINIMAL, ids=[f"{n}-{p}" for n, p in MINIMAL])
@@ -93,7 +101,7 @@ def _box_problem(seed):
 
 @pytest.mark.parametrize("norm", ["l2", "linf"])
 def test_the_box_constrained_steps_are_the_exact_minima(norm):
-    from advbench import lp
+    from advbench.kit import lp
 
     rng, x = _box_problem(4)
     v = rng.normal(size=x.shape).astype(np.float32)
@@ -103,8 +111,15 @@ def test_the_box_constrained_steps_are_the_exact_minima(norm):
         n = len(point)
         if norm == "linf":
             a_ub = np.vstack([np.hstack([np.eye(n), -np.ones((n, 1))]), np.hstack([-np.eye(n), -np.ones((n, 1))])])
-            result = linprog(np.r_[np.zeros(n), 1.0], A_ub=a_ub, b_ub=np.zeros(2 * n), A_eq=np.r_[direction, 0.0][None],
-                             b_eq=[-level], bounds=list(zip(-point, 1 - point)) + [(0, None)], method="highs")
+            result = linprog(
+                np.r_[np.zeros(n), 1.0],
+                A_ub=a_ub,
+                b_ub=np.zeros(2 * n),
+                A_eq=np.r_[direction, 0.0][None],
+                b_eq=[-level],
+                bounds=list(zip(-point, 1 - point)) + [(0, None)],
+                method="highs",
+            )
             best = result.fun if result.status == 0 else None
         else:
             best = l2_minimum(direction.astype(np.float64), float(level), point.astype(np.float64))
@@ -119,7 +134,7 @@ def test_the_box_constrained_steps_are_the_exact_minima(norm):
 def test_the_projection_onto_the_l2_ball_inside_the_box_is_exact():
     from scipy.optimize import minimize
 
-    from advbench import lp
+    from advbench.kit import lp
 
     rng, x = _box_problem(5)
     delta = rng.normal(0.0, 0.6, size=x.shape).astype(np.float32)
@@ -128,8 +143,13 @@ def test_the_projection_onto_the_l2_ball_inside_the_box_is_exact():
     projected = backend.to_numpy(lp.project_in_box(tx, tdelta, teps, "l2"))
     clipped_first = backend.to_numpy(lp.clip_to_box(tx, lp.project(tdelta, teps, "l2")))
     for point, d, e, p, naive in zip(x, delta, eps, projected, clipped_first):
-        result = minimize(lambda z: ((z - d) ** 2).sum(), np.zeros_like(d, dtype=np.float64), method="SLSQP",
-                          bounds=list(zip(-point, 1 - point)), options={"ftol": 1e-14},
-                          constraints=[{"type": "ineq", "fun": lambda z: e ** 2 - z @ z}])
+        result = minimize(
+            lambda z: ((z - d) ** 2).sum(),
+            np.zeros_like(d, dtype=np.float64),
+            method="SLSQP",
+            bounds=list(zip(-point, 1 - point)),
+            options={"ftol": 1e-14},
+            constraints=[{"type": "ineq", "fun": lambda z: e**2 - z @ z}],
+        )
         np.testing.assert_allclose(p, result.x, atol=1e-5)
         assert np.linalg.norm(p - d) <= np.linalg.norm(naive - d) + 1e-6  # clipping after the ball is never closer

@@ -5,7 +5,6 @@ import csv
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -22,13 +21,24 @@ def finished(tmp_path_factory):
         directory,
         models=[
             {"name": "plain", "architecture": {"name": "mlp", "hidden": 32}, "training": {"epochs": 3, "learning_rate": 0.01}},
-            {"name": "decay", "architecture": {"name": "mlp", "hidden": 32}, "defense": {"name": "weight_decay", "lambda": 0.001},
-             "training": {"epochs": 3, "learning_rate": 0.01}},
-            {"name": "cnn", "architecture": {"name": "cnn", "filters": [8], "hidden": 16}, "defense": {"name": "dropout"},
-             "training": {"epochs": 3, "learning_rate": 0.01}},
-            {"name": "stacked", "architecture": {"name": "mlp", "hidden": 32},
-             "defense": [{"name": "weight_decay", "lambda": 0.001}, {"name": "gaussian_noise", "sigma": 0.1}],
-             "training": {"epochs": 3, "learning_rate": 0.01}},
+            {
+                "name": "decay",
+                "architecture": {"name": "mlp", "hidden": 32},
+                "defense": {"name": "weight_decay", "lambda": 0.001},
+                "training": {"epochs": 3, "learning_rate": 0.01},
+            },
+            {
+                "name": "cnn",
+                "architecture": {"name": "cnn", "filters": [8], "hidden": 16},
+                "defense": {"name": "dropout"},
+                "training": {"epochs": 3, "learning_rate": 0.01},
+            },
+            {
+                "name": "stacked",
+                "architecture": {"name": "mlp", "hidden": 32},
+                "defense": [{"name": "weight_decay", "lambda": 0.001}, {"name": "gaussian_noise", "sigma": 0.1}],
+                "training": {"epochs": 3, "learning_rate": 0.01},
+            },
         ],
         attacks=[{"name": "fgsm"}, {"name": "pgd", "steps": 10}],
     )
@@ -40,9 +50,22 @@ def test_run_writes_a_ranked_leaderboard_with_both_bounds(finished):
     spec, run = finished
     assert run.exit_code == 0, run.output
     board = (run.run_dir / "leaderboard.md").read_text()
-    for piece in ("## linf threat model", "## l2 threat model", "ε=0.05 cert / emp", "median r cert", "## Provenance",
-                  "pgd", "steps: 10", "lipschitz", "tensorflow", "![linf", "leaderboard-linf.png",
-                  "leaderboard-linf-examples.png", "weight_decay+gaussian_noise", "Which attack found each example's smallest"):
+    for piece in (
+        "## linf threat model",
+        "## l2 threat model",
+        "ε=0.05 cert / emp",
+        "median r cert",
+        "## Provenance",
+        "pgd",
+        "steps: 10",
+        "lipschitz",
+        "tensorflow",
+        "![linf",
+        "leaderboard-linf.png",
+        "leaderboard-linf-examples.png",
+        "weight_decay+gaussian_noise",
+        "Which attack found each example's smallest",
+    ):
         assert piece in board, piece
     assert (run.run_dir / "leaderboard-linf.png").stat().st_size > 1000
     assert (run.run_dir / "leaderboard-l2-examples.png").stat().st_size > 1000
@@ -58,7 +81,7 @@ def test_run_writes_a_ranked_leaderboard_with_both_bounds(finished):
 
 
 def test_leaderboard_ranking_follows_certified_accuracy(finished):
-    from advbench.leaderboard import ranked
+    from advbench.results.table import ranked
 
     _, run = finished
     for norm in ("linf", "l2"):
@@ -67,7 +90,9 @@ def test_leaderboard_ranking_follows_certified_accuracy(finished):
         top = max(bounds[0].eps)
         values = [(b.certified_accuracy(top), b.empirical_accuracy(top)) for b in order]
         assert values == sorted(values, reverse=True)
-    result = CliRunner().invoke(app, ["leaderboard", str(run.run_dir), "-o", str(run.run_dir / "by-emp.md"), "--rank-by", "empirical"])
+    result = CliRunner().invoke(
+        app, ["leaderboard", str(run.run_dir), "-o", str(run.run_dir / "by-emp.md"), "--rank-by", "empirical"]
+    )
     assert result.exit_code == 0, result.output
     assert "Ranked by empirical" in (run.run_dir / "by-emp.md").read_text()
 
@@ -80,8 +105,19 @@ def test_export_has_one_row_per_model_norm_and_example(finished, tmp_path):
     result = CliRunner().invoke(app, ["export", str(run.run_dir), "-o", str(out)])
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(out.open()))
-    assert list(rows[0]) == ["model", "norm", "index", "label", "predicted", "certified_radius", "empirical_radius",
-                             "empirical_by", "cert:lipschitz", "attack:fgsm", "attack:pgd"]
+    assert list(rows[0]) == [
+        "model",
+        "norm",
+        "index",
+        "label",
+        "predicted",
+        "certified_radius",
+        "empirical_radius",
+        "empirical_by",
+        "cert:lipschitz",
+        "attack:fgsm",
+        "attack:pgd",
+    ]
     assert len(rows) == 4 * 2 * 30
     data = load_dataset("digits")
     for row in rows[:30]:
@@ -110,15 +146,19 @@ def test_rerun_skips_finished_jobs_and_a_changed_spec_recomputes_only_what_chang
 
 
 def export(run_dir, out):
-    subprocess.run([sys.executable, "-m", "advbench.cli", "export", str(run_dir), "-o", str(out)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "advbench.cli", "export", str(run_dir), "-o", str(out)], check=True, capture_output=True
+    )
     return out.read_text()
 
 
 def test_a_run_killed_with_sigkill_resumes_to_the_same_results(tmp_path):
     spec = tiny_spec(
         tmp_path,
-        models=[{"name": f"m{i}", "architecture": {"name": "mlp", "hidden": 16 + i}, "training": {"epochs": 4, "learning_rate": 0.01}}
-                for i in range(3)],
+        models=[
+            {"name": f"m{i}", "architecture": {"name": "mlp", "hidden": 16 + i}, "training": {"epochs": 4, "learning_rate": 0.01}}
+            for i in range(3)
+        ],
     )
     command = [sys.executable, "-m", "advbench.cli", "run", str(spec), "--out"]
     subprocess.run(command + [str(tmp_path / "clean")], check=True, capture_output=True)
@@ -133,8 +173,14 @@ def test_a_resumed_run_of_a_randomized_model_draws_as_an_uninterrupted_one(tmp_p
 
     spec = tiny_spec(
         tmp_path,
-        models=[{"name": "random", "architecture": {"name": "mlp", "hidden": 16}, "defense": {"name": "randomization"},
-                 "training": {"epochs": 2, "learning_rate": 0.01}}],
+        models=[
+            {
+                "name": "random",
+                "architecture": {"name": "mlp", "hidden": 16},
+                "defense": {"name": "randomization"},
+                "training": {"epochs": 2, "learning_rate": 0.01},
+            }
+        ],
         threat_models=[{"norm": "linf", "eps": [0.05, 0.1]}],
         attacks=[{"name": "fgsm"}, {"name": "pgd", "steps": 5}],
         evaluation={"examples": 20, "batch_size": 20, "eot_samples": 3, "final_draws": 3},
@@ -191,8 +237,12 @@ PLUGINS = textwrap.dedent("""
 
 def test_a_failing_attack_and_an_unsound_certifier_are_reported_not_hidden(tmp_path, clean_sys_path):
     (tmp_path / "bad.py").write_text(PLUGINS)
-    spec = tiny_spec(tmp_path, plugins=["bad.py"], attacks=[{"name": "crash"}, {"name": "pgd", "steps": 5}],
-                     certifiers=[{"name": "boastful"}, {"name": "lipschitz"}])
+    spec = tiny_spec(
+        tmp_path,
+        plugins=["bad.py"],
+        attacks=[{"name": "crash"}, {"name": "pgd", "steps": 5}],
+        certifiers=[{"name": "boastful"}, {"name": "lipschitz"}],
+    )
     run = run_spec(spec, tmp_path / "run")
     assert run.exit_code == 1
     board = (run.run_dir / "leaderboard.md").read_text()
@@ -203,17 +253,32 @@ def test_a_failing_attack_and_an_unsound_certifier_are_reported_not_hidden(tmp_p
 
 
 def test_a_randomized_model_is_attacked_with_eot_and_turning_it_off_is_flagged(tmp_path):
-    model = {"name": "random", "architecture": {"name": "mlp", "hidden": 16}, "defense": {"name": "randomization", "max_ratio": 1.5},
-             "training": {"epochs": 2, "learning_rate": 0.01}}
-    spec = tiny_spec(tmp_path, models=[model], evaluation={"examples": 10, "eot_samples": 3, "final_draws": 3},
-                     threat_models=[{"norm": "linf", "eps": [0.1]}], certifiers=[{"name": "lipschitz"}])
+    model = {
+        "name": "random",
+        "architecture": {"name": "mlp", "hidden": 16},
+        "defense": {"name": "randomization", "max_ratio": 1.5},
+        "training": {"epochs": 2, "learning_rate": 0.01},
+    }
+    spec = tiny_spec(
+        tmp_path,
+        models=[model],
+        evaluation={"examples": 10, "eot_samples": 3, "final_draws": 3},
+        threat_models=[{"norm": "linf", "eps": [0.1]}],
+        certifiers=[{"name": "lipschitz"}],
+    )
     run = run_spec(spec, tmp_path / "eot")
     assert run.exit_code == 0, run.output
     bounds = run.results.bounds[0]
     assert "randomized" in bounds.flags and any("needs a deterministic model" in note for note in bounds.notes)
     assert run.results.records["random/linf/attack-pgd"]["eot"]["eot_samples"] == 3
-    off = tiny_spec(tmp_path, "off.yaml", models=[model], evaluation={"examples": 10, "eot": False},
-                    threat_models=[{"norm": "linf", "eps": [0.1]}], certifiers=[])
+    off = tiny_spec(
+        tmp_path,
+        "off.yaml",
+        models=[model],
+        evaluation={"examples": 10, "eot": False},
+        threat_models=[{"norm": "linf", "eps": [0.1]}],
+        certifiers=[],
+    )
     run = run_spec(off, tmp_path / "off")
     assert "EOT off" in run.output
     assert "EOT disabled: invalid evaluation" in run.results.bounds[0].flags
@@ -223,13 +288,22 @@ def test_a_randomized_model_is_attacked_with_eot_and_turning_it_off_is_flagged(t
 def test_ranking_breaks_ties_at_the_largest_eps_with_smaller_eps():
     import numpy as np
 
-    from advbench.leaderboard import ranked
-    from advbench.results import Bounds
+    from advbench.results.data import Bounds
+    from advbench.results.table import ranked
 
     def bounds(name, certified, empirical):
         n = len(certified)
-        return Bounds(name, "none", "linf", [0.1, 0.3], np.arange(n), np.zeros(n, int), np.zeros(n, int),
-                      certified={"c": np.array(certified)}, empirical={"a": np.array(empirical)})
+        return Bounds(
+            name,
+            "none",
+            "linf",
+            [0.1, 0.3],
+            np.arange(n),
+            np.zeros(n, int),
+            np.zeros(n, int),
+            certified={"c": np.array(certified)},
+            empirical={"a": np.array(empirical)},
+        )
 
     # nothing survives eps 0.3 anywhere; at eps 0.1, "b" keeps more examples empirically
     a = bounds("a", [0.0, 0.0, 0.0, 0.0], [0.2, 0.05, 0.05, 0.05])

@@ -8,11 +8,12 @@ import textwrap
 import pytest
 from typer.testing import CliRunner
 
-from advbench import Attack, Defense, hookspecs
+from advbench import Defense
 from advbench.cli import app
+from advbench.contract import hookspecs
+from advbench.contract.plugins import HOOKS, PluginWarning, load_plugins
+from advbench.contract.registry import Registry, UnknownComponentError
 from advbench.errors import PluginError
-from advbench.plugins import HOOKS, PluginWarning, load_plugins
-from advbench.registry import Registry, UnknownComponentError
 from advbench.testing import entry_point_plugin, run_spec, tiny_spec
 
 
@@ -42,9 +43,17 @@ def test_registry_rejects_duplicates_and_wrong_base_class_and_suggests_names():
 def test_builtins_are_registered_through_entry_points():
     host = load_plugins(strict=True)
     names = {(kind, name) for info in host.plugins.values() for kind, name in info.components}
-    assert {("dataset", "digits"), ("architecture", "mlp"), ("architecture", "cnn"), ("defense", "none"),
-            ("defense", "weight_decay"), ("defense", "dropout"), ("attack", "fgsm"), ("attack", "pgd"),
-            ("certifier", "lipschitz")} <= names
+    assert {
+        ("dataset", "digits"),
+        ("architecture", "mlp"),
+        ("architecture", "cnn"),
+        ("defense", "none"),
+        ("defense", "weight_decay"),
+        ("defense", "dropout"),
+        ("attack", "fgsm"),
+        ("attack", "pgd"),
+        ("certifier", "lipschitz"),
+    } <= names
     assert all(info.source == "advbench" for info in host.plugins.values() if info.components)
 
 
@@ -88,7 +97,7 @@ def readme_plugin_source():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     start = readme.index("```python\n# advbench_noise.py")
-    return readme[start + len("```python\n"): readme.index("```", start + 10)]
+    return readme[start + len("```python\n") : readme.index("```", start + 10)]
 
 
 def test_readme_third_party_plugin_runs_through_advbench_run(tmp_path, clean_sys_path):
@@ -97,8 +106,14 @@ def test_readme_third_party_plugin_runs_through_advbench_run(tmp_path, clean_sys
     assert "advbench-noise" in result.output and "0.3" in result.output
     spec = tiny_spec(
         tmp_path,
-        models=[{"name": "noisy", "architecture": {"name": "mlp", "hidden": 32}, "defense": {"name": "noisy_training", "sigma": 0.2},
-                 "training": {"epochs": 3, "learning_rate": 0.01}}],
+        models=[
+            {
+                "name": "noisy",
+                "architecture": {"name": "mlp", "hidden": 32},
+                "defense": {"name": "noisy_training", "sigma": 0.2},
+                "training": {"epochs": 3, "learning_rate": 0.01},
+            }
+        ],
         attacks=[{"name": "random_corners", "tries": 5}, {"name": "pgd", "steps": 10}],
     )
     run = run_spec(spec, tmp_path / "run")
@@ -136,8 +151,14 @@ def test_spec_local_plugin_file_runs_through_advbench_run(tmp_path, clean_sys_pa
     spec = tiny_spec(
         tmp_path,
         plugins=["my_defense.py"],
-        models=[{"name": "shrunk", "architecture": {"name": "mlp", "hidden": 32}, "defense": {"name": "shrink", "factor": 0.9},
-                 "training": {"epochs": 3, "learning_rate": 0.01}}],
+        models=[
+            {
+                "name": "shrunk",
+                "architecture": {"name": "mlp", "hidden": 32},
+                "defense": {"name": "shrink", "factor": 0.9},
+                "training": {"epochs": 3, "learning_rate": 0.01},
+            }
+        ],
     )
     run = run_spec(spec, tmp_path / "run")
     assert run.exit_code == 0, run.output
@@ -146,10 +167,11 @@ def test_spec_local_plugin_file_runs_through_advbench_run(tmp_path, clean_sys_pa
 
 def test_importing_the_cli_and_all_plugins_does_not_import_tensorflow_or_ray():
     code = (
-        "import sys, advbench.cli, advbench.spec, advbench.results, advbench.leaderboard, advbench.executors\n"
-        "from advbench.plugins import load_plugins\n"
+        "import sys, advbench, advbench.cli, advbench.api, advbench.spec, advbench.results.markdown, advbench.run.runner\n"
+        "import advbench.run.executors, advbench.results.json, advbench.kit.bounds, advbench.kit.pgd\n"
+        "from advbench.contract.plugins import load_plugins\n"
         "host = load_plugins(strict=True)\n"
-        "from advbench.schema import spec_schema; spec_schema(host.registry)\n"
+        "from advbench.spec.jsonschema import spec_schema; spec_schema(host.registry)\n"
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
         "assert 'keras' not in sys.modules, 'keras was imported'\n"
         "assert 'ray' not in sys.modules, 'ray was imported'\n"

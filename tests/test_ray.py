@@ -18,8 +18,12 @@ pytest.importorskip("ray")
 
 MODELS = [
     {"name": "plain", "architecture": {"name": "mlp", "hidden": 32}, "training": {"epochs": 3, "learning_rate": 0.01}},
-    {"name": "random", "architecture": {"name": "mlp", "hidden": 16}, "defense": {"name": "randomization"},
-     "training": {"epochs": 2, "learning_rate": 0.01}},
+    {
+        "name": "random",
+        "architecture": {"name": "mlp", "hidden": 16},
+        "defense": {"name": "randomization"},
+        "training": {"epochs": 2, "learning_rate": 0.01},
+    },
 ]
 ATTACKS = [{"name": "fgsm"}, {"name": "pgd", "steps": 100}, {"name": "transfer", "source": "plain", "steps": 10}]
 EVALUATION = {"examples": 30, "batch_size": 30, "eot_samples": 3, "final_draws": 3}
@@ -38,8 +42,13 @@ def export(run_dir: Path) -> str:
 
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory):
-    return tiny_spec(tmp_path_factory.mktemp("ray"), models=MODELS, attacks=ATTACKS, evaluation=EVALUATION,
-                     threat_models=[{"norm": "linf", "eps": [0.05, 0.1]}])
+    return tiny_spec(
+        tmp_path_factory.mktemp("ray"),
+        models=MODELS,
+        attacks=ATTACKS,
+        evaluation=EVALUATION,
+        threat_models=[{"norm": "linf", "eps": [0.05, 0.1]}],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +88,12 @@ def test_a_ray_run_equals_the_sequential_run_cell_for_cell(spec, sequential):
 
 def test_a_worker_killed_mid_job_is_replaced_and_the_results_do_not_change(spec, sequential):
     run_dir = spec.parent / "worker-killed"
-    driver = subprocess.Popen([sys.executable, "-m", "advbench.cli", "run", str(spec), "--out", str(run_dir), "--executor", "ray"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "advbench.cli", "run", str(spec), "--out", str(run_dir), "--executor", "ray"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     victims, deadline = [], time.time() + 180
     while not victims and time.time() < deadline and driver.poll() is None:
         victims = ray_processes("ray::advbench plain/linf/attack-pgd")
@@ -106,7 +119,7 @@ def test_a_driver_killed_mid_run_resumes_to_the_same_results(spec, sequential):
 
 PLUGIN = '''
 from advbench import hookimpl
-from advbench.components import Attack
+from advbench.contract.components import Attack
 
 
 class Explode(Attack):
@@ -124,8 +137,14 @@ def advbench_register_attacks(register):
 
 def test_a_failed_job_is_reported_and_the_others_finish(tmp_path):
     (tmp_path / "explode.py").write_text(PLUGIN)
-    spec = tiny_spec(tmp_path, models=MODELS[:1], plugins=["explode.py"], attacks=[{"name": "fgsm"}, {"name": "explode"}],
-                     threat_models=[{"norm": "linf", "eps": [0.1]}], evaluation={"examples": 10, "batch_size": 10})
+    spec = tiny_spec(
+        tmp_path,
+        models=MODELS[:1],
+        plugins=["explode.py"],
+        attacks=[{"name": "fgsm"}, {"name": "explode"}],
+        threat_models=[{"norm": "linf", "eps": [0.1]}],
+        evaluation={"examples": 10, "batch_size": 10},
+    )
     result = advbench("run", spec, "--out", tmp_path / "run", "--executor", "ray")
     assert result.returncode == 1
     assert "plain/linf/attack-explode failed: ValueError: boom" in result.stderr

@@ -1,8 +1,6 @@
 """Spec validation: every malformed spec is refused before any work, with the file, the
 line, the field and what was expected, exit code 2 and no traceback."""
 
-import textwrap
-
 import pytest
 from typer.testing import CliRunner
 
@@ -51,8 +49,13 @@ def test_a_good_spec_validates(tmp_path):
     assert "valid" in result.output
 
 
-@pytest.mark.parametrize("shape, classes, message", [((8, 8, 3), 10, "input shape (8, 8, 3) does not match the dataset's (8, 8, 1)"),
-                                                     ((8, 8, 1), 7, "outputs 7 classes, the dataset has 10")])
+@pytest.mark.parametrize(
+    "shape, classes, message",
+    [
+        ((8, 8, 3), 10, "input shape (8, 8, 3) does not match the dataset's (8, 8, 1)"),
+        ((8, 8, 1), 7, "outputs 7 classes, the dataset has 10"),
+    ],
+)
 def test_pretrained_model_must_fit_the_dataset(tmp_path, shape, classes, message):
     import keras
 
@@ -72,8 +75,15 @@ def test_resolved_spec_fills_defaults_and_hash_tracks_changes(tmp_path):
     path.write_text(GOOD)
     spec = load_spec(path)
     resolved = spec.as_dict()
-    assert resolved["attacks"][0] == {"name": "pgd", "steps": 5, "restarts": 1, "step_size": None, "loss": "ce", "random_start": True,
-                                    "early_stop": True}
+    assert resolved["attacks"][0] == {
+        "name": "pgd",
+        "steps": 5,
+        "restarts": 1,
+        "step_size": None,
+        "loss": "ce",
+        "random_start": True,
+        "early_stop": True,
+    }
     assert resolved["threat_models"][0]["eps"] == [0.05, 0.1]
     path.write_text(GOOD.replace("steps: 5", "steps: 6"))
     assert load_spec(path).hash != spec.hash

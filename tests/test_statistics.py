@@ -5,17 +5,26 @@ number format per column, and terminal tables that fit 80 columns."""
 import numpy as np
 import pytest
 
-from advbench.leaderboard import _radius_column, format_eps, print_tables, ranked, table
-from advbench.results import Bounds, Results
-from advbench.statistics import clopper_pearson, rank_ranges
+from advbench.results.data import Bounds, Results
+from advbench.results.statistics import clopper_pearson, rank_ranges
+from advbench.results.table import format_eps, radius_column, ranked, table
+from advbench.results.terminal import print_tables
 
 
 def bounds(name, certified, empirical, eps=(0.1, 0.3), correct=None, flags=()):
     n = len(empirical)
     predicted = np.zeros(n, int) if correct is None else np.where(correct, 0, 1)
-    b = Bounds(name, "none", "linf", list(eps), np.arange(n), np.zeros(n, int), predicted,
-               certified={} if certified is None else {"c": np.asarray(certified, float)},
-               empirical={"a": np.asarray(empirical, float)})
+    b = Bounds(
+        name,
+        "none",
+        "linf",
+        list(eps),
+        np.arange(n),
+        np.zeros(n, int),
+        predicted,
+        certified={} if certified is None else {"c": np.asarray(certified, float)},
+        empirical={"a": np.asarray(empirical, float)},
+    )
     b.flags = list(flags)
     return b
 
@@ -69,7 +78,14 @@ def test_when_every_model_is_zero_at_the_largest_eps_the_ranking_says_where_it_w
 
 def test_budgets_show_as_people_write_them():
     assert [format_eps(e) for e in (2 / 255, 8 / 255, 0.2, 1.0, 0.25, 0.03137, 0.00784)] == [
-        "2/255", "8/255", "0.2", "1", "0.25", "0.03137", "0.00784"]
+        "2/255",
+        "8/255",
+        "0.2",
+        "1",
+        "0.25",
+        "0.03137",
+        "0.00784",
+    ]
 
 
 def test_a_spec_may_write_budgets_as_fractions(tmp_path):
@@ -80,9 +96,9 @@ def test_a_spec_may_write_budgets_as_fractions(tmp_path):
     assert load_spec(spec).threat_models[0].eps == [2 / 255, 8 / 255]
 
 
-def test_one_number_format_per_radius_column():
-    assert _radius_column([0.993, 1.0, 1.94e-07, None, float("inf")]) == ["0.993", "1.000", "0.000", "—", "∞"]
-    assert _radius_column([12.5, 0.5]) == ["12.50", "0.50"]
+def test_one_number_format_perradius_column():
+    assert radius_column([0.993, 1.0, 1.94e-07, None, float("inf")]) == ["0.993", "1.000", "0.000", "—", "∞"]
+    assert radius_column([12.5, 0.5]) == ["12.50", "0.50"]
 
 
 def test_the_median_gap_never_exceeds_the_median_empirical_radius():
@@ -96,11 +112,22 @@ def test_terminal_tables_fit_80_columns_with_9_models_and_4_budgets():
     from rich.console import Console
 
     rng = np.random.default_rng(0)
-    models = [bounds(f"defense-number-{i}", rng.uniform(0, 0.2, 50), rng.uniform(0, 2, 50), eps=(0.5, 1.0, 1.5, 2.0),
-                     flags=["randomized", "black-box square beats the white-box attacks at ε=0.5"] if i == 3 else [])
-              for i in range(9)]
-    results = Results(spec={"name": "wide", "threat_models": [{"norm": "linf", "eps": [0.5, 1.0, 1.5, 2.0]}]},
-                      records={}, bounds=models, training={})
+    models = [
+        bounds(
+            f"defense-number-{i}",
+            rng.uniform(0, 0.2, 50),
+            rng.uniform(0, 2, 50),
+            eps=(0.5, 1.0, 1.5, 2.0),
+            flags=["randomized", "black-box square beats the white-box attacks at ε=0.5"] if i == 3 else [],
+        )
+        for i in range(9)
+    ]
+    results = Results(
+        spec={"name": "wide", "threat_models": [{"norm": "linf", "eps": [0.5, 1.0, 1.5, 2.0]}]},
+        records={},
+        bounds=models,
+        training={},
+    )
     console = Console(width=80, record=True)
     print_tables(console, results)
     text = console.export_text()
@@ -118,12 +145,14 @@ def test_export_json_has_every_number_with_its_interval_and_matches_the_publishe
     from typer.testing import CliRunner
 
     from advbench.cli import app
-    from advbench.report import Leaderboard, leaderboard_schema
+    from advbench.results.json import Leaderboard, leaderboard_schema
     from advbench.testing import run_spec, tiny_spec
 
     published = Path(__file__).resolve().parents[1] / "schemas" / "leaderboard.schema.json"
     assert json.loads(published.read_text()) == leaderboard_schema(), "regenerate: advbench schema --leaderboard > schemas/..."
-    spec = tiny_spec(tmp_path, threat_models=[{"norm": "linf", "eps": ["2/255", 0.1]}], evaluation={"examples": 20, "batch_size": 20})
+    spec = tiny_spec(
+        tmp_path, threat_models=[{"norm": "linf", "eps": ["2/255", 0.1]}], evaluation={"examples": 20, "batch_size": 20}
+    )
     run = run_spec(spec, tmp_path / "run")
     assert run.exit_code == 0, run.output
     result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "-o", "-", "--format", "json"])
@@ -143,13 +172,16 @@ def test_export_json_has_every_number_with_its_interval_and_matches_the_publishe
 
 
 def test_the_plot_draws_one_panel_per_model_with_9_models(tmp_path):
-    from advbench.leaderboard import plot
+    from advbench.results.plots import plot
 
     rng = np.random.default_rng(0)
-    models = [bounds(f"m{i}", rng.uniform(0, 0.5, 60), rng.uniform(0, 2, 60), eps=(0.5, 1.0), flags=["randomized"] * (i == 3))
-              for i in range(9)]
-    results = Results(spec={"name": "nine", "threat_models": [{"norm": "linf", "eps": [0.5, 1.0]}]}, records={}, bounds=models,
-                      training={})
+    models = [
+        bounds(f"m{i}", rng.uniform(0, 0.5, 60), rng.uniform(0, 2, 60), eps=(0.5, 1.0), flags=["randomized"] * (i == 3))
+        for i in range(9)
+    ]
+    results = Results(
+        spec={"name": "nine", "threat_models": [{"norm": "linf", "eps": [0.5, 1.0]}]}, records={}, bounds=models, training={}
+    )
     plot(results, "linf", tmp_path / "nine.png")
     from matplotlib.image import imread
 
@@ -157,10 +189,10 @@ def test_the_plot_draws_one_panel_per_model_with_9_models(tmp_path):
     assert width >= 1000 and height >= 900  # a 3 x 3 grid of panels, not one crowded axis
 
 
-EXPLODING = '''
+EXPLODING = """
 import numpy as np
 from advbench import hookimpl
-from advbench.components import Attack
+from advbench.contract.components import Attack
 
 
 class Dumps(Attack):
@@ -171,23 +203,34 @@ class Dumps(Attack):
 @hookimpl
 def advbench_register_attacks(register):
     register("dumps", Dumps)
-'''
+"""
 
 
 def test_defense_diagnostics_figures_labels_and_short_errors_reach_the_leaderboard(tmp_path, clean_sys_path):
     import numpy as np
 
-    from advbench.results import MESSAGE_CHARACTERS, short_message
-    from advbench.store import RunStore
+    from advbench.run.store import RunStore
     from advbench.testing import run_spec, tiny_spec
+    from advbench.text import MESSAGE_CHARACTERS, short_message
 
     assert short_message("x" * 1000).endswith("…") and len(short_message("x" * 1000)) == MESSAGE_CHARACTERS
     assert short_message("first\nsecond") == "first …"
     (tmp_path / "dumps.py").write_text(EXPLODING)
-    spec = tiny_spec(tmp_path, plugins=["dumps.py"], threat_models=[{"norm": "linf", "eps": [0.1]}],
-                     models=[{"name": "prm", "architecture": {"name": "mlp", "hidden": 16}, "defense": {"name": "prm"},
-                              "training": {"epochs": 2, "learning_rate": 0.01}}],
-                     attacks=[{"name": "pgd", "steps": 10}, {"name": "dumps"}], evaluation={"examples": 20, "batch_size": 20})
+    spec = tiny_spec(
+        tmp_path,
+        plugins=["dumps.py"],
+        threat_models=[{"norm": "linf", "eps": [0.1]}],
+        models=[
+            {
+                "name": "prm",
+                "architecture": {"name": "mlp", "hidden": 16},
+                "defense": {"name": "prm"},
+                "training": {"epochs": 2, "learning_rate": 0.01},
+            }
+        ],
+        attacks=[{"name": "pgd", "steps": 10}, {"name": "dumps"}],
+        evaluation={"examples": 20, "batch_size": 20},
+    )
     run = run_spec(spec, tmp_path / "run")
     assert run.exit_code == 1
     board = (run.run_dir / "leaderboard.md").read_text()
@@ -200,6 +243,8 @@ def test_defense_diagnostics_figures_labels_and_short_errors_reach_the_leaderboa
     # the adversarial examples are kept with their true and predicted class, for the figure's labels
     arrays = RunStore.open(run.run_dir).job_arrays("prm/linf/attack-pgd")
     record = run.results.records["prm/linf/attack-pgd"]
-    found = np.isfinite(np.asarray(record["radius"][: len(arrays["label"])])) & (np.asarray(record["radius"][: len(arrays["label"])]) > 0)
+    found = np.isfinite(np.asarray(record["radius"][: len(arrays["label"])])) & (
+        np.asarray(record["radius"][: len(arrays["label"])]) > 0
+    )
     assert found.any() and (arrays["predicted"][found] != arrays["label"][found]).all()
     assert run.results.records["prm/clean"]["class_names"] == [str(d) for d in range(10)]

@@ -72,14 +72,21 @@ def test_a_missing_or_changed_model_file_is_retrained_not_trusted(finished, tmp_
 def test_a_second_process_on_the_same_run_directory_is_refused_with_who_holds_it(finished):
     spec, run = finished
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import sys, time
-            from advbench.store import RunStore
+            from advbench.run.store import RunStore
             store = RunStore({str(run.run_dir)!r})
             store.lock()
             print("locked", flush=True)
             time.sleep(60)
-        """)], stdout=subprocess.PIPE, text=True)
+        """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         second = run_spec(spec, run.run_dir)
@@ -101,7 +108,7 @@ def test_temporary_files_of_a_killed_run_are_cleaned_up(finished):
 
 LOCAL_ATTACK = textwrap.dedent("""
     from advbench import hookimpl
-    from advbench_plugins.attacks.pgd import PGD
+    from advbench.kit.pgd import PGD
 
     class Mine(PGD):
         \"\"\"PGD under another name.\"\"\"
@@ -137,9 +144,14 @@ def test_changed_plugin_code_or_data_content_recomputes_what_depends_on_it(tmp_p
     np.savez(tmp_path / "arrays.npz", x=x, y=y)
     (tmp_path / "mine.py").write_text(LOCAL_ATTACK)
     (tmp_path / "folder.py").write_text(LOCAL_DATASET)
-    spec = tiny_spec(tmp_path, plugins=["mine.py", "folder.py"], dataset={"name": "folder"},
-                     threat_models=[{"norm": "linf", "eps": [0.1]}], attacks=[{"name": "mine", "steps": 5}, {"name": "fgsm"}],
-                     certifiers=[])
+    spec = tiny_spec(
+        tmp_path,
+        plugins=["mine.py", "folder.py"],
+        dataset={"name": "folder"},
+        threat_models=[{"norm": "linf", "eps": [0.1]}],
+        attacks=[{"name": "mine", "steps": 5}, {"name": "fgsm"}],
+        certifiers=[],
+    )
     assert run_spec(spec, tmp_path / "run").exit_code == 0
     assert "0 job(s) run" in run_spec(spec, tmp_path / "run").output
     (tmp_path / "mine.py").write_text(LOCAL_ATTACK.replace("STRENGTH = 1", "STRENGTH = 2"))  # the attack's code changed
@@ -170,13 +182,21 @@ UNSOUND = textwrap.dedent("""
 
 
 def test_a_model_with_an_unsound_certificate_is_ranked_last_and_its_certificate_not_used(tmp_path, clean_sys_path):
-    from advbench.leaderboard import ranked
+    from advbench.results.table import ranked
 
     (tmp_path / "boast.py").write_text(UNSOUND)
-    models = [{"name": "small", "architecture": {"name": "linear"}, "training": {"epochs": 3, "learning_rate": 0.01}},
-              {"name": "big", "architecture": {"name": "mlp", "hidden": 32}, "training": {"epochs": 3, "learning_rate": 0.01}}]
-    spec = tiny_spec(tmp_path, plugins=["boast.py"], models=models, threat_models=[{"norm": "linf", "eps": [0.1]}],
-                     attacks=[{"name": "pgd", "steps": 10}], certifiers=[{"name": "boastful"}, {"name": "lipschitz"}])
+    models = [
+        {"name": "small", "architecture": {"name": "linear"}, "training": {"epochs": 3, "learning_rate": 0.01}},
+        {"name": "big", "architecture": {"name": "mlp", "hidden": 32}, "training": {"epochs": 3, "learning_rate": 0.01}},
+    ]
+    spec = tiny_spec(
+        tmp_path,
+        plugins=["boast.py"],
+        models=models,
+        threat_models=[{"norm": "linf", "eps": [0.1]}],
+        attacks=[{"name": "pgd", "steps": 10}],
+        certifiers=[{"name": "boastful"}, {"name": "lipschitz"}],
+    )
     run = run_spec(spec, tmp_path / "run")
     assert run.exit_code == 1
     bounds = run.results.for_norm("linf")
@@ -186,14 +206,14 @@ def test_a_model_with_an_unsound_certificate_is_ranked_last_and_its_certificate_
     assert small.unsound == {"boastful"} and small.errors
     assert small.certified_accuracy(0.1) <= small.empirical_accuracy(0.1)  # only the sound certificate counts
     board = (run.run_dir / "leaderboard.md").read_text()
-    table = board[board.index("| # |"):]
+    table = board[board.index("| # |") :]
     assert table.index("| big |") < table.index("| small |") and "unsound" in board
 
 
 def test_the_radius_bisection_stops_where_float32_cannot_split_the_bracket():
-    from advbench.evaluation import attack_radii
-    from advbench.plugins import load_plugins
-    from advbench.target import Target
+    from advbench.contract.plugins import load_plugins
+    from advbench.kit.target import Target
+    from advbench.run.harness import attack_radii
     from helpers import linear_model
 
     model = linear_model(classes=3, seed=1)
@@ -225,8 +245,13 @@ EXITING = textwrap.dedent("""
 
 def test_a_plugin_calling_sys_exit_in_a_job_fails_that_job_not_the_run(tmp_path, clean_sys_path):
     (tmp_path / "quit.py").write_text(EXITING)
-    spec = tiny_spec(tmp_path, plugins=["quit.py"], threat_models=[{"norm": "linf", "eps": [0.1]}],
-                     attacks=[{"name": "quitter"}, {"name": "fgsm"}], certifiers=[])
+    spec = tiny_spec(
+        tmp_path,
+        plugins=["quit.py"],
+        threat_models=[{"norm": "linf", "eps": [0.1]}],
+        attacks=[{"name": "quitter"}, {"name": "fgsm"}],
+        certifiers=[],
+    )
     run = run_spec(spec, tmp_path / "run")
     assert run.exit_code == 1 and "quitter failed: SystemExit" in (run.run_dir / "leaderboard.md").read_text()
     assert "fgsm" in run.results.for_norm("linf")[0].empirical

@@ -40,7 +40,9 @@ Backend = Annotated[
 ]
 from advbench.results.table import RANK_KEYS  # noqa: E402 (light: NumPy, which `advbench` imports anyway)
 
-RankBy = Annotated[str, typer.Option("--rank-by", help=f"Ranking key: {', '.join(RANK_KEYS)} robust accuracy at the largest eps.")]
+RankBy = Annotated[
+    str, typer.Option("--rank-by", help=f"Ranking key: {', '.join(RANK_KEYS)} robust accuracy at the largest eps.")
+]
 
 
 def _check_rank_by(rank_by: str) -> None:
@@ -56,7 +58,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")] = None,
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = None,
 ) -> None:
     """How robust is this classifier, really?"""
 
@@ -89,11 +93,21 @@ def run(
     strict: Strict = False,
     rank_by: RankBy = "certified",
     backend: Backend = None,
-    executor: Annotated[str, typer.Option(
-        "--executor", help="Where jobs run: local (one after another in this process) or ray (in parallel on Ray; "
-        'pip install "advbench[ray]"). The results are the same.')] = "local",
-    address: Annotated[Optional[str], typer.Option(
-        "--address", help="With --executor ray: the Ray cluster to join (host:port, or auto); default: start Ray on this machine.")] = None,
+    executor: Annotated[
+        str,
+        typer.Option(
+            "--executor",
+            help="Where jobs run: local (one after another in this process) or ray (in parallel on Ray; "
+            'pip install "advbench[ray]"). The results are the same.',
+        ),
+    ] = "local",
+    address: Annotated[
+        Optional[str],
+        typer.Option(
+            "--address",
+            help="With --executor ray: the Ray cluster to join (host:port, or auto); default: start Ray on this machine.",
+        ),
+    ] = None,
 ) -> None:
     """Train or load every model, attack and certify it, and write the leaderboard.
 
@@ -121,16 +135,16 @@ def run(
         try:
             reporter = RichReporter(errors)
             with reporter:
-                outcome = run_spec(loaded, root, fresh=fresh, executor=executor, address=address, strict=strict, reporter=reporter)
+                outcome = run_spec(
+                    loaded, root, fresh=fresh, executor=executor, address=address, strict=strict, reporter=reporter
+                )
             summary = outcome.summary
             path, results = write_leaderboard(root, rank_by=rank_by)
         except KeyboardInterrupt:
             errors.print(f"[yellow]interrupted[/]: finished jobs are saved in {root}; rerun the same command to resume")
             raise typer.Exit(130) from None
         _print_tables(results, rank_by)
-        console.print(
-            f"{summary.done} job(s) run, {summary.skipped} already done. Leaderboard: [bold]{path}[/]", highlight=False
-        )
+        console.print(f"{summary.done} job(s) run, {summary.skipped} already done. Leaderboard: [bold]{path}[/]", highlight=False)
         if summary.errors:
             errors.print(f"[red]{len(summary.errors)} job(s) failed[/]; see the leaderboard and {root / 'jobs'}")
             raise typer.Exit(1)
@@ -140,8 +154,9 @@ def run(
 
 
 @app.command()
-def validate(spec: Annotated[Path, typer.Argument(help="The YAML spec to check.")], strict: Strict = False,
-             backend: Backend = None) -> None:
+def validate(
+    spec: Annotated[Path, typer.Argument(help="The YAML spec to check.")], strict: Strict = False, backend: Backend = None
+) -> None:
     """Check a spec (fields, plugins, parameters, data, pretrained models) without running it."""
     with reported():
         if backend:
@@ -154,13 +169,21 @@ def validate(spec: Annotated[Path, typer.Argument(help="The YAML spec to check."
         jobs = len(loaded.models) * (2 + len(loaded.threat_models) * (len(loaded.attacks) + len(loaded.certifiers)))
         console.print(f"{spec}: valid ({len(loaded.models)} models, {jobs} jobs)", highlight=False)
         if loaded.plugin_files:
-            console.print("This spec imports and runs the code of: " + ", ".join(str(p) for p in loaded.plugin_files)
-                          + " (trust a spec from elsewhere like a script)", highlight=False)
+            console.print(
+                "This spec imports and runs the code of: "
+                + ", ".join(str(p) for p in loaded.plugin_files)
+                + " (trust a spec from elsewhere like a script)",
+                highlight=False,
+            )
 
 
 @app.command()
-def schema(strict: Strict = False,
-           leaderboard: Annotated[bool, typer.Option("--leaderboard", help="The schema of `advbench export --format json` instead.")] = False) -> None:
+def schema(
+    strict: Strict = False,
+    leaderboard: Annotated[
+        bool, typer.Option("--leaderboard", help="The schema of `advbench export --format json` instead.")
+    ] = False,
+) -> None:
     """Print the JSON schema of a spec, including the loaded plugins' parameters."""
     with reported():
         if leaderboard:
@@ -178,9 +201,14 @@ def schema(strict: Strict = False,
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
     output: Annotated[str, typer.Option("--output", "-o", help="The file to write; - for standard output.")],
-    format_: Annotated[str, typer.Option(
-        "--format", help="csv: one row per (model, norm, test example) with every radius; json: the leaderboard, every "
-        "number with its interval (schema: advbench schema --leaderboard).")] = "csv",
+    format_: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="csv: one row per (model, norm, test example) with every radius; json: the leaderboard, every "
+            "number with its interval (schema: advbench schema --leaderboard).",
+        ),
+    ] = "csv",
     rank_by: RankBy = "certified",
 ) -> None:
     """Write the results for other tools: per-example radii (CSV) or the leaderboard (JSON)."""
@@ -219,7 +247,10 @@ def export(
 @app.command()
 def leaderboard(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Markdown file (default: <run_dir>/leaderboard.md); plots go beside it.")] = None,
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", help="Markdown file (default: <run_dir>/leaderboard.md); plots go beside it."),
+    ] = None,
     rank_by: RankBy = "certified",
 ) -> None:
     """Render the markdown leaderboard (and its plots) from a run directory."""
@@ -255,8 +286,11 @@ def plugins(strict: Strict = False) -> None:
 
 def _warn_damaged(results) -> None:
     for name, problem in sorted(results.damaged.items()):
-        errors.print(f"[yellow]warning:[/] {escape(name)} is damaged ({escape(problem)}); left out (rerun the spec to redo its job)",
-                     highlight=False, soft_wrap=True)
+        errors.print(
+            f"[yellow]warning:[/] {escape(name)} is damaged ({escape(problem)}); left out (rerun the spec to redo its job)",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _print_tables(results, rank_by: str) -> None:

@@ -6,19 +6,18 @@ work starts, and ``advbench schema`` publishes it.  A component is constructed w
 validated ``Params`` instance, available as ``self.params``.
 
 This module does not import a deep-learning framework; the methods receive and return
-backend tensors (of whichever Keras backend runs) or NumPy arrays as documented.
+backend tensors (of whichever Keras backend runs) or NumPy arrays as documented.  A
+``target`` is the model under evaluation as the kit wraps it
+(:class:`advbench.kit.target.Target`: logits, gradients with EOT, counted evaluations).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
-
-if TYPE_CHECKING:  # pragma: no cover
-    from advbench.kit.target import Target
 
 NORMS = ("linf", "l2")
 """The threat-model norms advbench knows: ``linf`` and ``l2``."""
@@ -79,7 +78,7 @@ class Component:
     def __init__(self, params: Params | None = None, **kwargs: Any):
         self.params = params if params is not None else self.Params(**kwargs)
 
-    def per_target(self, target: "Target", key, build):
+    def per_target(self, target, key, build):
         """What ``build()`` returns (compiled functions for this model), made on the first
         call with this ``(target, key)`` and kept for later calls.  The target itself is
         checked, not only its ``id``: Python may give a dead target's id to a new one."""
@@ -215,7 +214,7 @@ class Defense(Component):
         """Whether :meth:`inference_model` is random (two identical calls may differ)."""
         return False
 
-    def diagnostics(self, target: "Target", x, y, directory, stem: str) -> dict:
+    def diagnostics(self, target, x, y, directory, stem: str) -> dict:
         """Optional measurements of the trained model on the evaluated examples, recorded
         with its clean results.  Figures go into ``directory`` (a :class:`pathlib.Path`)
         as ``<stem>-*.png``; list their file names under ``"figures"``."""
@@ -302,12 +301,12 @@ class Attack(Component):
         :meth:`prepare` asks ``context.target(name)`` for them (a transfer attack's source)."""
         return []
 
-    def prepare(self, target: "Target", x, y, context) -> None:
+    def prepare(self, target, x, y, context) -> None:
         """Called once per job with all the evaluated examples (NumPy) before the batches:
         e.g. to rank pixels over the dataset.  ``context.target(name)`` gives another
         model of the spec, for transfer attacks (name it in :meth:`models_needed`)."""
 
-    def perturb(self, target: "Target", x, y, eps, norm: str, seed: int):
+    def perturb(self, target, x, y, eps, norm: str, seed: int):
         """Return adversarial candidates with ``||x_adv - x||_norm <= eps`` per example
         (``eps`` has one entry per example) inside the [0, 1] box.
 
@@ -317,7 +316,7 @@ class Attack(Component):
         """
         raise NotImplementedError
 
-    def minimize(self, target: "Target", x, y, norm: str, seed: int):
+    def minimize(self, target, x, y, norm: str, seed: int):
         """Return, per example, the smallest adversarial example found (inside the box);
         like :meth:`perturb`, may return ``(x_adv, found_by)``."""
         raise NotImplementedError
@@ -340,11 +339,11 @@ class Certifier(Component):
     supports_randomized: ClassVar[bool] = False
     certifies_smoothed: ClassVar[bool] = False  # True: the radius is of a smoothed classifier, not of the model
 
-    def check(self, target: "Target") -> str | None:
+    def check(self, target) -> str | None:
         """Return why this certifier cannot certify ``target`` soundly, or ``None``."""
         return None
 
-    def certify(self, target: "Target", x, y, norm: str) -> np.ndarray:
+    def certify(self, target, x, y, norm: str) -> np.ndarray:
         """Return the certified radius of each example around label ``y`` (NumPy float array).
 
         ``x`` and ``y`` are NumPy arrays of one batch; advbench sets the radius of
@@ -361,7 +360,7 @@ class BisectionCertifier(Certifier):
     box diameter (the largest possible budget), keeping the last certified eps, to the
     relative ``tolerance`` of the parameters (default 1e-3)."""
 
-    def certified(self, target: "Target", x, y, norm: str, eps: np.ndarray) -> np.ndarray:
+    def certified(self, target, x, y, norm: str, eps: np.ndarray) -> np.ndarray:
         """Boolean per example: certified at ``eps`` (one budget per example)."""
         raise NotImplementedError
 
@@ -395,4 +394,3 @@ KINDS: dict[str, type[Component]] = {
     "certifier": Certifier,
 }
 """Component kinds, each with the base class its registrations must subclass."""
-

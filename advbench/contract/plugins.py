@@ -133,9 +133,7 @@ class PluginHost:
             unknown = [
                 attr
                 for attr in dir(module)
-                if attr.startswith("advbench_")
-                and attr not in HOOKS.values()
-                and hasattr(getattr(module, attr), "advbench_impl")
+                if attr.startswith("advbench_") and attr not in HOOKS.values() and hasattr(getattr(module, attr), "advbench_impl")
             ]
             if unknown:
                 raise PluginError(f"unknown hook(s) {', '.join(unknown)} (known: {', '.join(HOOKS.values())})")

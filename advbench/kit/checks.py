@@ -105,7 +105,11 @@ def masking_flags(b, clean: dict) -> list[str]:
                     flags.append(f"black-box {label} beats the white-box attacks at ε={eps:g}")
                     break
     for label, record in b.attack_records.items():
-        rates = np.asarray(record.get("fixed_budget_success", []), dtype=float).mean(axis=1) if record.get("fixed_budget_success") else []
+        rates = (
+            np.asarray(record.get("fixed_budget_success", []), dtype=float).mean(axis=1)
+            if record.get("fixed_budget_success")
+            else []
+        )
         if len(rates) > 1 and np.any(np.diff(rates) < -1.5 / len(correct)):
             flags.append(f"{label}: success falls as ε grows")
     if b.empirical and correct.any():

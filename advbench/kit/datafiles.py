@@ -101,8 +101,13 @@ def _copy_with_progress(response, out, total, name, show_progress) -> None:
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
     with Progress(
-        f"downloading {name}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-        console=Console(stderr=True), transient=True, disable=not show_progress,
+        f"downloading {name}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=not show_progress,
     ) as progress:
         task = progress.add_task(name, total=total)
         while True:
@@ -228,7 +233,9 @@ class FileDatasetParams(DatasetParams):
     """Parameters shared by the datasets read from files."""
 
     data_dir: str | None = Field(
-        None, min_length=1, json_schema_extra=SPEC_FOLDER,
+        None,
+        min_length=1,
+        json_schema_extra=SPEC_FOLDER,
         description="Folder that holds the dataset's folder (relative to the spec); default $ADVBENCH_DATA, else ~/.local/share/advbench.",
     )
     download: bool = Field(True, description="Download missing files from the official source (checksum-verified).")

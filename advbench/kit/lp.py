@@ -112,7 +112,7 @@ def steepest_ascent(grad, p: str):
 
 def random_in_ball(shape, eps, p: str, seed):
     """Uniform samples in the p-ball of per-example radius ``eps``, a function of the seed
-    tensor alone (see :func:`advbench.rng.seed`)."""
+    tensor alone (see :func:`advbench.kit.rng.seed`)."""
     from advbench.kit import rng
 
     ops = keras.ops

@@ -109,8 +109,15 @@ class PGD(Attack):
 
             def run(x, y, eps, delta, steps):
                 return pgd_steps(
-                    loss_and_gradient, x, y, eps, norm, delta,
-                    steps=steps, step_size=settings["step_size"], stop_when_adversarial=settings["early_stop"],
+                    loss_and_gradient,
+                    x,
+                    y,
+                    eps,
+                    norm,
+                    delta,
+                    steps=steps,
+                    step_size=settings["step_size"],
+                    stop_when_adversarial=settings["early_stop"],
                 )
 
             def start(x, eps, seed):
@@ -120,7 +127,9 @@ class PGD(Attack):
                 return misclassified(target.logits(x), y)
 
             return (
-                target.compile(run, batch_args=(0, 1, 2, 3)), target.compile(start, batch_args=(0, 1)), target.compile(fooled, batch_args=(0, 1))
+                target.compile(run, batch_args=(0, 1, 2, 3)),
+                target.compile(start, batch_args=(0, 1)),
+                target.compile(fooled, batch_args=(0, 1)),
             )
 
         return self.per_target(target, norm, build)

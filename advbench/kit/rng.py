@@ -88,7 +88,7 @@ def normal(shape, seed_tensor):
 
 def default_seed(value: int | None = None) -> int:
     """``value``, or a seed drawn from Python's generator (seeded per job by
-    :func:`advbench.backend.set_seed`), as Keras does for a ``SeedGenerator``."""
+    :func:`advbench.kit.backend.set_seed`), as Keras does for a ``SeedGenerator``."""
     import random
 
     return int(value) if value is not None else random.randint(1, 2**31 - 2)

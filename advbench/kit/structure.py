@@ -21,7 +21,9 @@ def flatten_layers(model) -> list:
             chain.extend(flatten_layers(layer))
             continue
         if isinstance(layer.input, (list, tuple)):
-            raise UnsupportedModel(f"layer {layer.name!r} ({layer.__class__.__name__}) merges several inputs; only chains are supported")
+            raise UnsupportedModel(
+                f"layer {layer.name!r} ({layer.__class__.__name__}) merges several inputs; only chains are supported"
+            )
         chain.append(layer)
     return chain
 
@@ -39,7 +41,12 @@ class OneHiddenLayer:
     def __init__(self, model):
         layers = [layer for layer in flatten_layers(model) if not isinstance(layer, keras.layers.Dropout)]
         kinds = [type(layer) for layer in layers]
-        if len(layers) != 4 or kinds[0] is not keras.layers.Flatten or kinds[1] is not keras.layers.Dense or kinds[3] is not keras.layers.Dense:
+        if (
+            len(layers) != 4
+            or kinds[0] is not keras.layers.Flatten
+            or kinds[1] is not keras.layers.Dense
+            or kinds[3] is not keras.layers.Dense
+        ):
             raise UnsupportedModel("not a one-hidden-layer network (Flatten, Dense, activation, Dense)")
         hidden, act, head = layers[1], layers[2], layers[3]
         if activation_name(hidden) != "linear" or activation_name(head) != "linear":

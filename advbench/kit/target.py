@@ -65,7 +65,7 @@ class Target:
         return backend.variables_of([self.model, self.forward_evaluations, self.gradient_evaluations])
 
     def compile(self, fn, batch_args: tuple[int, ...] = (), smallest_batch: int | None = None):
-        """Compile ``fn``, a function that queries this target (see :func:`advbench.backend.compile`)."""
+        """Compile ``fn``, a function that queries this target (see :func:`advbench.kit.backend.compile`)."""
         return backend.compile(fn, state=[self], batch_args=batch_args, smallest_batch=smallest_batch)
 
     # -- inside attacks (may run inside compiled code) ----------------------------------

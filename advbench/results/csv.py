@@ -43,8 +43,16 @@ def _write_rows(stream, results: Results, header, certifiers, attacks, smoothed)
     for b in results.bounds:
         certified, empirical, source = b.certified_radius, b.empirical_radius, b.empirical_source
         for i in range(len(b.label)):
-            row = [b.model, b.norm, int(b.index[i]), int(b.label[i]), int(b.predicted[i]), _num(certified[i]), _num(empirical[i]),
-                   source[i]]
+            row = [
+                b.model,
+                b.norm,
+                int(b.index[i]),
+                int(b.label[i]),
+                int(b.predicted[i]),
+                _num(certified[i]),
+                _num(empirical[i]),
+                source[i],
+            ]
             row += [_num(b.certified[c][i]) if c in b.certified else "" for c in certifiers]
             row += [_num(b.empirical[a][i]) if a in b.empirical else "" for a in attacks]
             for s in smoothed:

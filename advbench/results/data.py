@@ -200,7 +200,9 @@ def load_results(run_dir: str | Path) -> Results:
     limit = None
     for model in spec["models"]:
         name = model["name"]
-        defense = model["defense"]["name"] if isinstance(model["defense"], dict) else "+".join(d["name"] for d in model["defense"])
+        defense = (
+            model["defense"]["name"] if isinstance(model["defense"], dict) else "+".join(d["name"] for d in model["defense"])
+        )
         training[name] = records.get(job_id(name, "train"), {})
         clean = records.get(job_id(name, "clean"))
         if clean and clean.get("dataset", {}).get("fawzi"):
@@ -209,12 +211,15 @@ def load_results(run_dir: str | Path) -> Results:
             continue
         for threat in spec["threat_models"]:
             norm = threat["norm"]
-            methods = [(kind, label, records.get(job_id(name, kind, norm, label)))
-                       for kind, section in (("attack", "attacks"), ("certify", "certifiers"))
-                       for label in (method.get("label", method["name"]) for method in spec[section])]
+            methods = [
+                (kind, label, records.get(job_id(name, kind, norm, label)))
+                for kind, section in (("attack", "attacks"), ("certify", "certifiers"))
+                for label in (method.get("label", method["name"]) for method in spec[section])
+            ]
             bounds.append(model_bounds(name, defense, norm, threat["eps"], clean, methods))
-    results = Results(spec=spec, records=records, bounds=bounds, training=training, limit=limit, damaged=dict(store.damaged),
-                      plan=plan_record)
+    results = Results(
+        spec=spec, records=records, bounds=bounds, training=training, limit=limit, damaged=dict(store.damaged), plan=plan_record
+    )
     for b in bounds:
         for eps in b.eps:
             ceiling = results.robustness_limit(eps)
@@ -222,18 +227,27 @@ def load_results(run_dir: str | Path) -> Results:
                 certified = b.certified_accuracy(eps, certifier)
                 if certified > ceiling + 1e-9:
                     b.unsound.add(certifier)
-                    b.errors.append(f"{certifier}: certified accuracy {100 * certified:.1f}% at ε={eps:g} exceeds the Fawzi limit "
-                                    f"{100 * float(ceiling):.1f}%, so {certifier} is unsound on this model; its radii are not used")
+                    b.errors.append(
+                        f"{certifier}: certified accuracy {100 * certified:.1f}% at ε={eps:g} exceeds the Fawzi limit "
+                        f"{100 * float(ceiling):.1f}%, so {certifier} is unsound on this model; its radii are not used"
+                    )
     return results
 
 
-def model_bounds(model: str, defense: str, norm: str, eps: list[float], clean: dict, methods: list[tuple[str, str, dict | None]]) -> Bounds:
+def model_bounds(
+    model: str, defense: str, norm: str, eps: list[float], clean: dict, methods: list[tuple[str, str, dict | None]]
+) -> Bounds:
     """One model's bounds under one threat model from its clean record and its methods'
     records (``(kind, label, record)``, ``record`` None where the job has not run), with
     the flags, notes and errors they show, and certifiers shown unsound set aside."""
     b = Bounds(
-        model=model, defense=defense, norm=norm, eps=eps,
-        index=np.asarray(clean["index"]), label=np.asarray(clean["label"]), predicted=np.asarray(clean["predicted"]),
+        model=model,
+        defense=defense,
+        norm=norm,
+        eps=eps,
+        index=np.asarray(clean["index"]),
+        label=np.asarray(clean["label"]),
+        predicted=np.asarray(clean["predicted"]),
     )
     b.flags.extend(clean_flags(b, clean))
     for kind, label, record in methods:

@@ -40,7 +40,9 @@ class Evaluation:
     def bounds(self) -> Bounds:
         """The bounds under the one threat model (:class:`advbench.results.data.Bounds`)."""
         if len(self._bounds) != 1:
-            raise AdvbenchError(f"these results have threat models {', '.join(self.norms)}: pick one, e.g. result[{self.norms[0]!r}]")
+            raise AdvbenchError(
+                f"these results have threat models {', '.join(self.norms)}: pick one, e.g. result[{self.norms[0]!r}]"
+            )
         return next(iter(self._bounds.values()))
 
     @property
@@ -115,14 +117,28 @@ class Evaluation:
         for norm, b in self._bounds.items():
             budgets = []
             for eps in b.eps:
-                budgets.append({"eps": eps, **{kind: b.accuracy(kind, eps) for kind in ("certified", "empirical")},
-                                **{f"{kind}_interval": b.interval(kind, eps) for kind in ("certified", "empirical")}})
+                budgets.append(
+                    {
+                        "eps": eps,
+                        **{kind: b.accuracy(kind, eps) for kind in ("certified", "empirical")},
+                        **{f"{kind}_interval": b.interval(kind, eps) for kind in ("certified", "empirical")},
+                    }
+                )
             norms[norm] = {
-                "eps": list(b.eps), "clean": b.clean_accuracy(), "clean_interval": b.interval("clean"), "budgets": budgets,
-                "certified_radius": radii(b.certified_radius), "empirical_radius": radii(b.empirical_radius),
-                "per_certifier": {k: radii(v) for k, v in b.certified.items()}, "per_attack": {k: radii(v) for k, v in b.empirical.items()},
-                "label": b.label.tolist(), "predicted": b.predicted.tolist(),
-                "flags": list(b.flags), "errors": list(b.errors), "notes": list(b.notes), "unsound_certifiers": sorted(b.unsound),
+                "eps": list(b.eps),
+                "clean": b.clean_accuracy(),
+                "clean_interval": b.interval("clean"),
+                "budgets": budgets,
+                "certified_radius": radii(b.certified_radius),
+                "empirical_radius": radii(b.empirical_radius),
+                "per_certifier": {k: radii(v) for k, v in b.certified.items()},
+                "per_attack": {k: radii(v) for k, v in b.empirical.items()},
+                "label": b.label.tolist(),
+                "predicted": b.predicted.tolist(),
+                "flags": list(b.flags),
+                "errors": list(b.errors),
+                "notes": list(b.notes),
+                "unsound_certifiers": sorted(b.unsound),
             }
         return {"model": self.model, "threat_models": norms}
 

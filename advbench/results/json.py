@@ -15,7 +15,7 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from advbench.results.data import Bounds, Results
+from advbench.results.data import Results
 from advbench.results.statistics import CONFIDENCE
 
 FORMAT = "advbench-leaderboard/2"
@@ -41,9 +41,11 @@ class Budget(_Model):
     empirical: Optional[Accuracy] = Field(description="Empirical robust accuracy (upper bound); null: no attack ran.")
     per_attack: dict[str, Optional[float]] = Field(description="Empirical robust accuracy of each attack alone.")
     per_certifier: dict[str, Optional[float]] = Field(description="Certified accuracy of each sound certifier alone.")
-    smoothed: dict[str, Accuracy] = Field(description="Certified accuracy of the smoothed classifier, per smoothing certifier "
-                                          "(the interval is over the evaluated examples; the certificate's own failure "
-                                          "probability alpha is not in it).")
+    smoothed: dict[str, Accuracy] = Field(
+        description="Certified accuracy of the smoothed classifier, per smoothing certifier "
+        "(the interval is over the evaluated examples; the certificate's own failure "
+        "probability alpha is not in it)."
+    )
 
 
 class Entry(_Model):
@@ -56,8 +58,9 @@ class Entry(_Model):
     median_radius_certified: Radius = Field(description="Median over all evaluated examples (misclassified: 0).")
     median_radius_empirical: Radius = Field(description="Median over all evaluated examples (misclassified: 0).")
     median_gap: Radius = Field(description="Median of the per-example empirical minus certified radius.")
-    empirical_sources: dict[str, float] = Field(description="Share of the correctly classified examples whose empirical "
-                                                "radius each attack gave ('' : none found).")
+    empirical_sources: dict[str, float] = Field(
+        description="Share of the correctly classified examples whose empirical radius each attack gave ('' : none found)."
+    )
     flags: list[str]
     errors: list[str]
     notes: list[str]
@@ -105,25 +108,45 @@ def leaderboard_document(results: Results, rank_by: str = "certified") -> dict:
         entries = []
         for row in shown.rows if shown else []:
             b = row.bounds
-            entries.append(Entry(
-                model=b.model, defense=b.defense, rank=row.rank if row.rank_range else None, rank_range=row.rank_range,
-                clean=_accuracy(b.accuracy("clean"), b.interval("clean")),
-                budgets=[Budget(
-                    eps=e, eps_text=format_eps(e), certified=_accuracy(b.accuracy("certified", e), b.interval("certified", e)),
-                    empirical=_accuracy(b.accuracy("empirical", e), b.interval("empirical", e)),
-                    per_attack={a: b.empirical_accuracy(e, a) for a in b.empirical},
-                    per_certifier={c: b.certified_accuracy(e, c) for c in b.sound_certified},
-                    smoothed={s: _accuracy(b.smoothed_accuracy(s, e), b.smoothed_interval(s, e)) for s in b.smoothed},
-                ) for e in b.eps],
-                median_radius_certified=_radius(b.median_radius("certified")),
-                median_radius_empirical=_radius(b.median_radius("empirical")),
-                median_gap=_radius(b.median_gap()),
-                empirical_sources=dict(b.source_shares()) if b.empirical and b.correct.any() else {},
-                flags=list(b.flags), errors=list(b.errors), notes=list(b.notes), unsound_certifiers=sorted(b.unsound),
-            ))
-        tables.append(ThreatModelTable(norm=threat["norm"], eps=threat["eps"], ranked_by=rank_by,
-                                       decided_at=deciding_eps(bounds, rank_by) if bounds else None,
-                                       entries=entries, table_notes=shown.notes if shown else []))
+            entries.append(
+                Entry(
+                    model=b.model,
+                    defense=b.defense,
+                    rank=row.rank if row.rank_range else None,
+                    rank_range=row.rank_range,
+                    clean=_accuracy(b.accuracy("clean"), b.interval("clean")),
+                    budgets=[
+                        Budget(
+                            eps=e,
+                            eps_text=format_eps(e),
+                            certified=_accuracy(b.accuracy("certified", e), b.interval("certified", e)),
+                            empirical=_accuracy(b.accuracy("empirical", e), b.interval("empirical", e)),
+                            per_attack={a: b.empirical_accuracy(e, a) for a in b.empirical},
+                            per_certifier={c: b.certified_accuracy(e, c) for c in b.sound_certified},
+                            smoothed={s: _accuracy(b.smoothed_accuracy(s, e), b.smoothed_interval(s, e)) for s in b.smoothed},
+                        )
+                        for e in b.eps
+                    ],
+                    median_radius_certified=_radius(b.median_radius("certified")),
+                    median_radius_empirical=_radius(b.median_radius("empirical")),
+                    median_gap=_radius(b.median_gap()),
+                    empirical_sources=dict(b.source_shares()) if b.empirical and b.correct.any() else {},
+                    flags=list(b.flags),
+                    errors=list(b.errors),
+                    notes=list(b.notes),
+                    unsound_certifiers=sorted(b.unsound),
+                )
+            )
+        tables.append(
+            ThreatModelTable(
+                norm=threat["norm"],
+                eps=threat["eps"],
+                ranked_by=rank_by,
+                decided_at=deciding_eps(bounds, rank_by) if bounds else None,
+                entries=entries,
+                table_notes=shown.notes if shown else [],
+            )
+        )
     evaluated = max((len(b.label) for b in results.bounds), default=0)
     records = [r for r in results.records.values() if r.get("status") == "ok"]
     provenance = {
@@ -134,8 +157,14 @@ def leaderboard_document(results: Results, rank_by: str = "certified") -> dict:
         "spec_hash": results.plan.get("spec_hash"),
     }
     document = Leaderboard(
-        name=results.spec["name"], dataset=results.spec["dataset"], seed=results.spec["seed"], evaluated_examples=evaluated,
-        confidence=CONFIDENCE, threat_models=tables, spec=results.spec, provenance=provenance,
+        name=results.spec["name"],
+        dataset=results.spec["dataset"],
+        seed=results.spec["seed"],
+        evaluated_examples=evaluated,
+        confidence=CONFIDENCE,
+        threat_models=tables,
+        spec=results.spec,
+        provenance=provenance,
     )
     return document.model_dump(mode="json")
 

@@ -12,12 +12,17 @@ from pathlib import Path
 
 from advbench.results.data import Bounds, Results, load_results
 from advbench.results.plots import examples_figure, plot
+from advbench.results.table import format_eps, percent, ranked, table, with_interval
 from advbench.run.jobs import job_id
-from advbench.results.table import percent, with_interval, format_eps, ranked, table
 
 
-def render_markdown(results: Results, rank_by: str = "certified", plots: dict[str, str] | None = None,
-                    figures: dict[str, str] | None = None, diagnostics: dict[str, dict] | None = None) -> str:
+def render_markdown(
+    results: Results,
+    rank_by: str = "certified",
+    plots: dict[str, str] | None = None,
+    figures: dict[str, str] | None = None,
+    diagnostics: dict[str, dict] | None = None,
+) -> str:
     spec = results.spec
     dataset = spec["dataset"]
     evaluated = {len(b.label) for b in results.bounds}
@@ -49,7 +54,9 @@ def render_markdown(results: Results, rank_by: str = "certified", plots: dict[st
         shown = table(bounds, rank_by)
         header = shown.header
         lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join(["---:" if i == 0 or i >= 3 and i < len(header) - 1 else "---" for i in range(len(header))]) + "|")
+        lines.append(
+            "|" + "|".join(["---:" if i == 0 or i >= 3 and i < len(header) - 1 else "---" for i in range(len(header))]) + "|"
+        )
         lines += ["| " + " | ".join(row.cells) + " |" for row in shown.rows]
         lines += [""] + shown.notes + [""]
         lines += _per_method(bounds, rank_by, threat["eps"])
@@ -58,7 +65,8 @@ def render_markdown(results: Results, rank_by: str = "certified", plots: dict[st
         if ceiling is not None:
             lines += [
                 "Fawzi et al.'s limit for this generator: no classifier can have a robust accuracy above "
-                + ", ".join(f"{percent(float(c))}% at ε={format_eps(e)}" for e, c in zip(threat["eps"], ceiling)) + ".",
+                + ", ".join(f"{percent(float(c))}% at ε={format_eps(e)}" for e, c in zip(threat["eps"], ceiling))
+                + ".",
                 "",
             ]
         if plots and norm in plots:
@@ -76,12 +84,18 @@ def render_markdown(results: Results, rank_by: str = "certified", plots: dict[st
             ]
             lines += [
                 f"| {b.model} | {label} | "
-                + " | ".join(with_interval(b.smoothed_accuracy(label, e), b.smoothed_interval(label, e)) for e in [0, *threat["eps"]])
+                + " | ".join(
+                    with_interval(b.smoothed_accuracy(label, e), b.smoothed_interval(label, e)) for e in [0, *threat["eps"]]
+                )
                 + " |"
                 for b, label in smoothed
             ]
-            lines += ["", "±: the 95% Clopper-Pearson interval over the evaluated examples (its larger side), as above; it does "
-                      "not include the smoothing certificate's own failure probability α.", ""]
+            lines += [
+                "",
+                "±: the 95% Clopper-Pearson interval over the evaluated examples (its larger side), as above; it does "
+                "not include the smoothing certificate's own failure probability α.",
+                "",
+            ]
         details = []
         for b in ranked(bounds, rank_by):
             details += [f"- **ERROR** `{b.model}`: {e}" for e in b.errors]
@@ -89,20 +103,33 @@ def render_markdown(results: Results, rank_by: str = "certified", plots: dict[st
         if details:
             lines += details + [""]
     if diagnostics:
-        lines += ["## Defense diagnostics", "",
-                  "What each model's defense records about itself when it is evaluated (e.g. `prm`: the IoU between the top "
-                  "pixels by mean absolute input gradient and the pixels it designates).", ""]
+        lines += [
+            "## Defense diagnostics",
+            "",
+            "What each model's defense records about itself when it is evaluated (e.g. `prm`: the IoU between the top "
+            "pixels by mean absolute input gradient and the pixels it designates).",
+            "",
+        ]
         for model, found in diagnostics.items():
             values = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in found["values"].items())
             lines.append(f"- `{model}`: {values}")
         lines.append("")
         images = [(model, name) for model, found in diagnostics.items() for name in found["figures"]]
         if images:
-            lines += ["| " + " | ".join(model for model, _ in images) + " |", "|" + "---|" * len(images),
-                      "| " + " | ".join(f"![{model}]({name})" for model, name in images) + " |", ""]
+            lines += [
+                "| " + " | ".join(model for model, _ in images) + " |",
+                "|" + "---|" * len(images),
+                "| " + " | ".join(f"![{model}]({name})" for model, name in images) + " |",
+                "",
+            ]
     if results.damaged:
-        lines += ["## Damaged records", "", "These files of the run directory do not read back; their jobs are "
-                  "missing above and are redone by the next `advbench run` of the spec.", ""]
+        lines += [
+            "## Damaged records",
+            "",
+            "These files of the run directory do not read back; their jobs are "
+            "missing above and are redone by the next `advbench run` of the spec.",
+            "",
+        ]
         lines += [f"- `{name}`: {problem}" for name, problem in sorted(results.damaged.items())] + [""]
     lines += _provenance(results)
     return "\n".join(lines) + "\n"
@@ -116,15 +143,27 @@ def _per_method(bounds: list[Bounds], rank_by: str, eps_list: list[float]) -> li
         return []
     header = ["model"] + [f"{a} (emp)" for a in attacks] + [f"{c} (cert)" for c in certifiers]
     eps_text = " / ".join(format_eps(e) for e in eps_list)
-    lines = [f"Per method, at ε = {eps_text} (%). The table above combines them per example: an example "
-             "counts as broken if any attack broke it and as certified if any certifier certified it, so its "
-             "empirical numbers can lie below every single attack's.", "",
-             "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    lines = [
+        f"Per method, at ε = {eps_text} (%). The table above combines them per example: an example "
+        "counts as broken if any attack broke it and as certified if any certifier certified it, so its "
+        "empirical numbers can lie below every single attack's.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---|" + "---:|" * (len(header) - 1),
+    ]
     for b in ranked(bounds, rank_by):
         cells = [b.model]
-        cells += [" / ".join(percent(b.empirical_accuracy(e, a)) for e in eps_list) if a in b.empirical else "n/a" for a in attacks]
-        cells += ["unsound" if c in b.unsound else " / ".join(percent(b.certified_accuracy(e, c)) for e in eps_list) if c in b.certified
-                  else "n/a" for c in certifiers]
+        cells += [
+            " / ".join(percent(b.empirical_accuracy(e, a)) for e in eps_list) if a in b.empirical else "n/a" for a in attacks
+        ]
+        cells += [
+            "unsound"
+            if c in b.unsound
+            else " / ".join(percent(b.certified_accuracy(e, c)) for e in eps_list)
+            if c in b.certified
+            else "n/a"
+            for c in certifiers
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -134,9 +173,12 @@ def _sources(bounds: list[Bounds], rank_by: str) -> list[str]:
     shares = {b.model: b.source_shares() for b in ranked(bounds, rank_by) if b.empirical and b.correct.any()}
     if not shares:
         return []
-    lines = ["Which attack found each example's smallest adversarial example (the empirical radius), "
-             "as a share of the correctly classified examples (`ensemble: fab`: the ensemble's FAB member; "
-             "per example in `advbench export`, column `empirical_by`):", ""]
+    lines = [
+        "Which attack found each example's smallest adversarial example (the empirical radius), "
+        "as a share of the correctly classified examples (`ensemble: fab`: the ensemble's FAB member; "
+        "per example in `advbench export`, column `empirical_by`):",
+        "",
+    ]
     for model, parts in shares.items():
         text = ", ".join(f"{name or 'none found'} {percent(share)}%" for name, share in parts)
         lines.append(f"- `{model}`: {text}")
@@ -154,8 +196,14 @@ def _provenance(results: Results) -> list[str]:
     for model in spec["models"]:
         train = results.training.get(model["name"], {})
         described = _inline({k: v for k, v in model.items() if k != "name"})
-        accuracy = (f", accuracy on all {train.get('test_size', results.plan.get('data', {}).get('test', '?'))} test images "
-                    f"{percent(train['test_accuracy'])}% (the tables' clean: on the evaluated examples)") if "test_accuracy" in train else ""
+        accuracy = (
+            (
+                f", accuracy on all {train.get('test_size', results.plan.get('data', {}).get('test', '?'))} test images "
+                f"{percent(train['test_accuracy'])}% (the tables' clean: on the evaluated examples)"
+            )
+            if "test_accuracy" in train
+            else ""
+        )
         lines.append(f"- model `{model['name']}`: `{described}`{accuracy}")
     for kind in ("attacks", "certifiers"):
         for method in spec[kind]:
@@ -175,8 +223,10 @@ def _provenance(results: Results) -> list[str]:
         lines.append("- code: " + "; ".join(f"`{code}` ({', '.join(names)})" for code, names in by_code.items()))
     data = results.plan.get("data", {})
     if data:
-        lines.append(f"- data: {data['train']} training and {data['test']} test images, {data['evaluated']} evaluated; "
-                     f"content fingerprint `{data['fingerprint']}`")
+        lines.append(
+            f"- data: {data['train']} training and {data['test']} test images, {data['evaluated']} evaluated; "
+            f"content fingerprint `{data['fingerprint']}`"
+        )
     environments = sorted({(e["backend"], e["device"], e["precision"]) for e in (r.get("environment") for r in records) if e})
     if environments:
         lines.append("- computed with " + "; ".join(f"Keras on {b} ({d}, {p})" for b, d, p in environments))

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from advbench.results.data import Results
-from advbench.run.jobs import job_id
 from advbench.results.table import ranked, table
+from advbench.run.jobs import job_id
 
 
 def plot(results: Results, norm: str, path: Path, rank_by: str = "certified") -> None:
@@ -30,10 +30,16 @@ def plot(results: Results, norm: str, path: Path, rank_by: str = "certified") ->
     grid = np.linspace(0, top, 200)
     columns = min(3, len(bounds))
     grid_rows = math.ceil(len(bounds) / columns)
-    figure, axes = plt.subplots(grid_rows, columns, figsize=(3.4 * columns, 2.6 * grid_rows + 0.6), dpi=120, squeeze=False,
-                                sharex=True, sharey=True)
-    curves = {b.model: (np.array([b.certified_accuracy(e) for e in grid]) if b.sound_certified else None,
-                        np.array([b.empirical_accuracy(e) for e in grid]) if b.empirical else None) for b in bounds}
+    figure, axes = plt.subplots(
+        grid_rows, columns, figsize=(3.4 * columns, 2.6 * grid_rows + 0.6), dpi=120, squeeze=False, sharex=True, sharey=True
+    )
+    curves = {
+        b.model: (
+            np.array([b.certified_accuracy(e) for e in grid]) if b.sound_certified else None,
+            np.array([b.empirical_accuracy(e) for e in grid]) if b.empirical else None,
+        )
+        for b in bounds
+    }
     ceiling = results.robustness_limit(grid)
     for i, b in enumerate(bounds):
         axis = axes[i // columns][i % columns]
@@ -54,8 +60,15 @@ def plot(results: Results, norm: str, path: Path, rank_by: str = "certified") ->
             for e in b.eps:
                 value, ends = b.accuracy(kind, e), b.interval(kind, e)
                 if value is not None:
-                    axis.errorbar([e], [value * 100], yerr=[[100 * (value - ends[0])], [100 * (ends[1] - value)]],
-                                  color=color, capsize=2, linewidth=0.8, zorder=4)
+                    axis.errorbar(
+                        [e],
+                        [value * 100],
+                        yerr=[[100 * (value - ends[0])], [100 * (ends[1] - value)]],
+                        color=color,
+                        capsize=2,
+                        linewidth=0.8,
+                        zorder=4,
+                    )
         if ceiling is not None:
             axis.plot(grid, ceiling * 100, color="black", linestyle=":", linewidth=1.2, label="Fawzi et al. limit")
         flags = list(b.flags) + (["ERROR"] if b.errors else [])
@@ -72,8 +85,11 @@ def plot(results: Results, norm: str, path: Path, rank_by: str = "certified") ->
         axes[j // columns][j % columns].axis("off")
     handles, labels = axes[0][0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
-    figure.suptitle(f"{results.spec['name']}, {norm}: certified ≤ true robust accuracy ≤ empirical; bars: 95% intervals; "
-                    "grey: the other models", fontsize=8)
+    figure.suptitle(
+        f"{results.spec['name']}, {norm}: certified ≤ true robust accuracy ≤ empirical; bars: 95% intervals; "
+        "grey: the other models",
+        fontsize=8,
+    )
     figure.tight_layout(rect=(0, 0.05, 1, 0.97))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
@@ -97,8 +113,14 @@ def smallest_adversarials(results: Results, store, norm: str) -> dict[str, dict]
             size = np.where(np.isfinite(radius) & (radius > 0), size, np.inf)
             predicted = arrays["predicted"] if "predicted" in arrays else np.full(len(size), -1)  # runs before it was kept
             if best is None:
-                best = {"index": arrays["index"], "original": arrays["original"], "adversarial": arrays["adversarial"].copy(), "size": size,
-                        "label": arrays["label"] if "label" in arrays else np.full(len(size), -1), "predicted": predicted.copy()}
+                best = {
+                    "index": arrays["index"],
+                    "original": arrays["original"],
+                    "adversarial": arrays["adversarial"].copy(),
+                    "size": size,
+                    "label": arrays["label"] if "label" in arrays else np.full(len(size), -1),
+                    "predicted": predicted.copy(),
+                }
             else:
                 better = size < best["size"]
                 best["adversarial"][better], best["size"][better] = arrays["adversarial"][better], size[better]
@@ -135,7 +157,9 @@ def examples_figure(results: Results, store, norm: str, path: Path, count: int =
 
     def show(axis, image, title, row_label=None):
         image = np.clip(image, 0, 1)
-        axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=1)
+        axis.imshow(
+            image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=1
+        )
         axis.set_title(title, fontsize=6)
         axis.set_xticks([])
         axis.set_yticks([])
@@ -143,16 +167,27 @@ def examples_figure(results: Results, store, norm: str, path: Path, count: int =
             axis.set_ylabel(row_label, fontsize=6)
 
     for column in range(count):
-        show(axes[0, column], first["original"][column], f"test #{int(first['index'][column])}\ntrue: {name(first['label'][column])}",
-             "clean" if column == 0 else None)
+        show(
+            axes[0, column],
+            first["original"][column],
+            f"test #{int(first['index'][column])}\ntrue: {name(first['label'][column])}",
+            "clean" if column == 0 else None,
+        )
         for row, model in enumerate(models, start=1):
             entry = found[model]
             size = entry["size"][column]
             title = f"→ {name(entry['predicted'][column])}, ‖δ‖={size:.3g}" if np.isfinite(size) else "none found"
-            show(axes[row, column], entry["adversarial"][column] if np.isfinite(size) else entry["original"][column], title,
-                 model[:18] if column == 0 else None)
-    figure.suptitle(f"{results.spec['name']}: smallest {norm} adversarial example found per model (row); "
-                    f"→ the class the model predicts for it, ‖δ‖ its {norm} norm", fontsize=7)
+            show(
+                axes[row, column],
+                entry["adversarial"][column] if np.isfinite(size) else entry["original"][column],
+                title,
+                model[:18] if column == 0 else None,
+            )
+    figure.suptitle(
+        f"{results.spec['name']}: smallest {norm} adversarial example found per model (row); "
+        f"→ the class the model predicts for it, ‖δ‖ its {norm} norm",
+        fontsize=7,
+    )
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)

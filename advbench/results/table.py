@@ -118,18 +118,26 @@ def with_interval(value: float | None, interval: tuple[float, float] | None) -> 
 
 def _table_notes(order: list[Bounds], rank_by: str, decide, intervals: bool, examples: int) -> list[str]:
     where = f" at ε={format_eps(decide)}" if decide is not None else ""
-    notes = [f"#: ranked by {rank_by} accuracy{where}; a range (1–3) where the 95% intervals of that accuracy overlap: "
-             "those models are not told apart by these examples."]
+    notes = [
+        f"#: ranked by {rank_by} accuracy{where}; a range (1–3) where the 95% intervals of that accuracy overlap: "
+        "those models are not told apart by these examples."
+    ]
     if decide is not None and order and decide != max(order[0].eps):
-        notes.append(f"Every ranked model has the same {rank_by} accuracy above ε={format_eps(decide)}: ranked by the largest "
-                     "ε where they differ.")
+        notes.append(
+            f"Every ranked model has the same {rank_by} accuracy above ε={format_eps(decide)}: ranked by the largest "
+            "ε where they differ."
+        )
     if intervals:
-        notes.append(f"±: the 95% Clopper-Pearson interval of each accuracy over the {examples} evaluated examples "
-                     "(its larger side; the two ends are in `advbench export --format json`).")
+        notes.append(
+            f"±: the 95% Clopper-Pearson interval of each accuracy over the {examples} evaluated examples "
+            "(its larger side; the two ends are in `advbench export --format json`)."
+        )
     if any(unranked(b, rank_by) for b in order):
-        notes.append(f"— as rank: not ranked, listed last: a failed job or unsound certificate (ERROR), or no {rank_by} "
-                     f"accuracy (— in its cells: no {'certifier' if rank_by == 'certified' else 'attack'} applies), "
-                     "which is unknown, not 0.")
+        notes.append(
+            f"— as rank: not ranked, listed last: a failed job or unsound certificate (ERROR), or no {rank_by} "
+            f"accuracy (— in its cells: no {'certifier' if rank_by == 'certified' else 'attack'} applies), "
+            "which is unknown, not 0."
+        )
     return notes
 
 

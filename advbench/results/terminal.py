@@ -40,13 +40,23 @@ def print_tables(console, results: Results, rank_by: str = "certified") -> None:
                 title += f" ({part + 1}/{len(groups)})"
             rich_table = RichTable(title=title, title_justify="left")
             for name in ("#", "model", "clean"):
-                rich_table.add_column(name, justify="left" if name == "model" else "right", no_wrap=True,
-                                      overflow="ellipsis", max_width=MODEL_WIDTH if name == "model" else None)
+                rich_table.add_column(
+                    name,
+                    justify="left" if name == "model" else "right",
+                    no_wrap=True,
+                    overflow="ellipsis",
+                    max_width=MODEL_WIDTH if name == "model" else None,
+                )
             for k in group:
                 rich_table.add_column(f"ε={format_eps(bounds[0].eps[k])}", justify="right", no_wrap=True)
             for position, row in enumerate(shown.rows):
-                rich_table.add_row(row.cells[0], row.cells[1], row.cells[3], *(eps_cells[k][position] for k in group),
-                                   style="red" if row.bounds.errors else None)
+                rich_table.add_row(
+                    row.cells[0],
+                    row.cells[1],
+                    row.cells[3],
+                    *(eps_cells[k][position] for k in group),
+                    style="red" if row.bounds.errors else None,
+                )
             console.print(rich_table)
         for note in shown.notes:
             console.print(note, highlight=False, markup=False)

@@ -45,10 +45,19 @@ def pretrained(plan, data):
 
 class Components:
     """What ``Attack.prepare`` sees as ``context`` without a spec (:func:`advbench.evaluate`):
-    the registered attacks, and no other models."""
+    the registered attacks (of ``registry``, by default every installed plugin's), and no
+    other models."""
 
-    def __init__(self, registry):
-        self.registry = registry
+    def __init__(self, registry=None):
+        self._registry = registry
+
+    @property
+    def registry(self):
+        if self._registry is None:
+            from advbench.contract.plugins import load_plugins
+
+            self._registry = load_plugins().registry
+        return self._registry
 
     def attack(self, name: str, **params):
         """A registered attack built with ``params`` (validated by its parameter model)."""
@@ -83,8 +92,9 @@ class Context(Components):
         if name not in self._loaded:
             plan = self.spec.model(name)
             data = self.planner.load_data()
-            target = make_target(self.load_model(plan), plan.defense.build(), data.data.num_classes, data.x_eval,
-                                 self.spec.evaluation)
+            target = make_target(
+                self.load_model(plan), plan.defense.build(), data.data.num_classes, data.x_eval, self.spec.evaluation
+            )
             if target.randomized and not target.eot and name not in self._warned:
                 self._warned.add(name)
                 self.reporter.warn(

@@ -56,7 +56,12 @@ class Train(Handler):
             model = build_model(plan, data, defense)
             initialize(model, job.seed)
             history = train_model(
-                model, defense, plan.training, data.x_train, data.y_train, job.seed,
+                model,
+                defense,
+                plan.training,
+                data.x_train,
+                data.y_train,
+                job.seed,
                 on_epoch=lambda epoch, logs: advance(1, f"epoch {epoch + 1}: loss {logs['loss']:.3f}"),
             )
             record["history"] = history
@@ -64,8 +69,10 @@ class Train(Handler):
         predicted = target.predict(data.x_test)
         record["test_accuracy"] = float(np.mean(predicted == data.y_test))
         if near_chance(record["test_accuracy"], data.data.num_classes):
-            runner.reporter.warn(f"{plan.name}: test accuracy {100 * record['test_accuracy']:.1f}% is near chance "
-                                 f"({data.data.num_classes} classes); are its inputs scaled as the model expects ([0, 1])?")
+            runner.reporter.warn(
+                f"{plan.name}: test accuracy {100 * record['test_accuracy']:.1f}% is near chance "
+                f"({data.data.num_classes} classes); are its inputs scaled as the model expects ([0, 1])?"
+            )
         record["parameters"] = int(model.count_params())
         runner.store.save_model(model, plan.name, job.key, record)
         return record, {"train_index": data.train_index, "test_index": data.test_index}
@@ -110,8 +117,20 @@ class _Method(Handler):
         runner = self.runner
         data = runner.planner.load_data()
         target = runner.context.target(job.model)
-        return method_record(job.kind, job.method, target, data.x_eval, data.y_eval, data.eval_index, job.norm, job.eps,
-                             runner.spec.evaluation, job.seed, runner.context, advance)
+        return method_record(
+            job.kind,
+            job.method,
+            target,
+            data.x_eval,
+            data.y_eval,
+            data.eval_index,
+            job.norm,
+            job.eps,
+            runner.spec.evaluation,
+            job.seed,
+            runner.context,
+            advance,
+        )
 
 
 class Certify(_Method):
@@ -126,8 +145,20 @@ class Attack(_Method):
     kind = "attack"
 
 
-def method_record(kind: str, ref, target, x, y, index, norm: str, eps: list[float], evaluation, seed: int, context,
-                  advance=lambda n, description=None: None) -> tuple[dict, dict | None]:
+def method_record(
+    kind: str,
+    ref,
+    target,
+    x,
+    y,
+    index,
+    norm: str,
+    eps: list[float],
+    evaluation,
+    seed: int,
+    context,
+    advance=lambda n, description=None: None,
+) -> tuple[dict, dict | None]:
     """Run the attack or certifier ``ref`` (a resolved component) on ``target``'s examples
     ``x, y`` (test-set positions ``index``) under the ``norm`` threat model with budgets
     ``eps``; the record, ``not_applicable`` where the method does not support the norm or
@@ -147,11 +178,28 @@ def method_record(kind: str, ref, target, x, y, index, norm: str, eps: list[floa
         return {**record, "status": "not_applicable", "message": reason}, None
     if kind == "certify":
         radius, details = certified_radii(method, target, x, y, predicted, norm, evaluation.batch_size, advance)
-        record.update(status="ok", radius=radius.tolist(), probabilistic=method.probabilistic,
-                      certifies_smoothed=method.certifies_smoothed, details=details)
+        record.update(
+            status="ok",
+            radius=radius.tolist(),
+            probabilistic=method.probabilistic,
+            certifies_smoothed=method.certifies_smoothed,
+            details=details,
+        )
         return record, None
-    outcome = attack_radii(method, target, x, y, predicted, norm, eps, evaluation.radius_tolerance, seed, evaluation.batch_size,
-                           advance, context=context)
+    outcome = attack_radii(
+        method,
+        target,
+        x,
+        y,
+        predicted,
+        norm,
+        eps,
+        evaluation.radius_tolerance,
+        seed,
+        evaluation.batch_size,
+        advance,
+        context=context,
+    )
     record.update(
         status="ok",
         minimal_norm=method.minimal_norm,
@@ -167,7 +215,13 @@ def method_record(kind: str, ref, target, x, y, index, norm: str, eps: list[floa
         record["found_by"] = outcome.found_by
     keep = slice(0, KEEP_ADVERSARIAL)
     kept = outcome.adversarial[keep]
-    return record, {"index": index[keep], "original": x[keep], "adversarial": kept, "label": y[keep], "predicted": target.predict(kept)}
+    return record, {
+        "index": index[keep],
+        "original": x[keep],
+        "adversarial": kept,
+        "label": y[keep],
+        "predicted": target.predict(kept),
+    }
 
 
 HANDLERS: dict[str, type[Handler]] = {handler.kind: handler for handler in (Train, Clean, Attack, Certify)}

@@ -58,9 +58,13 @@ def attack_radii(
     advance: Callable[[int], None] = lambda n: None,
     context=None,
 ) -> AttackOutcome:
-    """Run ``attack`` on all examples in batches and return per-example outcomes."""
+    """Run ``attack`` on all examples in batches and return per-example outcomes.
+    ``context``: what the attack's ``prepare`` gets (:mod:`advbench.run.context`; by
+    default the installed attacks and no other models)."""
+    from advbench.run.context import Components
+
     n = len(x)
-    attack.prepare(target, x, y, context)
+    attack.prepare(target, x, y, Components() if context is None else context)
     radius = np.where(predicted == y, np.inf, 0.0)
     fixed = np.zeros((len(eps_list), n), dtype=bool)
     fixed[:, predicted != y] = True
@@ -123,7 +127,9 @@ class _RadiusSearch:
         while True:
             middle = (lower + self.best_norm) / 2
             splits = (np.float32(middle) > np.float32(lower)) & (np.float32(middle) < np.float32(self.best_norm))
-            todo = np.flatnonzero(np.isfinite(self.best_norm) & (self.best_norm - lower > tolerance * self.best_norm) & splits & ~stalled)
+            todo = np.flatnonzero(
+                np.isfinite(self.best_norm) & (self.best_norm - lower > tolerance * self.best_norm) & splits & ~stalled
+            )
             if not len(todo):
                 break
             bracket = (lower[todo].copy(), self.best_norm[todo].copy())
@@ -161,9 +167,7 @@ class _RadiusSearch:
             over = size > eps * (1 + BUDGET_RTOL) + 1e-7
             if np.any(over):
                 k = np.flatnonzero(over)[0]
-                raise AttackContractError(
-                    f"attack {name!r} left its budget: {self.norm} norm {size[k]:.6g} > eps {eps[k]:.6g}"
-                )
+                raise AttackContractError(f"attack {name!r} left its budget: {self.norm} norm {size[k]:.6g} > eps {eps[k]:.6g}")
 
     def _record(self, index, adv, found_by=None) -> np.ndarray:
         success = self.target.predict(adv) != self.y[index]

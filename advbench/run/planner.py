@@ -59,8 +59,12 @@ class Planner:
         if plan.path is not None:
             what["file"] = file_digest(plan.path)
         elif plan.torch is not None:
-            what["torch"] = {**plan.torch.as_dict(), "module": file_digest(plan.torch.file), "attribute": plan.torch.attribute,
-                             "weights": file_digest(plan.torch.weights) if plan.torch.weights else None}
+            what["torch"] = {
+                **plan.torch.as_dict(),
+                "module": file_digest(plan.torch.file),
+                "attribute": plan.torch.attribute,
+                "weights": file_digest(plan.torch.weights) if plan.torch.weights else None,
+            }
         else:
             what.update(architecture=plan.architecture.identity(), training=plan.training.model_dump(mode="json"))
         return stable_hash(what)
@@ -94,8 +98,18 @@ class Planner:
                     for method in methods:
                         identity = stable_hash([clean_identity, threat.norm, threat.eps, kind, method.identity()])
                         key = self._key(identity, clean_key, self._plugin(method))
-                        jobs.append(Job(job_id(plan.name, kind, threat.norm, method.label), kind, plan.name, key, threat.norm,
-                                        method, list(threat.eps), identity))
+                        jobs.append(
+                            Job(
+                                job_id(plan.name, kind, threat.norm, method.label),
+                                kind,
+                                plan.name,
+                                key,
+                                threat.norm,
+                                method,
+                                list(threat.eps),
+                                identity,
+                            )
+                        )
         return jobs
 
     def plugins_used(self) -> dict[str, str]:

@@ -61,11 +61,20 @@ class Runner:
         backend.enable_determinism()
         jobs = self.plan()
         data = self.planner.load_data()
-        write_json(self.store.root / "plan.json", {
-            "spec_hash": self.spec.hash, "jobs": {j.id: j.key for j in jobs}, "plugins": self.planner.plugins_used(),
-            "data": {"fingerprint": data.fingerprint, "train": int(len(data.train_index)), "test": int(len(data.test_index)),
-                     "evaluated": int(len(data.eval_index))},
-        })
+        write_json(
+            self.store.root / "plan.json",
+            {
+                "spec_hash": self.spec.hash,
+                "jobs": {j.id: j.key for j in jobs},
+                "plugins": self.planner.plugins_used(),
+                "data": {
+                    "fingerprint": data.fingerprint,
+                    "train": int(len(data.train_index)),
+                    "test": int(len(data.test_index)),
+                    "evaluated": int(len(data.eval_index)),
+                },
+            },
+        )
         todo = [job for job in jobs if not self._finished(job)]
         for name, problem in sorted(self.store.damaged.items()):
             self.reporter.warn(f"{self.store.root / name} is damaged ({problem}); its job is redone")
@@ -135,7 +144,9 @@ class Runner:
             environment=self.environment,
         )
         if job.norm:
-            record.update(norm=job.norm, eps=job.eps, method=job.method.name, label=job.method.label, settings=job.method.as_dict())
+            record.update(
+                norm=job.norm, eps=job.eps, method=job.method.name, label=job.method.label, settings=job.method.as_dict()
+            )
         self.store.save_job(record, arrays)
 
     def record_failure(self, job: Job, exc: BaseException) -> dict:

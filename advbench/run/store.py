@@ -67,8 +67,10 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 def _raise_if_disk_full(exc: BaseException, path: Path) -> None:
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        raise DiskFull(f"no space left on the device of {path.parent} while writing {path.name}; every finished job is "
-                       "saved: free some space and rerun the same command to go on") from None
+        raise DiskFull(
+            f"no space left on the device of {path.parent} while writing {path.name}; every finished job is "
+            "saved: free some space and rerun the same command to go on"
+        ) from None
 
 
 def write_json(path: Path, record: Any) -> None:
@@ -129,7 +131,9 @@ class RunStore:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise RunDirectoryBusy(f"{self.root} is in use by {holder}; wait for it to finish, or run with another --out") from None
+            raise RunDirectoryBusy(
+                f"{self.root} is in use by {holder}; wait for it to finish, or run with another --out"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
@@ -154,7 +158,9 @@ class RunStore:
             return read_json(path)
         except (OSError, ValueError) as exc:
             if required:
-                raise AdvbenchError(f"{path}: cannot be read ({exc.__class__.__name__}: {exc}); rerun the spec with --fresh") from None
+                raise AdvbenchError(
+                    f"{path}: cannot be read ({exc.__class__.__name__}: {exc}); rerun the spec with --fresh"
+                ) from None
             self.damaged[str(path.relative_to(self.root))] = f"{exc.__class__.__name__}: {exc}"
             return None
 

@@ -29,17 +29,29 @@ def data_problems(spec, locator) -> list[Problem]:
         asked = getattr(ref.params, field, None)
         if asked is not None and asked > available:
             split = field.split("_")[0]
-            problems.append(locator.problem(("dataset", field), f"{asked} {split} images asked for, dataset {ref.name!r} has {available}"))
+            problems.append(
+                locator.problem(("dataset", field), f"{asked} {split} images asked for, dataset {ref.name!r} has {available}")
+            )
     test_size = min(ref.params.test_size or len(arrays.y_test), len(arrays.y_test))
     if spec.evaluation is not None and spec.evaluation.examples is not None and spec.evaluation.examples > test_size:
-        problems.append(locator.problem(("evaluation", "examples"), f"{spec.evaluation.examples} examples asked for, the test set has "
-                                                                    f"{test_size} (dataset.test_size); use at most {test_size}"))
+        problems.append(
+            locator.problem(
+                ("evaluation", "examples"),
+                f"{spec.evaluation.examples} examples asked for, the test set has "
+                f"{test_size} (dataset.test_size); use at most {test_size}",
+            )
+        )
     for index, threat in spec.indexed_threat_models:
         diameter = box_diameter(arrays.input_shape, threat.norm)
         for k, eps in enumerate(threat.eps):
             if eps > diameter * (1 + 1e-6):
-                problems.append(locator.problem(("threat_models", index, "eps", k), f"{eps:g} exceeds the largest {threat.norm} "
-                                                f"distance between two images in [0, 1]^{arrays.input_shape} ({diameter:g})"))
+                problems.append(
+                    locator.problem(
+                        ("threat_models", index, "eps", k),
+                        f"{eps:g} exceeds the largest {threat.norm} "
+                        f"distance between two images in [0, 1]^{arrays.input_shape} ({diameter:g})",
+                    )
+                )
     if problems:
         return problems
     examples = spec.evaluation.examples if spec.evaluation is not None else None
@@ -58,7 +70,9 @@ def _pretrained_problems(spec, locator, index, plan) -> list[Problem]:
     data = spec.loaded.data
     where = ("models", index, "path" if plan.path is not None else "torch")
     if plan.torch is not None and backend.name() != "torch":
-        return [locator.problem(where, f"a PyTorch module needs the torch backend (run with --backend torch), not {backend.name()}")]
+        return [
+            locator.problem(where, f"a PyTorch module needs the torch backend (run with --backend torch), not {backend.name()}")
+        ]
     try:
         model = pretrained_model(plan.path, plan.torch, plan.outputs, data.input_shape, data.num_classes, as_given=True)
     except Exception as exc:  # whatever a foreign file raises: say what, never a traceback
@@ -67,7 +81,9 @@ def _pretrained_problems(spec, locator, index, plan) -> list[Problem]:
     problems = []
     got_in = tuple(model.input_shape[1:])
     if got_in != tuple(data.input_shape):
-        problems.append(locator.problem(where, f"model input shape {got_in} does not match the dataset's {tuple(data.input_shape)}"))
+        problems.append(
+            locator.problem(where, f"model input shape {got_in} does not match the dataset's {tuple(data.input_shape)}")
+        )
     classes = model.output_shape[-1]
     if classes != data.num_classes:
         problems.append(locator.problem(where, f"model outputs {classes} classes, the dataset has {data.num_classes}"))
@@ -75,9 +91,19 @@ def _pretrained_problems(spec, locator, index, plan) -> list[Problem]:
         return problems
     activation = final_activation(model)
     if activation in ("softmax", "sigmoid"):
-        problems.append(locator.problem(where, f"the model ends in a {activation}: it outputs probabilities, advbench needs logits. "
-                                               "Remove the final activation, or say `outputs: probabilities` for this model"))
+        problems.append(
+            locator.problem(
+                where,
+                f"the model ends in a {activation}: it outputs probabilities, advbench needs logits. "
+                "Remove the final activation, or say `outputs: probabilities` for this model",
+            )
+        )
     elif outputs_probabilities(model, spec.loaded.x_eval[:64]):
-        problems.append(locator.problem(where, "the model's outputs on the test images are probabilities (non-negative, summing to 1), "
-                                               "advbench needs logits. Remove the final softmax, or say `outputs: probabilities`"))
+        problems.append(
+            locator.problem(
+                where,
+                "the model's outputs on the test images are probabilities (non-negative, summing to 1), "
+                "advbench needs logits. Remove the final softmax, or say `outputs: probabilities`",
+            )
+        )
     return problems

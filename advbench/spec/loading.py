@@ -38,8 +38,16 @@ def load_spec(path: str | Path, strict: bool = False, check_data: bool = False) 
         raise SpecError([Problem(shown, "", f"exists but cannot be read: {exc.strerror or exc}")]) from None
     except UnicodeDecodeError as exc:
         line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise SpecError([Problem(shown, "", f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
-                                            "save the spec as UTF-8", line)]) from None
+        raise SpecError(
+            [
+                Problem(
+                    shown,
+                    "",
+                    f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); save the spec as UTF-8",
+                    line,
+                )
+            ]
+        ) from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -54,13 +62,16 @@ def load_spec(path: str | Path, strict: bool = False, check_data: bool = False) 
     return _validate(data, path, locator, problems, strict, check_data)
 
 
-def load_spec_data(data: dict, folder: str | Path = ".", strict: bool = False, check_data: bool = False,
-                   name: str = "<spec>") -> Spec:
+def load_spec_data(
+    data: dict, folder: str | Path = ".", strict: bool = False, check_data: bool = False, name: str = "<spec>"
+) -> Spec:
     """Validate and resolve a spec given as data (the mapping a YAML file holds), as
     :func:`load_spec` does; relative paths in it are relative to ``folder``, and problems
     are reported against ``name`` (without line numbers)."""
     if not isinstance(data, dict):
-        raise SpecError([Problem(name, "", f"expected a mapping with name, dataset, models, threat_models, ... (got {type(data).__name__})")])
+        raise SpecError(
+            [Problem(name, "", f"expected a mapping with name, dataset, models, threat_models, ... (got {type(data).__name__})")]
+        )
     folder = Path(folder)
     return _validate(data, folder / name, Locator(name, None), [], strict, check_data, file=None)
 
@@ -76,7 +87,9 @@ def _validate(data: dict, path: Path, locator: "Locator", problems: list, strict
     plugin_files: list[Path] = []
     entries = data.get("plugins") or []
     if not isinstance(entries, list):
-        problems.append(locator.problem(("plugins",), f"expected a list of Python files, e.g. [{entries!r}] (got {type(entries).__name__})"))
+        problems.append(
+            locator.problem(("plugins",), f"expected a list of Python files, e.g. [{entries!r}] (got {type(entries).__name__})")
+        )
         entries = []
     for index, entry in enumerate(entries):
         if not isinstance(entry, str) or not entry:
@@ -98,7 +111,9 @@ def _validate(data: dict, path: Path, locator: "Locator", problems: list, strict
             problems.append(locator.problem(("plugins", index), str(exc)))
 
     try:
-        model = SpecModel.model_validate({k: v for k, v in data.items() if k != "plugins"} | {"plugins": [str(p) for p in plugin_files]})
+        model = SpecModel.model_validate(
+            {k: v for k, v in data.items() if k != "plugins"} | {"plugins": [str(p) for p in plugin_files]}
+        )
     except ValidationError as exc:
         problems.extend(locator.problem(err["loc"], describe_error(err)) for err in exc.errors())
         model = None
@@ -124,8 +139,10 @@ def _file_problem(path: Path, what: str) -> str | None:
         return f"{what} not found: {path}"
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
-            return (f"{path} is a TensorFlow SavedModel directory; advbench loads Keras 3 `.keras` files: load it "
-                    "with TensorFlow and save it with model.save('model.keras')")
+            return (
+                f"{path} is a TensorFlow SavedModel directory; advbench loads Keras 3 `.keras` files: load it "
+                "with TensorFlow and save it with model.save('model.keras')"
+            )
         return f"{what} {path} is a directory, not a file"
     if not os.access(path, os.R_OK):
         return f"{what} {path} exists but cannot be read (permission denied)"
@@ -137,14 +154,20 @@ def _resolve(model, data: dict, path: Path, resolver: "Resolver", plugin_files, 
     its parts that do (for the data checks), or ``None`` without a usable dataset."""
     if model is not None:
         return Spec(
-            file=path, name=model.name, seed=model.seed,
+            file=path,
+            name=model.name,
+            seed=model.seed,
             dataset=resolver.resolve("dataset", model.dataset, ("dataset",)),
             models=[_model_plan(m, i, resolver, path) for i, m in enumerate(model.models)],
             threat_models=model.threat_models,
             attacks=[resolver.resolve("attack", a, ("attacks", i)) for i, a in enumerate(model.attacks)],
             certifiers=[resolver.resolve("certifier", c, ("certifiers", i)) for i, c in enumerate(model.certifiers)],
-            evaluation=model.evaluation, plugin_files=plugin_files, host=host, resources=model.resources,
+            evaluation=model.evaluation,
+            plugin_files=plugin_files,
+            host=host,
+            resources=model.resources,
         )
+
     # Each part on its own: components are resolved (and their problems reported) wherever
     # the entry names one; sections that validate are kept for the data checks.
     def part(cls, value):
@@ -182,9 +205,19 @@ def _resolve(model, data: dict, path: Path, resolver: "Resolver", plugin_files, 
     if dataset is None or not isinstance(seed, int) or isinstance(seed, bool):
         return None
     return Spec(
-        file=path, name=str(data.get("name", "")), seed=seed, dataset=dataset, models=models, threat_models=threats,
-        attacks=[], certifiers=[], evaluation=_evaluation_part(data.get("evaluation")), plugin_files=plugin_files,
-        host=host, model_index=model_index, threat_index=threat_index,
+        file=path,
+        name=str(data.get("name", "")),
+        seed=seed,
+        dataset=dataset,
+        models=models,
+        threat_models=threats,
+        attacks=[],
+        certifiers=[],
+        evaluation=_evaluation_part(data.get("evaluation")),
+        plugin_files=plugin_files,
+        host=host,
+        model_index=model_index,
+        threat_index=threat_index,
     )
 
 
@@ -233,14 +266,18 @@ def _cross_checks(spec: "Spec", locator: "Locator") -> list[Problem]:
     problems = []
     for i, plan in enumerate(spec.models):
         if plan.training.augmentation.flip and not spec.dataset.cls.mirror_invariant:
-            problems.append(locator.problem(
-                ("models", i, "training", "augmentation", "flip"),
-                f"dataset {spec.dataset.name!r} does not allow horizontal flips (its classes are not mirror-invariant)",
-            ))
+            problems.append(
+                locator.problem(
+                    ("models", i, "training", "augmentation", "flip"),
+                    f"dataset {spec.dataset.name!r} does not allow horizontal flips (its classes are not mirror-invariant)",
+                )
+            )
     references = [(("dataset",), spec.dataset)]
     references += [(("models", i, "architecture"), m.architecture) for i, m in enumerate(spec.models)]
     references += [(("models", i, "defense"), ref) for i, m in enumerate(spec.models) for ref in m.defense.refs]
-    references += [(("attacks", i), a) for i, a in enumerate(spec.attacks)] + [(("certifiers", i), c) for i, c in enumerate(spec.certifiers)]
+    references += [(("attacks", i), a) for i, a in enumerate(spec.attacks)] + [
+        (("certifiers", i), c) for i, c in enumerate(spec.certifiers)
+    ]
     for loc, ref in references:
         if ref is None:
             continue
@@ -255,7 +292,9 @@ def _cross_checks(spec: "Spec", locator: "Locator") -> list[Problem]:
 
 def _torch_module(folder: Path, entry: TorchModuleSpec) -> TorchModule:
     file, attribute = entry.module.rsplit(":", 1)
-    return TorchModule(folder / file, attribute, dict(entry.arguments), folder / entry.weights if entry.weights else None, entry.layout)
+    return TorchModule(
+        folder / file, attribute, dict(entry.arguments), folder / entry.weights if entry.weights else None, entry.layout
+    )
 
 
 class Resolver:
@@ -278,8 +317,11 @@ class Resolver:
                 self.problems.append(self.locator.problem(loc + tuple(err["loc"]), describe_error(err, cls.Params)))
             return None
         except Exception as exc:  # a plugin's validator raising something else is still a message
-            self.problems.append(self.locator.problem(loc, f"the {kind} {entry.name!r} could not check its parameters: "
-                                                           f"{exc.__class__.__name__}: {exc}"))
+            self.problems.append(
+                self.locator.problem(
+                    loc, f"the {kind} {entry.name!r} could not check its parameters: {exc.__class__.__name__}: {exc}"
+                )
+            )
             return None
         params = self._spec_relative(params)
         label = getattr(entry, "label", None) or entry.name
@@ -309,7 +351,7 @@ def describe_error(err: dict, params_model: type[BaseModel] | None = None) -> st
         return "required field missing"
     message = err["msg"]
     if message.startswith("Value error, "):
-        message = message[len("Value error, "):]
+        message = message[len("Value error, ") :]
     if "input" in err and kind not in ("value_error", "assertion_error") and not isinstance(err["input"], dict):
         message += f" (got {err['input']!r})"
     return message
@@ -351,7 +393,9 @@ class Locator:
                 seen = set()
                 for key, value in node.value:
                     if key.value in seen:
-                        problems.append(Problem(self.file, _format_path(loc + (key.value,)), "duplicate key", key.start_mark.line + 1))
+                        problems.append(
+                            Problem(self.file, _format_path(loc + (key.value,)), "duplicate key", key.start_mark.line + 1)
+                        )
                     seen.add(key.value)
                     walk(value, loc + (key.value,))
             elif isinstance(node, yaml.SequenceNode):

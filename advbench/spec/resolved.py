@@ -57,7 +57,7 @@ class ComponentRef:
 
 @dataclass
 class DefenseRefs:
-    """One defense, or several applied together (see :class:`advbench.components.DefenseStack`)."""
+    """One defense, or several applied together (see :class:`advbench.contract.components.DefenseStack`)."""
 
     refs: list[ComponentRef]
 
@@ -112,8 +112,12 @@ class TorchModule:
     layout: str
 
     def as_dict(self) -> dict:
-        return {"module": f"{self.file}:{self.attribute}", "arguments": self.arguments,
-                "weights": str(self.weights) if self.weights else None, "layout": self.layout}
+        return {
+            "module": f"{self.file}:{self.attribute}",
+            "arguments": self.arguments,
+            "weights": str(self.weights) if self.weights else None,
+            "layout": self.layout,
+        }
 
 
 @dataclass
@@ -169,5 +173,3 @@ class Spec:
 def stable_hash(data: Any) -> str:
     """SHA-256 of a canonical JSON encoding (sorted keys)."""
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
-
-

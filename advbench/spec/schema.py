@@ -36,7 +36,9 @@ class MethodEntry(ComponentEntry):
 
 
 class AugmentationSpec(_Strict):
-    crop: int = Field(0, ge=0, description="Random translations by up to this many pixels (zero fill), as random crops of a padded image.")
+    crop: int = Field(
+        0, ge=0, description="Random translations by up to this many pixels (zero fill), as random crops of a padded image."
+    )
     flip: bool = Field(False, description="Random horizontal flips (only for datasets whose classes are mirror-invariant).")
 
 
@@ -46,7 +48,9 @@ class TrainingSpec(_Strict):
     learning_rate: float = Field(1e-3, gt=0, le=10, description="Optimizer learning rate.")
     optimizer: Literal["adam", "sgd"] = Field("adam", description="adam, or sgd with momentum 0.9.")
     schedule: Literal["constant", "cosine"] = Field("constant", description="Learning-rate schedule over the training steps.")
-    augmentation: AugmentationSpec = Field(default_factory=AugmentationSpec, description="Data augmentation of the training images.")
+    augmentation: AugmentationSpec = Field(
+        default_factory=AugmentationSpec, description="Data augmentation of the training images."
+    )
 
 
 class TorchModuleSpec(_Strict):
@@ -57,7 +61,11 @@ class TorchModuleSpec(_Strict):
         description="`file.py:Name`: a Python file (relative to the spec) and the nn.Module class, or a function returning one, in it.",
     )
     arguments: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for `Name`.")
-    weights: str | None = Field(None, min_length=1, description="A state_dict saved with torch.save (relative to the spec), loaded with weights_only=True.")
+    weights: str | None = Field(
+        None,
+        min_length=1,
+        description="A state_dict saved with torch.save (relative to the spec), loaded with weights_only=True.",
+    )
     layout: Literal["NCHW", "NHWC"] = Field(
         "NCHW", description="The input layout the module expects; advbench's images (NHWC, in [0, 1]) are transposed for it."
     )
@@ -71,12 +79,20 @@ class ModelSpec(_Strict):
         description="Defense used in training and inference, or a list of defenses applied together (e.g. a regularizer and adversarial training).",
     )
     training: TrainingSpec = Field(default_factory=TrainingSpec)
-    path: str | None = Field(None, min_length=1, description="A pretrained Keras model (logits out, inputs in [0, 1]), relative to the spec.")
+    path: str | None = Field(
+        None, min_length=1, description="A pretrained Keras model (logits out, inputs in [0, 1]), relative to the spec."
+    )
     outputs: Literal["logits", "probabilities"] = Field(
         "logits", description="What a pretrained model outputs; probabilities (a final softmax) are turned into logits by a log."
     )
-    torch: TorchModuleSpec | None = Field(None, description="A pretrained PyTorch module (logits out, inputs in [0, 1]); needs the torch backend.")
-    seed: int | None = Field(None, ge=0, description="Seed of this model's initialization and training (default: the spec's seed); e.g. an independently trained copy.")
+    torch: TorchModuleSpec | None = Field(
+        None, description="A pretrained PyTorch module (logits out, inputs in [0, 1]); needs the torch backend."
+    )
+    seed: int | None = Field(
+        None,
+        ge=0,
+        description="Seed of this model's initialization and training (default: the spec's seed); e.g. an independently trained copy.",
+    )
 
     @model_validator(mode="after")
     def _architecture_or_path(self):
@@ -91,7 +107,8 @@ class ModelSpec(_Strict):
 class ThreatModel(_Strict):
     norm: str = Field(description=f"One of {', '.join(NORMS)}.")
     eps: list[Budget] = Field(
-        min_length=1, description="Perturbation budgets, each > 0 and at most the largest distance in [0, 1]^d; a fraction like 8/255 is read as its value.",
+        min_length=1,
+        description="Perturbation budgets, each > 0 and at most the largest distance in [0, 1]^d; a fraction like 8/255 is read as its value.",
     )
 
     @field_validator("norm")
@@ -113,13 +130,20 @@ class ThreatModel(_Strict):
 
 
 class EvaluationSpec(_Strict):
-    examples: int | None = Field(None, ge=1, description="Test examples to attack and certify (stratified subset of the test set); all when unset.")
+    examples: int | None = Field(
+        None, ge=1, description="Test examples to attack and certify (stratified subset of the test set); all when unset."
+    )
     batch_size: int = Field(256, ge=1, description="Examples per attack or certifier batch.")
     radius_tolerance: float = Field(
-        0.02, ge=1e-6, lt=1,
+        0.02,
+        ge=1e-6,
+        lt=1,
         description="Relative precision of the bisection that turns fixed-budget attacks into radii (float32 resolves about 1e-7).",
     )
-    eot: bool = Field(True, description="Attack randomized models with EOT and repeated final draws. Turning it off invalidates the evaluation and is flagged.")
+    eot: bool = Field(
+        True,
+        description="Attack randomized models with EOT and repeated final draws. Turning it off invalidates the evaluation and is flagged.",
+    )
     eot_samples: int = Field(20, ge=1, description="Draws averaged per gradient against a randomized model.")
     final_draws: int = Field(10, ge=1, description="Draws over which a randomized model's prediction is a majority vote.")
 
@@ -128,11 +152,19 @@ class ResourcesSpec(_Strict):
     """What one job asks of a worker under ``--executor ray`` (ignored by the in-process executor;
     not part of any result's key: where a job runs does not change what it computes)."""
 
-    cpus_per_job: float = Field(1, gt=0, description="CPU cores Ray reserves per job (the framework keeps its own thread pool: its size changes float sums).")
-    gpus_per_job: float | None = Field(
-        None, ge=0, description="GPUs per job (a fraction shares one GPU between jobs); default: 1 where the cluster has GPUs, else 0.",
+    cpus_per_job: float = Field(
+        1,
+        gt=0,
+        description="CPU cores Ray reserves per job (the framework keeps its own thread pool: its size changes float sums).",
     )
-    retries: int = Field(3, ge=0, description="Times a job is rerun when its worker process or node is lost (a job that raises is not retried).")
+    gpus_per_job: float | None = Field(
+        None,
+        ge=0,
+        description="GPUs per job (a fraction shares one GPU between jobs); default: 1 where the cluster has GPUs, else 0.",
+    )
+    retries: int = Field(
+        3, ge=0, description="Times a job is rerun when its worker process or node is lost (a job that raises is not retried)."
+    )
 
 
 class SpecModel(_Strict):
@@ -144,7 +176,9 @@ class SpecModel(_Strict):
     attacks: list[MethodEntry] = Field(default_factory=list)
     certifiers: list[MethodEntry] = Field(default_factory=list)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
-    plugins: list[str] = Field(default_factory=list, description="Plugin modules (.py files, relative to the spec) to import: a spec runs their code.")
+    plugins: list[str] = Field(
+        default_factory=list, description="Plugin modules (.py files, relative to the spec) to import: a spec runs their code."
+    )
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Per-job resources under `--executor ray`.")
 
     @field_validator("models")
@@ -178,5 +212,3 @@ def _reject_duplicates(values: list[str], what: str) -> None:
         if value in seen:
             raise ValueError(f"duplicate {what}: {value!r}")
         seen.add(value)
-
-

@@ -41,7 +41,9 @@ class MLP(Architecture):
 
 
 class CNNParams(Params):
-    filters: list[int] = Field([16, 32], min_length=1, description="Filters of each 3x3 conv block (conv, activation, 2x2 max-pool).")
+    filters: list[int] = Field(
+        [16, 32], min_length=1, description="Filters of each 3x3 conv block (conv, activation, 2x2 max-pool)."
+    )
     hidden: int = Field(64, ge=1, description="Units in the dense layer before the logits.")
     activation: Literal["relu", "softplus"] = Field("relu", description="Activation after every conv and dense layer.")
     alpha: float = Field(1.0, gt=0, description="Softplus sharpness, when activation is softplus.")

@@ -5,9 +5,9 @@ compact CNN for 32x32 traffic signs."""
 
 from __future__ import annotations
 
-from pydantic import Field
-
 from typing import Literal
+
+from pydantic import Field
 
 from advbench import Architecture, Params, hookimpl
 from advbench.lazy import keras

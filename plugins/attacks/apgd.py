@@ -21,8 +21,8 @@ from pydantic import Field
 
 from advbench import Attack, Params, hookimpl
 from advbench.kit import backend, lp, rng
-from advbench.lazy import keras
 from advbench.kit.losses import cross_entropy, true_and_best_other
+from advbench.lazy import keras
 
 ALPHA = 0.75
 RHO = 0.75
@@ -102,10 +102,18 @@ def apgd_search(loss_and_gradient, x, y, eps, norm, seed, *, steps, random_start
     step = 2.0 * eps
     current = project(start + rows(step) * direction(grad))
     state = dict(
-        previous=start, current=current, step=step,
-        best_loss=loss, best=start, best_grad=grad, last_loss=loss,
-        successes=ops.zeros((batch,)), checkpoint_best=loss, reduced=ops.zeros((batch,), "bool"),
-        found_norm=found_norm, found=found,
+        previous=start,
+        current=current,
+        step=step,
+        best_loss=loss,
+        best=start,
+        best_grad=grad,
+        last_loss=loss,
+        successes=ops.zeros((batch,)),
+        checkpoint_best=loss,
+        reduced=ops.zeros((batch,), "bool"),
+        found_norm=found_norm,
+        found=found,
     )
 
     def body(i, s):
@@ -128,12 +136,18 @@ def apgd_search(loss_and_gradient, x, y, eps, norm, seed, *, steps, random_start
         z = project(here + rows(step) * direction(grad_here))
         following = project(here + ALPHA * (z - here) + (1 - ALPHA) * (here - previous))
         return i + 1, dict(
-            previous=here, current=following, step=step,
-            best_loss=best_loss, best=best, best_grad=best_grad, last_loss=loss,
+            previous=here,
+            current=following,
+            step=step,
+            best_loss=best_loss,
+            best=best,
+            best_grad=best_grad,
+            last_loss=loss,
             successes=ops.where(at_mark, 0.0, successes),
             checkpoint_best=ops.where(at_mark, best_loss, s["checkpoint_best"]),
             reduced=ops.where(at_mark, halve, s["reduced"]),
-            found_norm=found_norm, found=found,
+            found_norm=found_norm,
+            found=found,
         )
 
     def keep_going(i, s):
@@ -168,8 +182,16 @@ class APGD(Attack):
             def run(x, y, eps, seed, target_class):
                 loss = {"ce": cross_entropy, "dlr": dlr, "targeted": targeted_dlr(target_class)}[loss_name]
                 return apgd_search(
-                    lambda a, b: target.loss_and_gradient(loss, a, b), x, y, eps, norm, seed, steps=steps, random_start=random_start,
-                    target_class=target_class if loss_name == "targeted" else None, stop_early=not target.randomized,
+                    lambda a, b: target.loss_and_gradient(loss, a, b),
+                    x,
+                    y,
+                    eps,
+                    norm,
+                    seed,
+                    steps=steps,
+                    random_start=random_start,
+                    target_class=target_class if loss_name == "targeted" else None,
+                    stop_early=not target.randomized,
                 )
 
             return target.compile(run, batch_args=(0, 1, 2, 4))
@@ -195,13 +217,17 @@ class APGD(Attack):
                     continue
                 run = self._run(target, norm, loss_name)
                 seed_pair = rng.seed(seed, run_index, restart)
-                found_norm, found, best = (backend.to_numpy(t) for t in run(x[active], y[active], eps[active], seed_pair, classes[active]))
+                found_norm, found, best = (
+                    backend.to_numpy(t) for t in run(x[active], y[active], eps[active], seed_pair, classes[active])
+                )
                 if target.randomized:  # judge by the majority over draws, at the highest-loss point
                     found = best
                     hit = target.predict(best) != y[active]
                 else:
                     hit = np.isfinite(found_norm)
-                result[active] = np.where(hit[:, None, None, None], found, np.where(broken[active, None, None, None], result[active], best))
+                result[active] = np.where(
+                    hit[:, None, None, None], found, np.where(broken[active, None, None, None], result[active], best)
+                )
                 broken[active[hit]] = True
         return result
 

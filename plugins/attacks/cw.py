@@ -28,8 +28,8 @@ from pydantic import Field
 from advbench import Attack, Params, hookimpl
 from advbench.kit import backend, lp
 from advbench.kit.adam import adam_direction
-from advbench.lazy import keras
 from advbench.kit.losses import cw_margin, misclassified
+from advbench.lazy import keras
 
 
 class CWParams(Params):
@@ -38,7 +38,9 @@ class CWParams(Params):
     learning_rate: float = Field(0.01, gt=0, description="Adam step size (in pixel units).")
     initial_const: float = Field(1.0, gt=0, description="First value of c.")
     confidence: float = Field(0.0, ge=0, description="kappa: required margin of the wrong class.")
-    targets: int = Field(2, ge=0, description="Targeted runs besides the untargeted one: the classes with the nearest linearized boundary at x.")
+    targets: int = Field(
+        2, ge=0, description="Targeted runs besides the untargeted one: the classes with the nearest linearized boundary at x."
+    )
 
 
 class CarliniWagnerL2(Attack):
@@ -58,8 +60,11 @@ class CarliniWagnerL2(Attack):
                 def margin_to(logits, labels):
                     """f_y - f_goal (f_y - max_{j != y} f_j where goal < 0: untargeted)."""
                     goal_logit = ops.sum(logits * ops.one_hot(ops.maximum(ops.cast(goal, "int32"), 0), logits.shape[1]), axis=1)
-                    return ops.where(goal < 0, -cw_margin(logits, labels), ops.sum(logits * ops.one_hot(
-                        ops.cast(labels, "int32"), logits.shape[1]), axis=1) - goal_logit)
+                    return ops.where(
+                        goal < 0,
+                        -cw_margin(logits, labels),
+                        ops.sum(logits * ops.one_hot(ops.cast(labels, "int32"), logits.shape[1]), axis=1) - goal_logit,
+                    )
 
                 def body(i, x_prime, m, v, best_norm, best):
                     margin, grad_margin, logits = target.loss_and_gradient(margin_to, x_prime, y)
@@ -114,9 +119,13 @@ class CarliniWagnerL2(Attack):
         difference = jacobian[rows, y][:, None] - jacobian  # grad (f_y - f_j), (B, K, ...)
         margin = np.maximum(logits[rows, y][:, None] - logits, 0.0).reshape(-1)
         step, feasible = lp.box_constrained_l2_step(
-            backend.to_tensor(difference.reshape((-1,) + x.shape[1:])), backend.to_tensor(margin), backend.to_tensor(np.repeat(x, classes, axis=0))
+            backend.to_tensor(difference.reshape((-1,) + x.shape[1:])),
+            backend.to_tensor(margin),
+            backend.to_tensor(np.repeat(x, classes, axis=0)),
         )
-        distance = np.where(backend.to_numpy(feasible), lp.numpy_norm(backend.to_numpy(step), "l2"), np.inf).reshape(len(x), classes)
+        distance = np.where(backend.to_numpy(feasible), lp.numpy_norm(backend.to_numpy(step), "l2"), np.inf).reshape(
+            len(x), classes
+        )
         distance[rows, y] = np.inf
         order = np.argsort(distance, axis=1)
         return goals + [order[:, k].astype(np.int32) for k in range(min(self.params.targets, logits.shape[1] - 1))]

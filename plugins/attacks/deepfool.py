@@ -24,7 +24,9 @@ from advbench.lazy import keras
 
 class DeepFoolParams(Params):
     steps: int = Field(50, ge=1, description="Maximum linearization steps.")
-    overshoot: float = Field(0.02, ge=0, description="Relative overshoot past the linearized boundary (removed afterwards by a line search).")
+    overshoot: float = Field(
+        0.02, ge=0, description="Relative overshoot past the linearized boundary (removed afterwards by a line search)."
+    )
 
 
 class DeepFool(Attack):

@@ -10,9 +10,9 @@ and the record says which member found it.  The members are the registered `apgd
 
 from __future__ import annotations
 
-import numpy as np
 from typing import Literal
 
+import numpy as np
 from pydantic import Field
 
 from advbench import Attack, Params, hookimpl

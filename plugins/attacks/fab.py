@@ -24,13 +24,15 @@ from pydantic import Field
 
 from advbench import Attack, Params, hookimpl
 from advbench.kit import backend, lp, rng
-from advbench.lazy import keras
 from advbench.kit.losses import misclassified
+from advbench.lazy import keras
 
 
 class FABParams(Params):
     steps: int = Field(100, ge=1, description="Iterations per run.")
-    restarts: int = Field(1, ge=1, description="Runs; the first starts at x, the others at random points within half the best norm found.")
+    restarts: int = Field(
+        1, ge=1, description="Runs; the first starts at x, the others at random points within half the best norm found."
+    )
     alpha_max: float = Field(0.1, ge=0, le=1, description="Largest weight of the step from the original point.")
     eta: float = Field(1.05, ge=1, description="Extrapolation of the projection steps.")
     beta: float = Field(0.9, gt=0, le=1, description="Pull-back of an adversarial iterate towards the original point.")
@@ -97,8 +99,18 @@ class FAB(Attack):
         p = self.params
 
         def run(x, y, start):
-            return fab_search(target.logit_jacobian, target.logits, x, y, start, norm,
-                              steps=p.steps, alpha_max=p.alpha_max, eta=p.eta, beta=p.beta)
+            return fab_search(
+                target.logit_jacobian,
+                target.logits,
+                x,
+                y,
+                start,
+                norm,
+                steps=p.steps,
+                alpha_max=p.alpha_max,
+                eta=p.eta,
+                beta=p.beta,
+            )
 
         return self.per_target(target, norm, lambda: target.compile(run, batch_args=(0, 1, 2)))
 
@@ -112,7 +124,9 @@ class FAB(Attack):
             if restart == 0:
                 start = x
             else:  # a random point within half the best norm found (a quarter of the box's size where none was)
-                radius = np.where(np.isfinite(best_norm), best_norm / 2, lp.box_diameter(x.shape[1:], norm) / 4).astype(np.float32)
+                radius = np.where(np.isfinite(best_norm), best_norm / 2, lp.box_diameter(x.shape[1:], norm) / 4).astype(
+                    np.float32
+                )
                 offset = backend.to_numpy(lp.random_in_ball(x.shape, backend.to_tensor(radius), norm, rng.seed(seed, restart)))
                 start = np.clip(x + offset, 0.0, 1.0).astype(np.float32)
             norms, points = (backend.to_numpy(t) for t in run(x, y, start))

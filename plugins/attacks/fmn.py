@@ -28,8 +28,8 @@ from pydantic import Field
 
 from advbench import Attack, Params, hookimpl
 from advbench.kit import backend, lp
-from advbench.lazy import keras
 from advbench.kit.losses import cw_margin, misclassified
+from advbench.lazy import keras
 
 
 class FMNParams(Params):
@@ -59,17 +59,25 @@ def fmn_search(loss_and_gradient, x, y, norm, *, steps, alpha_init, alpha_final,
         alpha = alpha_final + (alpha_init - alpha_final) * cosine
         gamma = gamma_final + (gamma_init - gamma_final) * cosine
         step, reachable = lp.BOX_STEPS[norm](-grad, ops.abs(loss), x + delta)
-        estimate = ops.where(reachable, lp.norm(delta + ops.where(lp.broadcast(reachable, x), step, 0.0), norm),
-                             farthest)
-        eps = ops.where(adversarial, ops.minimum(eps * (1 - gamma), best_norm),
-                        ops.where(found_any, eps * (1 + gamma), estimate * (1 + gamma)))
+        estimate = ops.where(reachable, lp.norm(delta + ops.where(lp.broadcast(reachable, x), step, 0.0), norm), farthest)
+        eps = ops.where(
+            adversarial,
+            ops.minimum(eps * (1 - gamma), best_norm),
+            ops.where(found_any, eps * (1 + gamma), estimate * (1 + gamma)),
+        )
         eps = ops.minimum(eps, farthest)
         delta = delta + alpha * grad / lp.broadcast(ops.maximum(lp.norm(grad, "l2"), 1e-12), grad)
         delta = lp.project_in_box(x, delta, eps, norm)
         return i + 1, delta, eps, best_norm, best, found_any
 
-    start = (0, ops.zeros_like(x), ops.full((batch,), float("inf")), ops.full((batch,), float("inf")), x,
-             ops.zeros((batch,), "bool"))
+    start = (
+        0,
+        ops.zeros_like(x),
+        ops.full((batch,), float("inf")),
+        ops.full((batch,), float("inf")),
+        x,
+        ops.zeros((batch,), "bool"),
+    )
     _, _, _, best_norm, best, _ = backend.while_loop(lambda i, *_: i < steps, body, start)
     return best_norm, best
 
@@ -82,8 +90,13 @@ class FMN(Attack):
 
     def _run(self, target, norm):
         p = self.params
-        settings = dict(steps=p.steps, alpha_init=p.alpha_init, alpha_final=p.alpha_final or p.alpha_init / 100,
-                        gamma_init=p.gamma_init, gamma_final=p.gamma_final)
+        settings = dict(
+            steps=p.steps,
+            alpha_init=p.alpha_init,
+            alpha_final=p.alpha_final or p.alpha_init / 100,
+            gamma_init=p.gamma_init,
+            gamma_final=p.gamma_final,
+        )
 
         def run(x, y):
             return fmn_search(lambda a, b: target.loss_and_gradient(cw_margin, a, b), x, y, norm, **settings)

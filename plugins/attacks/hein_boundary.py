@@ -22,7 +22,9 @@ from advbench.kit import backend, lp
 
 class HeinBoundaryParams(Params):
     targets: int | None = Field(None, ge=1, description="Try the classes with the highest logits first, this many; default all.")
-    growth_steps: int = Field(6, ge=0, description="Doublings of the margin scale when the linear step does not cross the boundary.")
+    growth_steps: int = Field(
+        6, ge=0, description="Doublings of the margin scale when the linear step does not cross the boundary."
+    )
     bisection_steps: int = Field(14, ge=1, description="Bisection steps on the margin scale towards the boundary.")
 
 

@@ -16,10 +16,16 @@ from advbench.kit.pgd import PGD, PGDParams
 
 
 class MaskedPGDParams(PGDParams):
-    pixels: Literal["top", "bottom", "file"] = Field("top", description="Which pixels may change: highest or lowest mean |gradient|, or `mask_file`.")
+    pixels: Literal["top", "bottom", "file"] = Field(
+        "top", description="Which pixels may change: highest or lowest mean |gradient|, or `mask_file`."
+    )
     share: float = Field(0.25, gt=0, le=1, description="Share of pixels in the mask (top/bottom).")
-    mask_file: str | None = Field(None, min_length=1, json_schema_extra=SPEC_FILE,
-                                  description="A .npy array (H x W) of 0/1 giving the pixels that may change (pixels: file), relative to the spec.")
+    mask_file: str | None = Field(
+        None,
+        min_length=1,
+        json_schema_extra=SPEC_FILE,
+        description="A .npy array (H x W) of 0/1 giving the pixels that may change (pixels: file), relative to the spec.",
+    )
 
 
 class MaskedPGD(PGD):

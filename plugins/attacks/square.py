@@ -16,8 +16,8 @@ from pydantic import Field
 
 from advbench import Attack, Params, hookimpl
 from advbench.kit import backend, lp, rng
-from advbench.lazy import keras
 from advbench.kit.losses import true_and_best_other
+from advbench.lazy import keras
 
 CHUNK = 50
 """Iterations compiled into one call; the batch is compacted to unbroken examples between calls."""
@@ -112,13 +112,20 @@ class Square(Attack):
         while done < queries and len(active):
             count = min(CHUNK, queries - done)
             sides = [
-                int(min(max(round(np.sqrt(window_share(done + k, self.params.queries, self.params.p_init) * height * width)), 1), height - 1))
+                int(
+                    min(
+                        max(round(np.sqrt(window_share(done + k, self.params.queries, self.params.p_init) * height * width)), 1),
+                        height - 1,
+                    )
+                )
                 for k in range(count)
             ]
             step_seed = rng.seed(seed, done + 1)
             new_delta, new_current = (
                 backend.to_numpy(t)
-                for t in run(x[active], y[active], eps[active], delta[active], current[active], np.asarray(sides, np.int32), step_seed)
+                for t in run(
+                    x[active], y[active], eps[active], delta[active], current[active], np.asarray(sides, np.int32), step_seed
+                )
             )
             delta[active], current[active] = new_delta, new_current
             done += count

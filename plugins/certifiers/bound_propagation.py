@@ -16,21 +16,32 @@ from advbench.kit.structure import UnsupportedModel
 
 
 class BoundParams(Params):
-    tolerance: float = Field(1e-3, ge=1e-6, lt=1, description="Relative precision of the radius bisection (float32 resolves about 1e-7).")
-    memory_mb: int = Field(1024, ge=16, description="Memory budget of one sub-batch of bound computations (its working tensors; the framework's fixed overhead, a few hundred MB, comes on top). A single example that needs more runs alone.")
+    tolerance: float = Field(
+        1e-3, ge=1e-6, lt=1, description="Relative precision of the radius bisection (float32 resolves about 1e-7)."
+    )
+    memory_mb: int = Field(
+        1024,
+        ge=16,
+        description="Memory budget of one sub-batch of bound computations (its working tensors; the framework's fixed overhead, a few hundred MB, comes on top). A single example that needs more runs alone.",
+    )
 
 
 class CrownParams(BoundParams):
-    max_neurons: int = Field(2048, ge=1, description="Layers with at most this many neurons get CROWN intermediate bounds; larger ones IBP.")
+    max_neurons: int = Field(
+        2048, ge=1, description="Layers with at most this many neurons get CROWN intermediate bounds; larger ones IBP."
+    )
 
 
 class AlphaCrownParams(CrownParams):
     iterations: int = Field(20, ge=1, description="Adam steps on the ReLU slopes per bound (auto_LiRPA's default: 20).")
     learning_rate: float = Field(0.5, gt=0, description="Adam step size on the slopes (auto_LiRPA's default: 0.5).")
     pool_learning_rate: float = Field(
-        0.05, ge=0, description="Adam step size on the max-pool windows' weights of their inputs (0: CROWN's choice, "
+        0.05,
+        ge=0,
+        description="Adam step size on the max-pool windows' weights of their inputs (0: CROWN's choice, "
         "the input with the largest lower bound). Smaller than the slopes': a step moves every window at once, and "
-        "at 0.5 on a trained digits CNN no step beat CROWN's choice; 0.05 gained most over linf and l2 budgets.")
+        "at 0.5 on a trained digits CNN no step beat CROWN's choice; 0.05 gained most over linf and l2 budgets.",
+    )
     lr_decay: float = Field(0.98, gt=0, le=1, description="Step size factor per step (auto_LiRPA's default: 0.98).")
 
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from advbench import Certifier, hookimpl
-from advbench.lazy import keras
 from advbench.kit.structure import OneHiddenLayer, UnsupportedModel, flatten_layers
+from advbench.lazy import keras
 
 ROUNDING_MARGIN = 1e-6
 

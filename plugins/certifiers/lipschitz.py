@@ -29,8 +29,8 @@ import math
 import numpy as np
 
 from advbench import Certifier, hookimpl
-from advbench.lazy import keras
 from advbench.kit.structure import UnsupportedModel, activation_name, flatten_layers
+from advbench.lazy import keras
 
 ROUNDING_MARGIN = 1e-6
 """Relative safety margin on each layer norm against float rounding."""
@@ -71,7 +71,9 @@ def pair_constants(model, norm: str) -> np.ndarray:
     layers = flatten_layers(model)
     head = layers[-1]
     if not isinstance(head, keras.layers.Dense) or activation_name(head) != "linear":
-        raise UnsupportedModel(f"the last layer must be a linear Dense layer (logits), got {head.__class__.__name__} {head.name!r}")
+        raise UnsupportedModel(
+            f"the last layer must be a linear Dense layer (logits), got {head.__class__.__name__} {head.name!r}"
+        )
     body = math.prod(layer_norm(layer, norm) for layer in layers[:-1])
     kernel = np.asarray(head.kernel.numpy(), dtype=np.float64)  # (features, K)
     diff = kernel[:, :, None] - kernel[:, None, :]  # (features, K, K)
@@ -103,7 +105,9 @@ def layer_norm(layer, norm: str) -> float:
             raise UnsupportedModel(f"layer {layer.name!r}: only channels_last convolutions are supported")
         dilation = tuple(layer.dilation_rate)
         if dilation != (1, 1):
-            dilated = np.zeros(((kernel.shape[0] - 1) * dilation[0] + 1, (kernel.shape[1] - 1) * dilation[1] + 1) + kernel.shape[2:])
+            dilated = np.zeros(
+                ((kernel.shape[0] - 1) * dilation[0] + 1, (kernel.shape[1] - 1) * dilation[1] + 1) + kernel.shape[2:]
+            )
             dilated[:: dilation[0], :: dilation[1]] = kernel
             kernel = dilated
         if norm == "l2":

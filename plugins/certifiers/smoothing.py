@@ -16,7 +16,8 @@ import hashlib
 
 import numpy as np
 from pydantic import Field
-from scipy.stats import beta, norm as gaussian
+from scipy.stats import beta
+from scipy.stats import norm as gaussian
 
 from advbench import Certifier, Params, hookimpl
 from advbench.kit import backend, rng

@@ -11,8 +11,8 @@ import numpy as np
 from pydantic import Field
 
 from advbench import Dataset, DatasetArrays, hookimpl
-from advbench.kit.datafiles import FileDatasetParams, Remote, ensure_files, extract, locate, move_into_place
 from advbench.errors import DataError
+from advbench.kit.datafiles import FileDatasetParams, Remote, ensure_files, extract, locate, move_into_place
 
 CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 REMOTE = Remote("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", md5="c58f30108f718f92721af3b95e74349a")

@@ -23,8 +23,8 @@ import numpy as np
 from pydantic import Field
 
 from advbench import Dataset, DatasetArrays, hookimpl
-from advbench.kit.datafiles import FileDatasetParams, Remote, cached, ensure_files, extract, locate
 from advbench.errors import DataError
+from advbench.kit.datafiles import FileDatasetParams, Remote, cached, ensure_files, extract, locate
 
 BASE = "https://sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1e19370"
 REMOTES = [
@@ -34,16 +34,49 @@ REMOTES = [
 ]
 
 CLASS_NAMES = [
-    "Speed limit (20km/h)", "Speed limit (30km/h)", "Speed limit (50km/h)", "Speed limit (60km/h)",
-    "Speed limit (70km/h)", "Speed limit (80km/h)", "End of speed limit (80km/h)", "Speed limit (100km/h)",
-    "Speed limit (120km/h)", "No passing", "No passing for vehicles over 3.5 metric tons",
-    "Right-of-way at the next intersection", "Priority road", "Yield", "Stop", "No vehicles",
-    "Vehicles over 3.5 metric tons prohibited", "No entry", "General caution", "Dangerous curve to the left",
-    "Dangerous curve to the right", "Double curve", "Bumpy road", "Slippery road", "Road narrows on the right",
-    "Road work", "Traffic signals", "Pedestrians", "Children crossing", "Bicycles crossing", "Beware of ice/snow",
-    "Wild animals crossing", "End of all speed and passing limits", "Turn right ahead", "Turn left ahead",
-    "Ahead only", "Go straight or right", "Go straight or left", "Keep right", "Keep left", "Roundabout mandatory",
-    "End of no passing", "End of no passing by vehicles over 3.5 metric tons",
+    "Speed limit (20km/h)",
+    "Speed limit (30km/h)",
+    "Speed limit (50km/h)",
+    "Speed limit (60km/h)",
+    "Speed limit (70km/h)",
+    "Speed limit (80km/h)",
+    "End of speed limit (80km/h)",
+    "Speed limit (100km/h)",
+    "Speed limit (120km/h)",
+    "No passing",
+    "No passing for vehicles over 3.5 metric tons",
+    "Right-of-way at the next intersection",
+    "Priority road",
+    "Yield",
+    "Stop",
+    "No vehicles",
+    "Vehicles over 3.5 metric tons prohibited",
+    "No entry",
+    "General caution",
+    "Dangerous curve to the left",
+    "Dangerous curve to the right",
+    "Double curve",
+    "Bumpy road",
+    "Slippery road",
+    "Road narrows on the right",
+    "Road work",
+    "Traffic signals",
+    "Pedestrians",
+    "Children crossing",
+    "Bicycles crossing",
+    "Beware of ice/snow",
+    "Wild animals crossing",
+    "End of all speed and passing limits",
+    "Turn right ahead",
+    "Turn left ahead",
+    "Ahead only",
+    "Go straight or right",
+    "Go straight or left",
+    "Keep right",
+    "Keep left",
+    "Roundabout mandatory",
+    "End of no passing",
+    "End of no passing by vehicles over 3.5 metric tons",
 ]
 
 
@@ -83,7 +116,13 @@ class GTSRB(Dataset):
             y_test=arrays["y_test"].astype(np.int64),
             num_classes=43,
             class_names=list(CLASS_NAMES),
-            info={"folder": str(root), "layout": layout, "image_size": size, "train_images": len(train), "test_images": len(test)},
+            info={
+                "folder": str(root),
+                "layout": layout,
+                "image_size": size,
+                "train_images": len(train),
+                "test_images": len(test),
+            },
         )
 
 
@@ -124,7 +163,9 @@ def _official_layout(root: Path):
     candidates = [root / "GT-final_test.csv", base / "GT-final_test.csv", test_images / "GT-final_test.csv"]
     labelled = next((c for c in candidates if c.is_file()), None)
     if labelled is None:
-        raise DataError(f"gtsrb: test labels GT-final_test.csv (from GTSRB_Final_Test_GT.zip) not found; looked in {', '.join(map(str, candidates))}")
+        raise DataError(
+            f"gtsrb: test labels GT-final_test.csv (from GTSRB_Final_Test_GT.zip) not found; looked in {', '.join(map(str, candidates))}"
+        )
     return train, _semicolon_csv(labelled, test_images)
 
 

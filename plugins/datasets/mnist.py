@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from advbench import Dataset, DatasetArrays, hookimpl
-from advbench.kit.datafiles import FileDatasetParams, Remote, ensure_files, locate, parse_idx, read_bytes
 from advbench.errors import DataError
+from advbench.kit.datafiles import FileDatasetParams, Remote, ensure_files, locate, parse_idx, read_bytes
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
@@ -21,12 +21,16 @@ class IDXDataset(Dataset):
     class_names: list[str] = []
 
     def load(self) -> DatasetArrays:
-        folder = locate(self.params.data_dir, self.folder, lambda d: bool(self._find(d, IDX_FILES[0]) or (d / "mnist.npz").is_file()))
+        folder = locate(
+            self.params.data_dir, self.folder, lambda d: bool(self._find(d, IDX_FILES[0]) or (d / "mnist.npz").is_file())
+        )
         alternative = self.read_alternative(folder)
         if alternative is not None:
             return alternative
         ensure_files(folder, self.remotes, self.params.download, all(self._find(folder, n) for n in IDX_FILES))
-        x_train, y_train, x_test, y_test = (parse_idx(read_bytes(self._find(folder, n)), self._find(folder, n)) for n in IDX_FILES)
+        x_train, y_train, x_test, y_test = (
+            parse_idx(read_bytes(self._find(folder, n)), self._find(folder, n)) for n in IDX_FILES
+        )
         files = [self._find(folder, n).name for n in IDX_FILES]
         return self._arrays(x_train, y_train, x_test, y_test, {"folder": str(folder), "files": files})
 
@@ -43,7 +47,9 @@ class IDXDataset(Dataset):
     def _arrays(self, x_train, y_train, x_test, y_test, info) -> DatasetArrays:
         for images, labels, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
             if images.ndim != 3 or images.shape[1:] != (28, 28) or len(images) != len(labels):
-                raise DataError(f"{self.folder} {split}: expected N x 28 x 28 images with N labels, got {images.shape} and {labels.shape}")
+                raise DataError(
+                    f"{self.folder} {split}: expected N x 28 x 28 images with N labels, got {images.shape} and {labels.shape}"
+                )
             if labels.min() < 0 or labels.max() >= len(self.class_names):
                 raise DataError(f"{self.folder} {split}: labels outside 0..{len(self.class_names) - 1}")
         return DatasetArrays(
@@ -62,8 +68,12 @@ class MNIST(IDXDataset):
 
     folder = "mnist"
     remotes = [
-        Remote("https://ossci-datasets.s3.amazonaws.com/mnist/train-images-idx3-ubyte.gz", md5="f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-        Remote("https://ossci-datasets.s3.amazonaws.com/mnist/train-labels-idx1-ubyte.gz", md5="d53e105ee54ea40749a09fcbcd1e9432"),
+        Remote(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/train-images-idx3-ubyte.gz", md5="f68b3c2dcbeaaa9fbdd348bbdeb94873"
+        ),
+        Remote(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/train-labels-idx1-ubyte.gz", md5="d53e105ee54ea40749a09fcbcd1e9432"
+        ),
         Remote("https://ossci-datasets.s3.amazonaws.com/mnist/t10k-images-idx3-ubyte.gz", md5="9fb629c4189551a2d022fa330f9573f3"),
         Remote("https://ossci-datasets.s3.amazonaws.com/mnist/t10k-labels-idx1-ubyte.gz", md5="ec29112dd5afa0611ce80d1b7f02629c"),
     ]
@@ -87,10 +97,22 @@ class FashionMNIST(IDXDataset):
 
     folder = "fashion_mnist"
     remotes = [
-        Remote("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-images-idx3-ubyte.gz", md5="8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-        Remote("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-labels-idx1-ubyte.gz", md5="25c81989df183df01b3e8a0aad5dffbe"),
-        Remote("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/t10k-images-idx3-ubyte.gz", md5="bef4ecab320f06d8554ea6380940ec79"),
-        Remote("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/t10k-labels-idx1-ubyte.gz", md5="bb300cfdad3c16e7a12a480ee83cd310"),
+        Remote(
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-images-idx3-ubyte.gz",
+            md5="8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        ),
+        Remote(
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-labels-idx1-ubyte.gz",
+            md5="25c81989df183df01b3e8a0aad5dffbe",
+        ),
+        Remote(
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/t10k-images-idx3-ubyte.gz",
+            md5="bef4ecab320f06d8554ea6380940ec79",
+        ),
+        Remote(
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/t10k-labels-idx1-ubyte.gz",
+            md5="bb300cfdad3c16e7a12a480ee83cd310",
+        ),
     ]
     class_names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 

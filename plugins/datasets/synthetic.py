@@ -76,7 +76,10 @@ class Synthetic(Dataset):
             y_test=self.label(z_test),
             num_classes=p.classes,
             class_names=[f"sector {k}" for k in range(p.classes)],
-            info={"generator": "0.5 + 0.5 tanh(A z / s)", "fawzi": {"lipschitz": p.lipschitz, "class_masses": [1 / p.classes] * p.classes}},
+            info={
+                "generator": "0.5 + 0.5 tanh(A z / s)",
+                "fawzi": {"lipschitz": p.lipschitz, "class_masses": [1 / p.classes] * p.classes},
+            },
         )
 
 

@@ -20,8 +20,12 @@ class PGDTrainingParams(Params):
     step_size: float | None = Field(None, gt=0, description="PGD step as a fraction of eps; default 2.5 / steps.")
     random_start: bool = Field(True, description="Start PGD from a random point in the ball.")
     loss: Literal["ce", "cw"] = Field("ce", description="Loss PGD maximizes.")
-    share: float = Field(1.0, gt=0, le=1, description="Share of each batch replaced by adversarial examples (1: Madry et al.; 0.5: half clean).")
-    ramp_epochs: int = Field(0, ge=0, description="Epochs over which eps grows linearly from eps / ramp_epochs to eps (0: full eps from the start).")
+    share: float = Field(
+        1.0, gt=0, le=1, description="Share of each batch replaced by adversarial examples (1: Madry et al.; 0.5: half clean)."
+    )
+    ramp_epochs: int = Field(
+        0, ge=0, description="Epochs over which eps grows linearly from eps / ramp_epochs to eps (0: full eps from the start)."
+    )
 
 
 class PGDTraining(Defense):
@@ -79,13 +83,15 @@ class PGDTraining(Defense):
         return {**super().settings(), "cost": f"about {self.params.steps + 1} forward-backward passes per batch"}
 
 
-
-
 class HeinTrainingParams(Params):
     share: float = Field(0.5, gt=0, le=1, description="Share of each batch replaced by adversarial examples (the paper: half).")
-    growth_steps: int = Field(4, ge=0, description="Doublings of the margin scale when the linear step does not cross the boundary.")
+    growth_steps: int = Field(
+        4, ge=0, description="Doublings of the margin scale when the linear step does not cross the boundary."
+    )
     bisection_steps: int = Field(6, ge=0, description="Bisection steps on the margin scale towards the boundary.")
-    max_norm: float | None = Field(None, gt=0, description="Drop adversarial examples farther than this (l2) from their image; default keep all.")
+    max_norm: float | None = Field(
+        None, gt=0, description="Drop adversarial examples farther than this (l2) from their image; default keep all."
+    )
 
 
 class HeinTraining(Defense):

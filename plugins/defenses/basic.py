@@ -14,7 +14,9 @@ class NoDefense(Defense):
 
 
 class WeightDecayParams(Params):
-    lambda_: float = Field(1e-4, gt=0, alias="lambda", description="Weight of the sum of squared kernel weights added to the loss.")
+    lambda_: float = Field(
+        1e-4, gt=0, alias="lambda", description="Weight of the sum of squared kernel weights added to the loss."
+    )
 
 
 class WeightDecay(Defense):

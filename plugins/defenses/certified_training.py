@@ -21,23 +21,38 @@ from typing import Literal
 from pydantic import Field
 
 from advbench import Budget, Defense, Params, hookimpl
-from advbench.lazy import keras
 from advbench.kit.structure import UnsupportedModel
+from advbench.lazy import keras
 
 
 class IBPTrainingParams(Params):
     norm: Literal["linf", "l2"] = Field("linf", description="Norm of the training ball.")
-    eps: Budget = Field(0.1, gt=0, description="Training budget at the end of the ramp; the papers train a little above the budget they certify (Gowal et al.: 0.4 on MNIST to certify 0.3).")
+    eps: Budget = Field(
+        0.1,
+        gt=0,
+        description="Training budget at the end of the ramp; the papers train a little above the budget they certify (Gowal et al.: 0.4 on MNIST to certify 0.3).",
+    )
     warmup_epochs: float = Field(1.0, ge=0, description="Epochs of clean training first (Gowal et al.: 2,000 steps).")
-    ramp_epochs: float = Field(5.0, ge=0, description="Epochs over which eps grows from 0 and kappa moves to kappa_end (Gowal et al.: 10,000 steps; 0: at once).")
+    ramp_epochs: float = Field(
+        5.0,
+        ge=0,
+        description="Epochs over which eps grows from 0 and kappa moves to kappa_end (Gowal et al.: 10,000 steps; 0: at once).",
+    )
     kappa_start: float = Field(1.0, ge=0, le=1, description="Weight of the clean loss when the ramp starts.")
     kappa_end: float = Field(0.5, ge=0, le=1, description="Weight of the clean loss after the ramp (Gowal et al.: 0.5).")
 
 
 class CrownIBPTrainingParams(IBPTrainingParams):
     kappa_end: float = Field(0.0, ge=0, le=1, description="Weight of the clean loss after the ramp (Zhang et al. 2020: 0).")
-    beta_start: float = Field(1.0, ge=0, le=1, description="Weight of the CROWN-IBP bound (the rest: IBP) when the ramp starts (Zhang et al.: 1).")
-    beta_end: float = Field(0.0, ge=0, le=1, description="Weight of the CROWN-IBP bound after the ramp (Zhang et al.: 0; 1 keeps CROWN-IBP throughout).")
+    beta_start: float = Field(
+        1.0, ge=0, le=1, description="Weight of the CROWN-IBP bound (the rest: IBP) when the ramp starts (Zhang et al.: 1)."
+    )
+    beta_end: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Weight of the CROWN-IBP bound after the ramp (Zhang et al.: 0; 1 keeps CROWN-IBP throughout).",
+    )
 
 
 class IBPTraining(Defense):
@@ -70,7 +85,9 @@ class IBPTraining(Defense):
             try:
                 self._graph = (model, read_graph(model))
             except UnsupportedModel as exc:
-                raise UnsupportedModel(f"{self.name or 'certified training'} needs a model that bound propagation supports: {exc}") from None
+                raise UnsupportedModel(
+                    f"{self.name or 'certified training'} needs a model that bound propagation supports: {exc}"
+                ) from None
         return self._graph[1]
 
     def on_train_begin(self, epochs: int, steps_per_epoch: int) -> None:
@@ -93,9 +110,8 @@ class IBPTraining(Defense):
         return ops.clip(done / ramp, 0.0, 1.0)
 
     def regularizer(self, model, x, y, logits):
-        from advbench.kit.losses import cross_entropy
-
         from advbench.kit.bounds import margin_matrix
+        from advbench.kit.losses import cross_entropy
 
         ops = keras.ops
         p = self.params

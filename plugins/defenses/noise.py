@@ -11,7 +11,9 @@ from advbench.lazy import keras
 
 
 class GaussianNoiseParams(Params):
-    sigma: float = Field(0.25, gt=0, description="Standard deviation of the noise added to every training input (not clipped, as in smoothing).")
+    sigma: float = Field(
+        0.25, gt=0, description="Standard deviation of the noise added to every training input (not clipped, as in smoothing)."
+    )
 
 
 class GaussianNoise(Defense):

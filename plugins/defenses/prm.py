@@ -22,11 +22,15 @@ from advbench.lazy import keras
 
 
 class PRMParams(Params):
-    lambda_: float = Field(0.5, ge=0, le=1, alias="lambda", description="Blend: the classifier sees (1 - lambda) x + lambda PRM(x).")
+    lambda_: float = Field(
+        0.5, ge=0, le=1, alias="lambda", description="Blend: the classifier sees (1 - lambda) x + lambda PRM(x)."
+    )
     share: float = Field(0.25, gt=0, lt=1, description="Share of pixels the first convolution connects to.")
     filters: int = Field(16, ge=1, description="Filters of the PRM's hidden convolution.")
     reconstruction: float = Field(1.0, ge=0, description="Weight of the PRM's reconstruction loss ||PRM(x) - x||^2.")
-    random_pixels: bool = Field(False, description="Re-draw the designated pixels at random at every inference call (randomized model).")
+    random_pixels: bool = Field(
+        False, description="Re-draw the designated pixels at random at every inference call (randomized model)."
+    )
     mask_seed: int = Field(0, ge=0, description="Seed of the designated pixels.")
 
 

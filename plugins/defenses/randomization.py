@@ -18,7 +18,9 @@ from advbench.lazy import keras
 
 
 class RandomizationParams(Params):
-    max_ratio: float = Field(331 / 299, gt=1, le=2, description="Padded size as a multiple of the input size; random sizes lie in [input, padded).")
+    max_ratio: float = Field(
+        331 / 299, gt=1, le=2, description="Padded size as a multiple of the input size; random sizes lie in [input, padded)."
+    )
     method: Literal["bilinear", "nearest"] = Field("bilinear", description="Interpolation of the random resize.")
     train: bool = Field(True, description="Apply the same randomization to the training images (augmentation).")
 

@@ -1,8 +1,9 @@
 """A plugin whose parameter validator raises a TypeError (pydantic reports only ValueError)."""
+
 from pydantic import field_validator
 
 from advbench import Params, hookimpl
-from advbench_plugins.attacks.pgd import PGD
+from advbench.kit.pgd import PGD
 
 
 class FussyParams(Params):
@@ -20,8 +21,6 @@ class Fussy(PGD):
     """PGD with an even number of steps."""
 
     Params = FussyParams
-
-
 
 
 class Picky(PGD):

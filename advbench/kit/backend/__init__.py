@@ -39,8 +39,22 @@ BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 EXTRAS = {"tensorflow": "", "jax": "[jax]", "torch": "[torch]"}
 
 __all__ = [
-    "BACKENDS", "SMALLEST_BUCKET", "compile", "describe", "device", "enable_determinism", "grad", "jacobian", "name",
-    "select", "set_seed", "to_numpy", "to_tensor", "variable_grad", "variables_of", "while_loop",
+    "BACKENDS",
+    "SMALLEST_BUCKET",
+    "compile",
+    "describe",
+    "device",
+    "enable_determinism",
+    "grad",
+    "jacobian",
+    "name",
+    "select",
+    "set_seed",
+    "to_numpy",
+    "to_tensor",
+    "variable_grad",
+    "variables_of",
+    "while_loop",
 ]
 
 _modules: dict[str, Any] = {}
@@ -112,7 +126,10 @@ def enable_determinism() -> None:
 
 
 def compile(
-    fn: Callable, state: Iterable[Any] = (), mutable: Iterable[Any] | None = None, batch_args: tuple[int, ...] = (),
+    fn: Callable,
+    state: Iterable[Any] = (),
+    mutable: Iterable[Any] | None = None,
+    batch_args: tuple[int, ...] = (),
     smallest_batch: int | None = None,
 ) -> Callable:
     """Compile ``fn`` for the backend in use.

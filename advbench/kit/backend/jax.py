@@ -68,7 +68,9 @@ def compile(fn: Callable, state, mutable, batch_args, smallest_batch) -> Callabl
         if padded is not None and padded != rows:
             # Cut on the host: an eager slice of a device array would compile a program
             # for every new shape.
-            out = jax.tree_util.tree_map(lambda t: np.asarray(t)[:rows] if getattr(t, "ndim", 0) and t.shape[0] == padded else t, out)
+            out = jax.tree_util.tree_map(
+                lambda t: np.asarray(t)[:rows] if getattr(t, "ndim", 0) and t.shape[0] == padded else t, out
+            )
         return out
 
     return call

@@ -72,7 +72,9 @@ def jacobian(fn: Callable, x, differentiable: bool):
         classes = outputs.shape[1]
         rows = []
         for k in range(classes):
-            (g,) = torch.autograd.grad(outputs[:, k].sum(), leaf, retain_graph=True, create_graph=differentiable, allow_unused=True)
+            (g,) = torch.autograd.grad(
+                outputs[:, k].sum(), leaf, retain_graph=True, create_graph=differentiable, allow_unused=True
+            )
             rows.append(torch.zeros_like(leaf) if g is None else g)
     jac = torch.stack(rows, dim=1)
     return (outputs if differentiable else outputs.detach()), jac

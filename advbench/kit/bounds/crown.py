@@ -127,8 +127,15 @@ class AlphaCrown(Crown):
     keeps the best of its iterates; the first iterate is CROWN's own choice, so the result
     is never looser than CROWN.  The ascent stops early once every example's margins are all positive."""
 
-    def __init__(self, nodes, max_neurons: int = 2048, iterations: int = 20, learning_rate: float = 0.5,
-                 decay: float = 0.98, pool_learning_rate: float = 0.05):
+    def __init__(
+        self,
+        nodes,
+        max_neurons: int = 2048,
+        iterations: int = 20,
+        learning_rate: float = 0.5,
+        decay: float = 0.98,
+        pool_learning_rate: float = 0.05,
+    ):
         # differentiable: the slopes' gradient passes the transposes and max-pool routings
         super().__init__(nodes, max_neurons, differentiable=True)
         self.iterations, self.learning_rate, self.decay = iterations, learning_rate, decay
@@ -150,7 +157,9 @@ class AlphaCrown(Crown):
         if not start:  # nothing to optimize: CROWN
             return self.lower_bound(final, C)
         optimized = list(start)
-        scales = [self.pool_learning_rate / self.learning_rate if isinstance(self.nodes[k], MaxPooling2D) else 1.0 for k in optimized]
+        scales = [
+            self.pool_learning_rate / self.learning_rate if isinstance(self.nodes[k], MaxPooling2D) else 1.0 for k in optimized
+        ]
         start = [ops.broadcast_to(start[k][:, None], rows + tuple(start[k].shape[1:])) for k in optimized]
 
         def bound(slopes):

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from advbench.kit.bounds import operators
+from advbench.kit.bounds.operators import OPERATORS, Dense, Identity, MaxPooling2D, Operator, ReLU, Softplus
 from advbench.kit.structure import UnsupportedModel, activation_name
 from advbench.lazy import keras
 
-ACTIVATIONS = {"linear": operators.Identity, "relu": operators.ReLU, "softplus": operators.Softplus}
+ACTIVATIONS = {"linear": Identity, "relu": ReLU, "softplus": Softplus}
 """The activations bound propagation relaxes, as layers or fused into an affine layer."""
 
 
-def read_graph(model) -> list[operators.Operator]:
+def read_graph(model) -> list[Operator]:
     """The model's layers in topological order as operators, each layer split into its
     affine part and its (fused) activation; refuses what it cannot bound, by name."""
-    from advbench.kit.layers import Softplus
+    from advbench.kit.layers import Softplus as SoftplusLayer
 
     index_of = {}
-    nodes: list[operators.Operator] = []
+    nodes: list[Operator] = []
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             index_of[id(layer)] = -1
@@ -31,23 +31,23 @@ def read_graph(model) -> list[operators.Operator]:
             producer = tensor._keras_history.operation
             sources.append(index_of.get(id(producer), -1))
         name = type(layer).__name__
-        if isinstance(layer, Softplus):
-            nodes.append(operators.Softplus(layer, sources, layer.alpha))
+        if isinstance(layer, SoftplusLayer):
+            nodes.append(Softplus(layer, sources, layer.alpha))
         elif isinstance(layer, keras.layers.ReLU):
             if layer.negative_slope != 0 or layer.max_value is not None or layer.threshold != 0:
                 raise UnsupportedModel(f"layer {layer.name!r}: only the plain ReLU is supported")
-            nodes.append(operators.ReLU(layer, sources))
+            nodes.append(ReLU(layer, sources))
         elif isinstance(layer, keras.layers.Activation):
             act = activation_name(layer)
             if act not in ACTIVATIONS:
                 raise UnsupportedModel(f"layer {layer.name!r}: activation {act!r} is not supported")
             nodes.append(ACTIVATIONS[act](layer, sources))
         elif isinstance(layer, keras.layers.MaxPooling2D):
-            nodes.append(operators.MaxPooling2D(layer, sources))
-        elif name in operators.OPERATORS:
+            nodes.append(MaxPooling2D(layer, sources))
+        elif name in OPERATORS:
             if name in ("Dense", "Conv2D") and getattr(layer, "data_format", "channels_last") != "channels_last":
                 raise UnsupportedModel(f"layer {layer.name!r}: only channels_last is supported")
-            nodes.append(operators.OPERATORS[name](layer, sources))
+            nodes.append(OPERATORS[name](layer, sources))
             act = activation_name(layer)
             if act in ("relu", "softplus"):
                 nodes.append(ACTIVATIONS[act](None, [len(nodes) - 1]))
@@ -56,7 +56,7 @@ def read_graph(model) -> list[operators.Operator]:
         else:
             raise UnsupportedModel(f"layer {layer.name!r} ({name}) is not supported by bound propagation")
         index_of[id(layer)] = len(nodes) - 1
-    if not isinstance(nodes[-1], operators.Dense):
+    if not isinstance(nodes[-1], Dense):
         raise UnsupportedModel("the last layer must be a Dense layer without activation (logits)")
     return nodes
 

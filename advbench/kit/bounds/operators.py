@@ -66,8 +66,9 @@ class Affine(Operator):
         offset_out = self.forward(zeros)  # the layer's constant term, (1, *out)
         offset = ops.sum(ops.reshape(lam, (batch, size, -1)) * ops.reshape(offset_out, (1, 1, -1)), axis=2)
         probes = [ops.zeros((ops.shape(folded)[0],) + s) for s in in_shapes]
-        grads, _ = backend.grad(lambda p: (ops.sum(self.forward(p, with_bias=False) * folded), None), probes,
-                                crown.differentiable)
+        grads, _ = backend.grad(
+            lambda p: (ops.sum(self.forward(p, with_bias=False) * folded), None), probes, crown.differentiable
+        )
         contributions = [ops.reshape(g, (batch, size) + s) for g, s in zip(grads, in_shapes)]
         return contributions, offset
 
@@ -146,8 +147,14 @@ class Conv2D(_Weighted):
 
     def _conv(self, inputs, kernel):
         layer = self.layer
-        return keras.ops.conv(inputs, kernel, strides=layer.strides, padding=layer.padding, data_format="channels_last",
-                              dilation_rate=layer.dilation_rate)
+        return keras.ops.conv(
+            inputs,
+            kernel,
+            strides=layer.strides,
+            padding=layer.padding,
+            data_format="channels_last",
+            dilation_rate=layer.dilation_rate,
+        )
 
     def absolute(self, radius):
         return self._conv(radius[0], keras.ops.abs(self.layer.kernel))
@@ -244,7 +251,9 @@ class Relaxed(Operator):
         # for a lower bound: positive coefficients take the lower line, negative the upper
         new = positive * slope_low + negative * slope_up[:, None]
         batch, size = ops.shape(lam)[0], lam.shape[1]
-        offset = ops.sum(ops.reshape(positive * intercept_low[:, None] + negative * intercept_up[:, None], (batch, size, -1)), axis=2)
+        offset = ops.sum(
+            ops.reshape(positive * intercept_low[:, None] + negative * intercept_up[:, None], (batch, size, -1)), axis=2
+        )
         return [new], offset
 
 
@@ -381,7 +390,10 @@ class MaxPooling2D(Operator):
         negative = ops.minimum(lam, 0.0)
         exact = exact[:, None]
         if slopes is not None:  # windows tile the input: each window's coefficient copied onto its inputs, weighted
-            new = self.spread(crown, positive) * self.simplex(crown, slopes) + self.spread(crown, negative * exact) * chosen[:, None]
+            new = (
+                self.spread(crown, positive) * self.simplex(crown, slopes)
+                + self.spread(crown, negative * exact) * chosen[:, None]
+            )
         else:  # the coefficients routed to the chosen inputs: the gradient of max-pool at `lower`
             lower = crown.pre_bounds(self.inputs[0])[0]
             folded = ops.reshape(positive + negative * exact, (-1,) + tuple(out_upper.shape[1:]))

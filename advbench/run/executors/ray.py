@@ -23,7 +23,6 @@ from advbench.run.reporting import Reporter
 from advbench.run.runner import Runner
 from advbench.run.store import DiskFull, RunStore
 
-
 POLL_SECONDS = 0.2
 """How often the driver relays the workers' progress while it waits for jobs."""
 
@@ -35,8 +34,9 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise UsageError('--executor ray: Ray is not installed (pip install "advbench[ray]", or pip install -e ".[ray]" '
-                         "in a checkout)") from None
+        raise UsageError(
+            '--executor ray: Ray is not installed (pip install "advbench[ray]", or pip install -e ".[ray]" in a checkout)'
+        ) from None
     return ray
 
 
@@ -73,14 +73,20 @@ class RayExecutor:
         environment.update(TF_FORCE_GPU_ALLOW_GROWTH="true", XLA_PYTHON_CLIENT_PREALLOCATE="false")
         started = time.perf_counter()
         try:
-            ray.init(address=self.address or "local", num_cpus=None if self.address else self.num_cpus,
-                     include_dashboard=False, log_to_driver=False, configure_logging=False,
-                     runtime_env={"env_vars": environment})
+            ray.init(
+                address=self.address or "local",
+                num_cpus=None if self.address else self.num_cpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+                runtime_env={"env_vars": environment},
+            )
         except Exception as exc:  # noqa: BLE001 (Ray raises ConnectionError, RuntimeError, ValueError...)
             where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
             raise AdvbenchError(f"--executor ray: could not start or join {where}: {exc.__class__.__name__}: {exc}") from None
-        pipeline.reporter.note(f"Ray {ray.__version__}: {_describe_cluster(ray.cluster_resources())}, "
-                               f"ready in {time.perf_counter() - started:.1f} s")
+        pipeline.reporter.note(
+            f"Ray {ray.__version__}: {_describe_cluster(ray.cluster_resources())}, ready in {time.perf_counter() - started:.1f} s"
+        )
         try:
             yield from self._schedule(ray, pipeline, todo)
         finally:
@@ -93,13 +99,24 @@ class RayExecutor:
         _check_fits(ray, resources.cpus_per_job, gpus)
         if pipeline.spec.file is None:
             raise UsageError("--executor ray: the workers read the spec from its file; give the spec as a file, not as data")
-        context = WorkerContext(str(Path(pipeline.spec.file).resolve()), self.strict, str(pipeline.store.root.resolve()),
-                                pipeline.environment["backend"], pipeline.spec.hash, os.environ.get("OMP_NUM_THREADS"))
+        context = WorkerContext(
+            str(Path(pipeline.spec.file).resolve()),
+            self.strict,
+            str(pipeline.store.root.resolve()),
+            pipeline.environment["backend"],
+            pipeline.spec.hash,
+            os.environ.get("OMP_NUM_THREADS"),
+        )
         board = ray.remote(num_cpus=0)(Board).remote()
         # a GPU job gets a fresh worker process (max_calls=1), whose framework sees only the
         # device Ray gave the job (CUDA_VISIBLE_DEVICES is read once, at the framework's import)
-        task = ray.remote(num_cpus=resources.cpus_per_job, num_gpus=gpus, max_calls=1 if gpus else 0,
-                          max_retries=resources.retries, retry_exceptions=False)(run_on_worker)
+        task = ray.remote(
+            num_cpus=resources.cpus_per_job,
+            num_gpus=gpus,
+            max_calls=1 if gpus else 0,
+            max_retries=resources.retries,
+            retry_exceptions=False,
+        )(run_on_worker)
         reporter = pipeline.reporter
         waiting = list(todo)  # the plan's order: Ray starts the tasks it can in the order they came
         training = {job.model for job in todo if job.kind == "train"}  # trainings not finished yet
@@ -218,11 +235,15 @@ def worker_pipeline(context: WorkerContext) -> Runner:
     from advbench.spec.loading import load_spec
 
     if backend.name() != context.backend:
-        raise AdvbenchError(f"the worker on {socket.gethostname()} runs Keras on {backend.name()}, the driver on {context.backend}")
+        raise AdvbenchError(
+            f"the worker on {socket.gethostname()} runs Keras on {backend.name()}, the driver on {context.backend}"
+        )
     spec = load_spec(context.spec_file, strict=context.strict)
     if spec.hash != context.spec_hash:
-        raise AdvbenchError(f"the worker on {socket.gethostname()} reads another spec at {context.spec_file} than the driver "
-                            "(was it edited during the run, or is it not on a shared filesystem?)")
+        raise AdvbenchError(
+            f"the worker on {socket.gethostname()} reads another spec at {context.spec_file} than the driver "
+            "(was it edited during the run, or is it not on a shared filesystem?)"
+        )
     backend.enable_determinism()
     return Runner(spec, RunStore(context.run_dir))
 
@@ -239,5 +260,7 @@ def _check_fits(ray, cpus: float, gpus: float) -> None:
         have = node.get("Resources", {})
         if node.get("Alive") and have.get("CPU", 0) >= cpus and have.get("GPU", 0) >= gpus:
             return
-    raise UsageError(f"resources: no node of the Ray cluster has {cpus:g} CPU(s) and {gpus:g} GPU(s) for one job "
-                     f"({_describe_cluster(ray.cluster_resources())}); lower cpus_per_job or gpus_per_job in the spec")
+    raise UsageError(
+        f"resources: no node of the Ray cluster has {cpus:g} CPU(s) and {gpus:g} GPU(s) for one job "
+        f"({_describe_cluster(ray.cluster_resources())}); lower cpus_per_job or gpus_per_job in the spec"
+    )
