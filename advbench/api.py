@@ -61,8 +61,8 @@ def evaluate(
     from advbench.kit.checks import gradient_check
     from advbench.results.data import model_bounds
     from advbench.results.evaluation import Evaluation
-    from advbench.run.context import Components, make_target
-    from advbench.run.handlers import method_record
+    from advbench.runs.context import Components, make_target
+    from advbench.runs.handlers import method_record
     from advbench.spec.resolved import stable_hash
 
     threat, settings = _threat_model(norm, eps), _evaluation(evaluation)
@@ -124,15 +124,15 @@ def run(
     :param out: the run directory (default ``runs/<name>``); finished jobs in it are reused.
     :param fresh: delete earlier results in ``out`` first.
     :param executor: ``local`` or ``ray`` (``address``: a Ray cluster to join).
-    :param reporter: progress reports (an :class:`advbench.run.reporting.Reporter`); none by default.
+    :param reporter: progress reports (an :class:`advbench.runs.reporting.Reporter`); none by default.
     :return: a mapping from model name to its :class:`~advbench.results.evaluation.Evaluation`;
         ``.summary`` says how many jobs ran, were reused and failed, ``.results`` holds the
         leaderboard's data, ``.out`` the run directory.
     """
     from advbench.results.data import load_results
     from advbench.results.evaluation import Evaluation
-    from advbench.run.executors import executor as make_executor
-    from advbench.run.runner import run_spec
+    from advbench.runs.executors import executor as make_executor
+    from advbench.runs.runner import run_spec
     from advbench.spec.loading import load_spec, load_spec_data
     from advbench.spec.resolved import Spec
 
@@ -193,6 +193,14 @@ def _evaluation(evaluation: dict):
 
     if "examples" in evaluation:
         raise AdvbenchError(f"{API}: examples: pass the examples to evaluate as x and y")
+    known = [name for name in EvaluationSpec.model_fields if name != "examples"]
+    for name in evaluation:
+        if name not in known:
+            import difflib
+
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise AdvbenchError(f"{API}: {name}: unknown argument{hint} (known: {', '.join(known)}, seed, strict, layout)")
     try:
         return EvaluationSpec.model_validate(evaluation)
     except ValidationError as exc:

@@ -128,7 +128,7 @@ def main() -> None:
     from advbench.contract.plugins import load_plugins
     from advbench.kit import backend
     from advbench.kit.target import Target
-    from advbench.run.harness import certified_radii
+    from advbench.runs.harness import certified_radii
 
     torch.set_num_threads(torch.get_num_threads())
     registry = load_plugins().registry

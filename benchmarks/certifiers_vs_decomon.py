@@ -59,7 +59,7 @@ def main() -> None:
     from advbench import BisectionCertifier
     from advbench.contract.plugins import load_plugins
     from advbench.kit.target import Target
-    from advbench.run.harness import certified_radii
+    from advbench.runs.harness import certified_radii
 
     registry = load_plugins().registry
     keras.utils.set_random_seed(0)

@@ -55,7 +55,7 @@ def main() -> None:
     from advbench.contract.plugins import load_plugins
     from advbench.kit import backend, lp
     from advbench.kit.target import Target
-    from advbench.run.harness import attack_radii
+    from advbench.runs.harness import attack_radii
 
     x_train, y_train, x, y, source = mnist(4 * args.images)
     model = madry_cnn(x_train, y_train)

@@ -92,7 +92,7 @@ def fresh_worker_start(spec: Path) -> float:
     code = (
         "import tempfile\n"
         "from advbench.kit import backend\n"
-        "from advbench.run.executors.ray import WorkerContext, worker_pipeline\n"
+        "from advbench.runs.executors.ray import WorkerContext, worker_pipeline\n"
         "from advbench.spec import load_spec\n"
         f"spec = {str(spec.resolve())!r}\n"
         "context = WorkerContext(spec, False, tempfile.mkdtemp(), backend.name(), load_spec(spec).hash)\n"

@@ -3,7 +3,7 @@
 import numpy as np
 
 from advbench.contract.plugins import load_plugins
-from advbench.run.context import Components
+from advbench.runs.context import Components
 
 REGISTRY = load_plugins(strict=True).registry
 """Every built-in component, loaded as a run loads them."""

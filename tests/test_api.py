@@ -115,7 +115,7 @@ def test_evaluate_and_run_on_the_same_saved_model_agree(mlp, tmp_path):
         ({"attacks": [{"steps": 3}]}, "attacks[0]: expected a name"),
         ({"attacks": [], "certifiers": []}, "give at least one attack or certifier"),
         ({"certifiers": ["crown", "crown"]}, "distinct labels"),
-        ({"batch_sise": 8}, "batch_sise: unknown argument"),
+        ({"batch_sise": 8}, "batch_sise: unknown argument; did you mean 'batch_size'?"),
         ({"batch_size": 0}, "batch_size: Input should be greater than or equal to 1"),
         ({"seed": -1}, "seed: expected an integer >= 0"),
         ({"x": np.full((4, 8, 8, 1), 255.0, np.float32)}, "x: expected pixels in [0, 1]"),

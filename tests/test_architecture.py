@@ -12,7 +12,7 @@ FLOORS = [
     ("contract", ("advbench.contract",)),
     ("kit", ("advbench.kit",)),
     ("spec", ("advbench.spec",)),
-    ("run", ("advbench.run",)),
+    ("runs", ("advbench.runs",)),
     ("results", ("advbench.results",)),
     ("api", ("advbench.api",)),
     ("cli", ("advbench.cli", "advbench.testing")),
@@ -125,8 +125,8 @@ def test_built_in_plugins_import_only_the_contract_and_the_kit():
 def test_the_check_sees_an_upward_and_a_function_local_import(tmp_path):
     # the test itself can fail: an import inside a function counts
     module = tmp_path / "m.py"
-    module.write_text("def f():\n    from advbench.run.store import RunStore\n")
-    assert imports(module, set(modules())) == {"advbench.run.store"}
+    module.write_text("def f():\n    from advbench.runs.store import RunStore\n")
+    assert imports(module, set(modules())) == {"advbench.runs.store"}
 
 
 def test_the_code_is_formatted_and_its_imports_sorted():

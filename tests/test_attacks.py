@@ -13,7 +13,7 @@ from scipy.optimize import minimize
 from advbench.kit import backend, lp, rng
 from advbench.kit.target import Target
 from advbench.lazy import keras
-from advbench.run.harness import attack_radii
+from advbench.runs.harness import attack_radii
 from advbench.testing import run_spec, tiny_spec
 from helpers import CONTEXT, REGISTRY, attack, exact_linear_radius, linear_model, trained_mlp
 
@@ -98,7 +98,7 @@ def test_misclassified_examples_have_radius_zero_and_are_not_attacked(mlp):
 
 def test_an_attack_leaving_its_budget_is_an_error(mlp):
     from advbench import Attack
-    from advbench.run.harness import AttackContractError
+    from advbench.runs.harness import AttackContractError
 
     class Cheat(Attack):
         def perturb(self, target, x, y, eps, norm, seed):

@@ -9,7 +9,7 @@ import pytest
 from advbench.kit import lp
 from advbench.kit.target import Target
 from advbench.lazy import keras
-from advbench.run.harness import attack_radii, certified_radii
+from advbench.runs.harness import attack_radii, certified_radii
 from helpers import REGISTRY, certifier, exact_linear_radius, linear_model, trained_mlp
 
 
@@ -355,7 +355,7 @@ MEMORY_PROBE = """
 import resource, sys
 import numpy as np
 from advbench import load_dataset
-from advbench.run.harness import certified_radii
+from advbench.runs.harness import certified_radii
 from advbench.contract.plugins import load_plugins
 from advbench.kit.target import Target
 from advbench.kit.training import initialize

@@ -18,8 +18,8 @@ import pytest
 
 from advbench.kit import backend, lp
 from advbench.kit.target import Target
-from advbench.run.context import Components
-from advbench.run.harness import attack_radii, certified_radii
+from advbench.runs.context import Components
+from advbench.runs.harness import attack_radii, certified_radii
 from helpers import REGISTRY, build, exact_linear_radius, linear_model
 
 ATTACK_SETTINGS = {

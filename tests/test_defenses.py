@@ -118,7 +118,7 @@ def test_training_with_cross_lipschitz_lowers_the_regularizer(digits):
 
 
 def test_pgd_training_raises_pgd_robust_accuracy(digits):
-    from advbench.run.harness import attack_radii
+    from advbench.runs.harness import attack_radii
 
     accuracy = {}
     for name, params in (("none", {}), ("pgd_training", {"eps": 0.1, "steps": 7})):
@@ -155,7 +155,7 @@ def test_certified_training_schedule_warms_up_then_ramps_by_step():
 def test_certified_training_raises_certified_accuracy_and_stays_below_the_attacks(digits):
     """A small CNN certifies nothing at linf 0.1 when trained plainly; trained on IBP or
     CROWN-IBP bounds, the same certifiers prove a large share, never above PGD's radius."""
-    from advbench.run.harness import attack_radii, certified_radii
+    from advbench.runs.harness import attack_radii, certified_radii
 
     certified = {}
     for name, params in (("none", {}), ("ibp_training", {"eps": 0.1}), ("crown_ibp_training", {"eps": 0.1})):
@@ -215,7 +215,7 @@ def test_augmentation_translates_and_flip_needs_a_mirror_invariant_dataset(tmp_p
 
 
 def test_hein_training_points_lie_past_the_runner_up_boundary_and_training_raises_l2_radii(digits):
-    from advbench.run.harness import attack_radii
+    from advbench.runs.harness import attack_radii
     from advbench_plugins.defenses.adversarial_training import runner_up_boundary_points
 
     keras.utils.set_random_seed(0)

@@ -9,7 +9,7 @@ from scipy.optimize import linprog, minimize_scalar
 
 from advbench.kit import backend
 from advbench.kit.target import Target
-from advbench.run.harness import attack_radii
+from advbench.runs.harness import attack_radii
 from helpers import REGISTRY, linear_model
 
 

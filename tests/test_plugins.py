@@ -167,8 +167,8 @@ def test_spec_local_plugin_file_runs_through_advbench_run(tmp_path, clean_sys_pa
 
 def test_importing_the_cli_and_all_plugins_does_not_import_tensorflow_or_ray():
     code = (
-        "import sys, advbench, advbench.cli, advbench.api, advbench.spec, advbench.results.markdown, advbench.run.runner\n"
-        "import advbench.run.executors, advbench.results.json, advbench.kit.bounds, advbench.kit.pgd\n"
+        "import sys, advbench, advbench.cli, advbench.api, advbench.spec, advbench.results.markdown, advbench.runs.runner\n"
+        "import advbench.runs.executors, advbench.results.json, advbench.kit.bounds, advbench.kit.pgd\n"
         "from advbench.contract.plugins import load_plugins\n"
         "host = load_plugins(strict=True)\n"
         "from advbench.spec.jsonschema import spec_schema; spec_schema(host.registry)\n"

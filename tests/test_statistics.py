@@ -209,7 +209,7 @@ def advbench_register_attacks(register):
 def test_defense_diagnostics_figures_labels_and_short_errors_reach_the_leaderboard(tmp_path, clean_sys_path):
     import numpy as np
 
-    from advbench.run.store import RunStore
+    from advbench.runs.store import RunStore
     from advbench.testing import run_spec, tiny_spec
     from advbench.text import MESSAGE_CHARACTERS, short_message
 

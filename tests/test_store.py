@@ -77,7 +77,7 @@ def test_a_second_process_on_the_same_run_directory_is_refused_with_who_holds_it
             "-c",
             textwrap.dedent(f"""
             import sys, time
-            from advbench.run.store import RunStore
+            from advbench.runs.store import RunStore
             store = RunStore({str(run.run_dir)!r})
             store.lock()
             print("locked", flush=True)
@@ -213,7 +213,7 @@ def test_a_model_with_an_unsound_certificate_is_ranked_last_and_its_certificate_
 def test_the_radius_bisection_stops_where_float32_cannot_split_the_bracket():
     from advbench.contract.plugins import load_plugins
     from advbench.kit.target import Target
-    from advbench.run.harness import attack_radii
+    from advbench.runs.harness import attack_radii
     from helpers import linear_model
 
     model = linear_model(classes=3, seed=1)

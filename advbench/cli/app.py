@@ -115,7 +115,7 @@ def run(
     """
     with reported():
         _check_rank_by(rank_by)
-        from advbench.run.executors import executor as make_executor
+        from advbench.runs.executors import executor as make_executor
 
         make_executor(executor, address, strict)  # an unknown executor or a missing extra: before any work
         if backend:

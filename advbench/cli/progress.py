@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from advbench.run.reporting import Reporter
+from advbench.runs.reporting import Reporter
 
 
 class RichReporter(Reporter):

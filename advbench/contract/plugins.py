@@ -206,11 +206,11 @@ def _source_digest(packages: list[str]) -> str:
         for package in packages:
             spec = importlib.util.find_spec(package)
             folders = list(spec.submodule_search_locations or []) if spec else []
-            files = [Path(spec.origin)] if spec and spec.origin and not folders else []
+            files = [(Path(spec.origin), Path(spec.origin).name)] if spec and spec.origin and not folders else []
             for folder in folders:
-                files += sorted(Path(folder).rglob("*.py"))
-            for path in files:
-                digest.update(f"{package}:{path.name}".encode())
+                files += [(path, path.relative_to(folder).as_posix()) for path in sorted(Path(folder).rglob("*.py"))]
+            for path, name in files:  # the path inside the package too: moving a module changes the code
+                digest.update(f"{package}:{name}".encode())
                 digest.update(path.read_bytes())
         _SOURCE_DIGESTS[key] = digest.hexdigest()[:16]
     return _SOURCE_DIGESTS[key]

@@ -14,8 +14,8 @@ import numpy as np
 from advbench.contract.components import BUDGET_RTOL
 from advbench.errors import AdvbenchError
 from advbench.kit.checks import clean_flags, masking_flags
-from advbench.run.jobs import job_id
-from advbench.run.store import RunStore
+from advbench.runs.jobs import job_id
+from advbench.runs.store import RunStore
 from advbench.text import short_message
 
 VIOLATION_RTOL = 1e-4

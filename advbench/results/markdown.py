@@ -13,7 +13,7 @@ from pathlib import Path
 from advbench.results.data import Bounds, Results, load_results
 from advbench.results.plots import examples_figure, plot
 from advbench.results.table import format_eps, percent, ranked, table, with_interval
-from advbench.run.jobs import job_id
+from advbench.runs.jobs import job_id
 
 
 def render_markdown(
@@ -239,7 +239,7 @@ def _provenance(results: Results) -> list[str]:
 def write_leaderboard(run_dir: str | Path, output: str | Path | None = None, rank_by: str = "certified") -> tuple[Path, Results]:
     """Write the markdown leaderboard (default ``<run_dir>/leaderboard.md``) with its
     plots and adversarial-example figures beside it."""
-    from advbench.run.store import RunStore
+    from advbench.runs.store import RunStore
 
     results = load_results(run_dir)
     store = RunStore.open(run_dir)

@@ -10,7 +10,7 @@ import numpy as np
 
 from advbench.results.data import Results
 from advbench.results.table import ranked, table
-from advbench.run.jobs import job_id
+from advbench.runs.jobs import job_id
 
 
 def plot(results: Results, norm: str, path: Path, rank_by: str = "certified") -> None:

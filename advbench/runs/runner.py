@@ -13,13 +13,13 @@ import traceback
 from pathlib import Path
 
 from advbench.kit import backend
-from advbench.run.context import Context
-from advbench.run.executors.local import InProcess
-from advbench.run.handlers import HANDLERS
-from advbench.run.jobs import Job
-from advbench.run.planner import Planner, versions
-from advbench.run.reporting import Reporter, RunSummary
-from advbench.run.store import DiskFull, RunStore, write_json
+from advbench.runs.context import Context
+from advbench.runs.executors.local import InProcess
+from advbench.runs.handlers import HANDLERS
+from advbench.runs.jobs import Job
+from advbench.runs.planner import Planner, versions
+from advbench.runs.reporting import Reporter, RunSummary
+from advbench.runs.store import DiskFull, RunStore, write_json
 from advbench.text import short_message
 
 
@@ -56,7 +56,7 @@ class Runner:
         return self.planner.plan()
 
     def run(self, executor=None) -> RunSummary:
-        """Run every unfinished job with ``executor`` (see :mod:`advbench.run.executors`; by
+        """Run every unfinished job with ``executor`` (see :mod:`advbench.runs.executors`; by
         default one after another in this process)."""
         backend.enable_determinism()
         jobs = self.plan()

@@ -1,7 +1,7 @@
 """One handler per job kind: what a job computes, from the store's inputs to its record.
 
 Each handler's :meth:`~Handler.run` returns the job's record (plain data) and the arrays
-too large for JSON (or ``None``); the runner (:mod:`advbench.run.runner`) seeds the job,
+too large for JSON (or ``None``); the runner (:mod:`advbench.runs.runner`) seeds the job,
 catches its errors and saves the record.
 """
 
@@ -12,8 +12,8 @@ import numpy as np
 from advbench.kit.checks import gradient_check, near_chance
 from advbench.kit.datafiles import file_digest
 from advbench.kit.training import initialize, train_model
-from advbench.run.context import build_model, make_target, pretrained
-from advbench.run.harness import KEEP_ADVERSARIAL, attack_radii, certified_radii
+from advbench.runs.context import build_model, make_target, pretrained
+from advbench.runs.harness import KEEP_ADVERSARIAL, attack_radii, certified_radii
 
 
 class Handler:

@@ -18,7 +18,7 @@ from advbench.contract.plugins import host_fingerprint
 from advbench.kit import backend
 from advbench.kit.data import Subsets, load_arrays, make_subsets
 from advbench.kit.datafiles import file_digest
-from advbench.run.jobs import Job, job_id
+from advbench.runs.jobs import Job, job_id
 from advbench.spec.resolved import ModelPlan, Spec, stable_hash
 
 

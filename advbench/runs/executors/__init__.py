@@ -28,8 +28,8 @@ class Executor(Protocol):
 
 
 EXECUTORS = {
-    "local": "advbench.run.executors.local:InProcess",
-    "ray": "advbench.run.executors.ray:RayExecutor",
+    "local": "advbench.runs.executors.local:InProcess",
+    "ray": "advbench.runs.executors.ray:RayExecutor",
 }
 """Each executor by the name ``--executor`` takes, as ``module:class`` (imported when chosen:
 Ray takes seconds to import)."""

@@ -59,9 +59,9 @@ def attack_radii(
     context=None,
 ) -> AttackOutcome:
     """Run ``attack`` on all examples in batches and return per-example outcomes.
-    ``context``: what the attack's ``prepare`` gets (:mod:`advbench.run.context`; by
+    ``context``: what the attack's ``prepare`` gets (:mod:`advbench.runs.context`; by
     default the installed attacks and no other models)."""
-    from advbench.run.context import Components
+    from advbench.runs.context import Components
 
     n = len(x)
     attack.prepare(target, x, y, Components() if context is None else context)

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Iterator
 
 from advbench.errors import AdvbenchError, UsageError
-from advbench.run.jobs import Job
-from advbench.run.reporting import Reporter
-from advbench.run.runner import Runner
-from advbench.run.store import DiskFull, RunStore
+from advbench.runs.jobs import Job
+from advbench.runs.reporting import Reporter
+from advbench.runs.runner import Runner
+from advbench.runs.store import DiskFull, RunStore
 
 POLL_SECONDS = 0.2
 """How often the driver relays the workers' progress while it waits for jobs."""
