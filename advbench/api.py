@@ -58,7 +58,7 @@ def evaluate(
     from advbench.contract import Defense
     from advbench.contract.plugins import load_plugins
     from advbench.kit import backend
-    from advbench.kit.checks import gradient_check
+    from advbench.kit.checks import gradient_check, unstable_predictions
     from advbench.results.data import model_bounds
     from advbench.results.evaluation import Evaluation
     from advbench.runs.context import Components, make_target
@@ -87,6 +87,7 @@ def evaluate(
         "randomness": target.randomness,
         "eot": target.protocol(),
         "gradients": gradient_check(target, x, y),
+        "unstable_predictions": unstable_predictions(target, x, y),
     }
     context = Components(host.registry)
     records = []

@@ -209,7 +209,7 @@ def test_targeted_apgd_hits_its_target_when_it_reports_success(correct_mlp):
 
     target, x, y = correct_mlp
     goal = (y + 3) % 10
-    found_norm, found, _ = apgd_search(
+    found_norm, found, _, _ = apgd_search(
         lambda a, b: target.loss_and_gradient(targeted_dlr(goal), a, b),
         backend.to_tensor(x),
         backend.to_tensor(y, "int32"),

@@ -33,6 +33,7 @@ DEFENSES = {
     "dropout": {},
     "cross_lipschitz": {},
     "pgd_training": {"eps": 0.1, "steps": 3},
+    "fgsm_training": {"eps": 0.1, "check_steps": 3},
     "gaussian_noise": {},
     "randomization": {},
     "prm": {},
@@ -121,7 +122,7 @@ def test_pgd_training_raises_pgd_robust_accuracy(digits):
     from advbench.runs.harness import attack_radii
 
     accuracy = {}
-    for name, params in (("none", {}), ("pgd_training", {"eps": 0.1, "steps": 7})):
+    for name, params in (("none", {}), ("pgd_training", {"eps": 0.1, "steps": 7}), ("fgsm_training", {"eps": 0.1})):
         keras.utils.set_random_seed(0)
         model = build("architecture", "mlp", hidden=64, activation="relu").build((8, 8, 1), 10)
         train_model(
@@ -139,6 +140,26 @@ def test_pgd_training_raises_pgd_robust_accuracy(digits):
         )
         accuracy[name] = 1 - outcome.success[0].mean()
     assert accuracy["pgd_training"] > accuracy["none"] + 0.2, accuracy
+    assert accuracy["fgsm_training"] > accuracy["none"] + 0.2, accuracy  # one FGSM step from a random start does it too
+
+
+def test_fgsm_training_stops_at_catastrophic_overfitting_and_brings_back_the_best_weights(digits):
+    keras.utils.set_random_seed(0)
+    model = build("architecture", "mlp", hidden=32, activation="relu").build((8, 8, 1), 10)
+    defense = build("defense", "fgsm_training", eps=0.1, check_steps=5)
+    history = train_model(model, defense, TrainingSpec(epochs=6, learning_rate=0.01), digits.x_train, digits.y_train, seed=0)
+    assert len(history["pgd_accuracy"]) == 6 and "stopped_after_epoch" not in history
+    assert max(history["pgd_accuracy"]) > 0.4
+    model.set_weights(defense._check[4])  # the best epoch's weights (what a collapse brings back)
+    best = [w.copy() for w in model.get_weights()]
+    probe = (digits.x_train, digits.y_train)
+    first = defense.on_epoch_end(model, 3, 4, probe)
+    assert "stop" not in first
+    model.set_weights([np.zeros_like(w) for w in best])  # collapsed: every image gets the same logits
+    collapsed = defense.on_epoch_end(model, 4, 5, probe)
+    assert collapsed["stop"] is True and collapsed["catastrophic_overfitting"] == 5.0
+    assert collapsed["pgd_accuracy"] < first["pgd_accuracy"] - 0.2
+    assert all(np.array_equal(w, b) for w, b in zip(model.get_weights(), best))  # the best epoch's weights are back
 
 
 def test_certified_training_schedule_warms_up_then_ramps_by_step():

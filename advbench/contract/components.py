@@ -198,6 +198,13 @@ class Defense(Component):
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         """Called before each training epoch (e.g. to ramp up a budget)."""
 
+    def on_epoch_end(self, model, epoch: int, epochs: int, probe) -> dict | None:
+        """Called after each training epoch with the model and ``probe``, a fixed sample of
+        the training data ``(x, y)`` (NumPy, the same every epoch): a dict of numbers goes
+        into the training history (one value per epoch), and ``"stop": True`` in it ends
+        training there (e.g. early stopping).  Default: nothing."""
+        return None
+
     def training_batch(self, model, x, y):
         """Return the ``(x, y)`` batch to train on (default: unchanged).  Runs inside compiled code."""
         return x, y
@@ -249,6 +256,12 @@ class DefenseStack(Defense):
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         for defense in self.defenses:
             defense.on_epoch_start(epoch, epochs)
+
+    def on_epoch_end(self, model, epoch: int, epochs: int, probe) -> dict | None:
+        logs: dict = {}
+        for defense in self.defenses:
+            logs.update(defense.on_epoch_end(model, epoch, epochs, probe) or {})
+        return logs or None
 
     def training_batch(self, model, x, y):
         for defense in self.defenses:
@@ -320,6 +333,14 @@ class Attack(Component):
         """Return, per example, the smallest adversarial example found (inside the box);
         like :meth:`perturb`, may return ``(x_adv, found_by)``."""
         raise NotImplementedError
+
+    def evidence(self) -> dict[str, np.ndarray]:
+        """What the last :meth:`perturb` or :meth:`minimize` call saw, per example, for the
+        indicators of attack failure (Pintor et al. 2022; see :mod:`advbench.kit.checks`):
+        ``incomplete_optimization`` (the loss was still rising at the last steps) and
+        ``transfer_failure`` (the point fooled the model it was crafted on), as boolean
+        arrays.  Default: nothing measured."""
+        return {}
 
 
 # -- certifiers -------------------------------------------------------------------------

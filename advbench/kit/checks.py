@@ -1,10 +1,11 @@
 """Can this evaluation be trusted?  Every check of advbench's in one place (as AutoAttack's
 ``checks.py``): near-chance accuracy (inputs scaled differently from training),
 probabilities where logits are expected, declared against observed randomness, zero or
-non-finite input gradients, and the signs of gradient masking read off the finished
-records (a black-box attack beating the white-box ones, success falling as the budget
-grows, examples no budget breaks).  The pipeline calls them where the evidence is made;
-the leaderboard shows what they found as flags.
+non-finite input gradients, the signs of gradient masking read off the finished records
+(a black-box attack beating the white-box ones, success falling as the budget grows,
+examples no budget breaks), and the six indicators of attack failure of Pintor et al.
+(2022) per attack and example (:func:`attack_indicators`).  The pipeline calls them where
+the evidence is made; the leaderboard shows what they found as flags.
 """
 
 from __future__ import annotations
@@ -53,16 +54,51 @@ def observed_randomness(target, x: np.ndarray) -> bool:
 
 def gradient_check(target, x: np.ndarray, y: np.ndarray) -> dict:
     """Shares of examples whose cross-entropy input gradient is all zero, or not finite:
-    signs of gradient masking (or of saturated softmax, which also blinds CE attacks)."""
+    signs of gradient masking (or of saturated softmax, which also blinds CE attacks); and
+    which examples (``unavailable``: the positions of either, Pintor et al.'s unavailable
+    gradients)."""
     from advbench.kit.boundary import input_gradients
 
-    zero = nonfinite = 0
+    zero, nonfinite = [], []
     for grad in input_gradients(target, x, y):
         flat = grad.reshape(len(grad), -1)
         finite = np.isfinite(flat).all(axis=1)
-        nonfinite += int((~finite).sum())
-        zero += int((finite & (np.abs(flat).max(axis=1) == 0)).sum())
-    return {"zero": zero / max(1, len(x)), "nonfinite": nonfinite / max(1, len(x))}
+        nonfinite.append(~finite)
+        zero.append(finite & (np.abs(flat).max(axis=1) == 0))
+    zero = np.concatenate(zero) if zero else np.zeros(0, bool)
+    nonfinite = np.concatenate(nonfinite) if nonfinite else np.zeros(0, bool)
+    return {
+        "zero": float(zero.sum()) / max(1, len(x)),
+        "nonfinite": float(nonfinite.sum()) / max(1, len(x)),
+        "unavailable": np.flatnonzero(zero | nonfinite).tolist(),
+    }
+
+
+UNSTABLE_DRAWS = 8
+UNSTABLE_RADIUS = 4 / 255
+UNSTABLE_CHANGE = 0.5
+"""Unstable predictions (Pintor et al.): the margin changes by more than ``UNSTABLE_CHANGE``
+of itself, on average over ``UNSTABLE_DRAWS`` uniform perturbations of up to
+``UNSTABLE_RADIUS`` per pixel (their setting: 8/255 wide, centred)."""
+
+
+def unstable_predictions(target, x: np.ndarray, y: np.ndarray, seed: int = 0) -> list[int]:
+    """The examples whose margin (true logit minus the largest other) moves by more than
+    :data:`UNSTABLE_CHANGE` of itself, on average, under small random perturbations: a
+    noisy or random loss landscape, where gradient steps mislead (Pintor et al.'s unstable
+    predictions indicator, on the margin rather than the loss: the cross-entropy of a
+    confident example is near 0 and relatively unstable for any model).  One draw per query
+    of a randomized model, so its randomness shows."""
+    from advbench.kit.target import adversarial_margin
+
+    generator = np.random.default_rng(seed)
+    reference = -adversarial_margin(target.logits_numpy(x).astype(np.float64), y)
+    change = np.zeros(len(x))
+    for _ in range(UNSTABLE_DRAWS):
+        noise = generator.uniform(-UNSTABLE_RADIUS, UNSTABLE_RADIUS, size=x.shape).astype(np.float32)
+        margin = -adversarial_margin(target.logits_numpy(np.clip(x + noise, 0, 1)).astype(np.float64), y)
+        change += np.abs(margin - reference) / np.maximum(np.abs(reference), 1e-12)
+    return np.flatnonzero(change / UNSTABLE_DRAWS > UNSTABLE_CHANGE).tolist()
 
 
 def clean_flags(b, clean: dict) -> list[str]:
@@ -118,3 +154,99 @@ def masking_flags(b, clean: dict) -> list[str]:
         if never > 1.0 / classes:
             flags.append(f"{100 * never:.0f}% unbroken at ε covering the whole input range")
     return flags
+
+
+INDICATORS = (
+    "silent_success",
+    "incomplete_optimization",
+    "transfer_failure",
+    "unconstrained_failure",
+    "unavailable_gradients",
+    "unstable_predictions",
+)
+"""Pintor et al.'s (2022) six indicators of attack failure, as advbench measures them:
+
+* ``silent_success``: at a budget of the spec the attack's run returned no adversarial
+  example, though it found one within that budget in another of its runs (a restart, the
+  bisection): the attack's own search had it and let it go (fixed-budget attacks);
+* ``incomplete_optimization``: at the largest budget, the example resisted while the attack
+  loss was still rising over the last ten steps (attacks that report it: PGD, APGD);
+* ``transfer_failure``: the point fooled the model it was crafted on, not the target
+  (transfer attacks);
+* ``unconstrained_failure``: nothing adversarial found even where the budget covers the
+  whole input box (advbench grows every fixed budget to the box's diameter; a minimal-norm
+  attack has no budget): every classifier can be broken there, so the attack failed;
+* ``unavailable_gradients``: zero or non-finite input gradients of the cross-entropy at the
+  example (attacks that use gradients);
+* ``unstable_predictions``: the margin moves by more than half itself under tiny random
+  perturbations (:func:`unstable_predictions`).
+
+Each is the share of the correctly classified examples it affects, or ``None`` where it does
+not apply to the attack (or the record predates it)."""
+
+
+def attack_indicators(b, clean: dict) -> dict[str, dict[str, float | None]]:
+    """Per attack of ``b`` (:class:`advbench.results.Bounds`), each of :data:`INDICATORS`:
+    the share of the correctly classified examples it affects, ``None`` where it does not apply."""
+    correct = b.correct
+    count = max(1, int(correct.sum()))
+    unavailable = _mask(clean.get("gradients", {}).get("unavailable"), len(correct))
+    unstable = _mask(clean.get("unstable_predictions"), len(correct))
+    found = {}
+    for label, record in b.attack_records.items():
+        radius = np.asarray(record["radius"], dtype=np.float64)
+        evidence = record.get("evidence") or {}
+        indicators: dict[str, float | None] = dict.fromkeys(INDICATORS)
+        if not record.get("minimal_norm") and record.get("success") and record.get("fixed_budget_success"):
+            silent = np.any(np.asarray(record["success"], bool) & ~np.asarray(record["fixed_budget_success"], bool), axis=0)
+            indicators["silent_success"] = _share(silent, correct, count)
+        for name in ("incomplete_optimization", "transfer_failure"):
+            if name in evidence:
+                indicators[name] = _share(np.asarray(evidence[name], bool), correct, count)
+        indicators["unconstrained_failure"] = _share(np.isinf(radius), correct, count)
+        if record.get("uses_gradients", True) and unavailable is not None:
+            indicators["unavailable_gradients"] = _share(unavailable, correct, count)
+        if unstable is not None:
+            indicators["unstable_predictions"] = _share(unstable, correct, count)
+        found[label] = indicators
+    return found
+
+
+def _mask(positions, n: int) -> np.ndarray | None:
+    if positions is None:
+        return None
+    mask = np.zeros(n, bool)
+    mask[np.asarray(positions, dtype=int)] = True
+    return mask
+
+
+def _share(flags: np.ndarray, correct: np.ndarray, count: int) -> float:
+    return float(np.sum(flags & correct)) / count
+
+
+ATTACK_LEVEL = ("silent_success", "incomplete_optimization", "transfer_failure", "unconstrained_failure")
+"""The indicators that depend on the attack; the other two depend on the model alone (and
+the gradient one is in :func:`masking_flags` already)."""
+
+
+def indicator_flags(indicators: dict[str, dict[str, float | None]]) -> list[str]:
+    """The leaderboard's flags for triggered indicators: per attack, those that depend on it,
+    with their shares; unstable predictions once (it is the model's)."""
+    flags = []
+    for label, found in indicators.items():
+        triggered = [f"{name.replace('_', ' ')} {_percent(found[name])}" for name in ATTACK_LEVEL if found.get(name)]
+        if triggered:
+            flags.append(f"{label}: {', '.join(triggered)}")
+    unstable = max((found.get("unstable_predictions") or 0.0 for found in indicators.values()), default=0.0)
+    if unstable:
+        flags.append(f"unstable predictions on {_percent(unstable)}")
+    return flags
+
+
+def triggered(found: dict[str, float | None]) -> list[str]:
+    """The attack-level indicators an attack's evaluation triggered (its number is then suspect)."""
+    return [name for name in ATTACK_LEVEL if found.get(name)]
+
+
+def _percent(share: float) -> str:
+    return f"{100 * share:.0f}%" if share >= 0.01 else f"{100 * share:.1f}%"

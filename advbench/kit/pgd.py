@@ -126,10 +126,14 @@ class PGD(Attack):
             def fooled(x, y):
                 return misclassified(target.logits(x), y)
 
+            def objective(x, y):
+                return loss(target.logits(x), y)
+
             return (
                 target.compile(run, batch_args=(0, 1, 2, 3)),
                 target.compile(start, batch_args=(0, 1)),
                 target.compile(fooled, batch_args=(0, 1)),
+                target.compile(objective, batch_args=(0, 1)),
             )
 
         return self.per_target(target, norm, build)
@@ -138,32 +142,40 @@ class PGD(Attack):
         """Restarts run only on the examples still unbroken; with ``early_stop`` the batch
         is also compacted every few steps to the examples still unbroken.  Against a
         randomized model one draw says little about the majority verdict, so every step
-        runs and the last iterate is returned (EOT-PGD)."""
+        runs and the last iterate is returned (EOT-PGD).  The steps run in chunks of
+        :data:`CHUNK`; the loss at the end of each chunk tells whether the last chunk still
+        raised it (:meth:`evidence`, ``incomplete_optimization``)."""
         if target.randomized:
             return self._perturb_randomized(target, x, y, eps, norm, seed)
-        run, start, fooled = self._functions(target, norm)
+        run, start, fooled, objective = self._functions(target, norm)
         settings = self.search_settings()
         x, y, eps = np.asarray(x, np.float32), np.asarray(y), np.asarray(eps, np.float32)
         result = x.copy()
         broken = np.zeros(len(x), dtype=bool)
-        chunk = CHUNK if settings["early_stop"] else settings["steps"]
+        progress = _Progress(len(x), settings["steps"])
         for restart in range(settings["restarts"]):
             active = np.flatnonzero(~broken)
             if not len(active):
                 break
             delta = backend.to_numpy(start(x[active], eps[active], rng.seed(seed, restart)))
+            progress.start(active, backend.to_numpy(objective(np.clip(x[active] + delta, 0.0, 1.0), y[active])))
+            smallest = np.full(len(x), np.inf)  # without early stop: the smallest adversarial iterate of the restart
             done = 0
             while done < settings["steps"] and len(active):
-                n = min(chunk, settings["steps"] - done)
+                n = min(CHUNK, settings["steps"] - done)
                 delta, found_norm, found = (
                     backend.to_numpy(t) for t in run(x[active], y[active], eps[active], delta, np.int32(n))
                 )
                 done += n
                 hit = np.isfinite(found_norm)
-                result[active[hit]] = found[hit]
+                better = hit & (found_norm < smallest[active])
+                result[active[better]] = found[better]
+                smallest[active[better]] = found_norm[better]
                 broken[active[hit]] = True
                 if settings["early_stop"]:
                     active, delta = active[~hit], delta[~hit]
+                if len(active):
+                    progress.after_chunk(active, backend.to_numpy(objective(np.clip(x[active] + delta, 0.0, 1.0), y[active])))
             # The last iterate is checked too; examples still unbroken keep it.
             if len(active):
                 last = np.clip(x[active] + delta, 0.0, 1.0)
@@ -171,22 +183,65 @@ class PGD(Attack):
                 unbroken = ~broken[active]
                 result[active[unbroken]] = last[unbroken]
                 broken[active[hit]] = True
+        self._evidence = {"incomplete_optimization": progress.still_rising() & ~broken} if progress.measured else {}
         return result
 
     def _perturb_randomized(self, target, x, y, eps, norm, seed):
-        run, start, _ = self._functions(target, norm)
+        run, start, _, objective = self._functions(target, norm)
         settings = self.search_settings()
         x, y, eps = np.asarray(x, np.float32), np.asarray(y), np.asarray(eps, np.float32)
+        everyone = np.arange(len(x))
+        progress = _Progress(len(x), settings["steps"])
         restarts = []
         for restart in range(settings["restarts"]):
             delta = backend.to_numpy(start(x, eps, rng.seed(seed, restart)))
-            delta = backend.to_numpy(run(x, y, eps, delta, np.int32(settings["steps"]))[0])
+            progress.start(everyone, backend.to_numpy(objective(np.clip(x + delta, 0.0, 1.0), y)))
+            done = 0
+            while done < settings["steps"]:
+                n = min(CHUNK, settings["steps"] - done)
+                delta = backend.to_numpy(run(x, y, eps, delta, np.int32(n))[0])
+                done += n
+                progress.after_chunk(everyone, backend.to_numpy(objective(np.clip(x + delta, 0.0, 1.0), y)))
             restarts.append(np.clip(x + delta, 0.0, 1.0))
-        if len(restarts) == 1:
-            return restarts[0]
         # keep, per example, the restart the majority verdict calls adversarial, if any
         result = restarts[-1].copy()
-        for candidate in restarts:
-            broken = target.predict(candidate) != y
-            result[broken] = candidate[broken]
+        broken = np.zeros(len(x), dtype=bool)
+        for candidate in restarts if len(restarts) > 1 else []:
+            hit = target.adversarial(candidate, y)
+            result[hit] = candidate[hit]
+            broken |= hit
+        self._evidence = {"incomplete_optimization": progress.still_rising() & ~broken} if progress.measured else {}
         return result
+
+    def evidence(self) -> dict[str, np.ndarray]:
+        return dict(getattr(self, "_evidence", {}))
+
+
+class _Progress:
+    """Per example, the attack loss at the start of a restart and after each chunk of steps:
+    whether its running best still rose by more than :data:`STILL_RISING` of its range over
+    the last chunk (the last ten steps), Pintor et al.'s incomplete optimization.  Measured
+    only with more than one chunk of steps."""
+
+    def __init__(self, n: int, steps: int):
+        self.measured = steps > CHUNK
+        self.best = np.full(n, -np.inf)
+        self.before_last = np.full(n, -np.inf)
+        self.lowest = np.full(n, np.inf)
+
+    def start(self, index, loss) -> None:
+        self.best[index] = self.before_last[index] = self.lowest[index] = loss
+
+    def after_chunk(self, index, loss) -> None:
+        self.before_last[index] = self.best[index]
+        self.best[index] = np.maximum(self.best[index], loss)
+        self.lowest[index] = np.minimum(self.lowest[index], loss)
+
+    def still_rising(self) -> np.ndarray:
+        span = self.best - self.lowest
+        with np.errstate(invalid="ignore"):
+            return np.isfinite(span) & (self.best - self.before_last > STILL_RISING * np.maximum(span, 1e-12))
+
+
+STILL_RISING = 0.05
+"""Pintor et al.'s threshold: the running best loss rose by more than 5% of its range over the last ten steps."""

@@ -138,6 +138,8 @@ def train_model(
 
     step = backend.compile(step, state=state, mutable=state)
     rng = np.random.default_rng(seed)
+    probe_index = np.random.default_rng([seed, 1]).permutation(len(x))[:PROBE]
+    probe = (x[probe_index], y[probe_index])
     history = {"loss": [], "accuracy": []}
     started = time.perf_counter()
     for epoch in range(training.epochs):
@@ -152,6 +154,18 @@ def train_model(
         logs = {"loss": loss_sum / len(x), "accuracy": correct_sum / len(x)}
         history["loss"].append(logs["loss"])
         history["accuracy"].append(logs["accuracy"])
+        extra = defense.on_epoch_end(model, epoch, training.epochs, probe) or {}
+        stop = bool(extra.pop("stop", False))
+        for key, value in extra.items():
+            history.setdefault(key, []).append(float(value))
+            logs[key] = value
         on_epoch(epoch, logs)
+        if stop:
+            history["stopped_after_epoch"] = epoch + 1
+            break
     history["seconds"] = time.perf_counter() - started
     return history
+
+
+PROBE = 1024
+"""Training examples handed to ``Defense.on_epoch_end`` (the same each epoch, drawn by the training seed)."""

@@ -13,7 +13,7 @@ import numpy as np
 
 from advbench.contract.components import BUDGET_RTOL
 from advbench.errors import AdvbenchError
-from advbench.kit.checks import clean_flags, masking_flags
+from advbench.kit.checks import attack_indicators, clean_flags, indicator_flags, masking_flags
 from advbench.runs.jobs import job_id
 from advbench.runs.store import RunStore
 from advbench.text import short_message
@@ -42,6 +42,7 @@ class Bounds:
     notes: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     unsound: set[str] = field(default_factory=set)  # certifiers shown wrong on this model: their radii are not used
+    indicators: dict[str, dict[str, float | None]] = field(default_factory=dict)  # attack -> indicator -> share (kit.checks)
 
     @property
     def correct(self) -> np.ndarray:
@@ -270,6 +271,8 @@ def model_bounds(
         else:
             b.notes.append(f"{label}: {record['message']}")
     b.flags.extend(masking_flags(b, clean))
+    b.indicators = attack_indicators(b, clean)
+    b.flags.extend(indicator_flags(b.indicators))
     for certifier, attack, count in b.violations():
         # the attack's example was checked to be misclassified: the certificate is wrong
         b.unsound.add(certifier)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from advbench.results.data import Results
 from advbench.results.statistics import CONFIDENCE
 
-FORMAT = "advbench-leaderboard/2"
+FORMAT = "advbench-leaderboard/3"
 
 
 class _Model(BaseModel):
@@ -62,6 +62,12 @@ class Entry(_Model):
         description="Share of the correctly classified examples whose empirical radius each attack gave ('' : none found)."
     )
     flags: list[str]
+    indicators: dict[str, dict[str, Optional[float]]] = Field(
+        description="Per attack, Pintor et al.'s (2022) indicators of attack failure (silent_success, "
+        "incomplete_optimization, transfer_failure, unconstrained_failure, unavailable_gradients, "
+        "unstable_predictions): the share of the correctly classified examples each affects; null where it does not "
+        "apply to the attack (advbench.kit.checks.INDICATORS says how each is measured)."
+    )
     errors: list[str]
     notes: list[str]
     unsound_certifiers: list[str]
@@ -77,7 +83,7 @@ class ThreatModelTable(_Model):
 
 
 class Leaderboard(_Model):
-    format: Literal["advbench-leaderboard/2"] = FORMAT
+    format: Literal["advbench-leaderboard/3"] = FORMAT
     name: str
     dataset: dict
     seed: int
@@ -132,6 +138,7 @@ def leaderboard_document(results: Results, rank_by: str = "certified") -> dict:
                     median_gap=_radius(b.median_gap()),
                     empirical_sources=dict(b.source_shares()) if b.empirical and b.correct.any() else {},
                     flags=list(b.flags),
+                    indicators=b.indicators,
                     errors=list(b.errors),
                     notes=list(b.notes),
                     unsound_certifiers=sorted(b.unsound),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from advbench.kit.checks import triggered
 from advbench.results.data import Bounds, Results, load_results
 from advbench.results.plots import examples_figure, plot
 from advbench.results.table import format_eps, percent, ranked, table, with_interval
@@ -60,6 +61,7 @@ def render_markdown(
         lines += ["| " + " | ".join(row.cells) + " |" for row in shown.rows]
         lines += [""] + shown.notes + [""]
         lines += _per_method(bounds, rank_by, threat["eps"])
+        lines += _indicators(bounds, rank_by)
         lines += _sources(bounds, rank_by)
         ceiling = results.robustness_limit(threat["eps"])
         if ceiling is not None:
@@ -151,11 +153,16 @@ def _per_method(bounds: list[Bounds], rank_by: str, eps_list: list[float]) -> li
         "| " + " | ".join(header) + " |",
         "|---|" + "---:|" * (len(header) - 1),
     ]
+    flagged = False
     for b in ranked(bounds, rank_by):
         cells = [b.model]
-        cells += [
-            " / ".join(percent(b.empirical_accuracy(e, a)) for e in eps_list) if a in b.empirical else "n/a" for a in attacks
-        ]
+        for a in attacks:
+            if a not in b.empirical:
+                cells.append("n/a")
+                continue
+            marked = " ⚑" if triggered(b.indicators.get(a, {})) else ""
+            flagged |= bool(marked)
+            cells.append(" / ".join(percent(b.empirical_accuracy(e, a)) for e in eps_list) + marked)
         cells += [
             "unsound"
             if c in b.unsound
@@ -165,7 +172,33 @@ def _per_method(bounds: list[Bounds], rank_by: str, eps_list: list[float]) -> li
             for c in certifiers
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    if flagged:
+        lines += ["", "⚑: an indicator of attack failure triggered on this evaluation (see below): its number may be too high."]
     return lines + [""]
+
+
+def _indicators(bounds: list[Bounds], rank_by: str) -> list[str]:
+    """The indicators of attack failure per model and attack, where any is triggered."""
+    rows = []
+    for b in ranked(bounds, rank_by):
+        for label, found in b.indicators.items():
+            shown = [f"{name.replace('_', ' ')} {percent(share)}%" for name, share in found.items() if share]
+            if shown:
+                rows.append(f"| {b.model} | {label} | {', '.join(shown)} |")
+    if not rows:
+        return []
+    return [
+        "Indicators of attack failure (Pintor et al. 2022), as shares of the correctly classified examples: silent "
+        "success (a budget's run let go of an adversarial example the attack had found), incomplete optimization (the "
+        "loss still rising at the last steps), transfer failure, unconstrained failure (nothing found where the budget "
+        "covers the whole input box), unavailable gradients, unstable predictions (the margin moves by more than half "
+        "under tiny random noise). Each marks an evaluation to repeat with a stronger or better-suited attack.",
+        "",
+        "| model | attack | triggered indicators |",
+        "|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def _sources(bounds: list[Bounds], rank_by: str) -> list[str]:

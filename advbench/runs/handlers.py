@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from advbench.kit.checks import gradient_check, near_chance
+from advbench.kit.checks import gradient_check, near_chance, unstable_predictions
 from advbench.kit.datafiles import file_digest
 from advbench.kit.training import initialize, train_model
 from advbench.runs.context import build_model, make_target, pretrained
@@ -95,6 +95,7 @@ class Clean(Handler):
         advance(len(x))
         return {
             "gradients": gradient_check(target, x, y),
+            "unstable_predictions": unstable_predictions(target, x, y),
             "diagnostics": diagnostics,
             "dataset": data.data.info,
             "status": "ok",
@@ -213,6 +214,8 @@ def method_record(
     )
     if outcome.found_by is not None:
         record["found_by"] = outcome.found_by
+    if outcome.evidence:
+        record["evidence"] = {name: values.tolist() for name, values in outcome.evidence.items()}
     keep = slice(0, KEEP_ADVERSARIAL)
     kept = outcome.adversarial[keep]
     return record, {

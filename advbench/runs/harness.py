@@ -5,9 +5,18 @@
   bisection over eps (per example, batched) until the bracket [eps where it failed,
   norm of the adversarial example] is tighter than the relative tolerance.  Examples
   not broken at the largest eps are tried at doubling budgets up to the box diameter.
-* A minimal-norm attack's result gives the radius directly.  A fixed-budget attack with a
-  minimal-norm stage (``Attack.minimal_stage``) runs it first; the bisection then starts
-  from its radius, so the result is the smaller of both.
+* A minimal-norm attack's result gives the radius directly.
+* A fixed-budget attack with a minimal-norm stage (``Attack.minimal_stage``, the
+  ``ensemble``) is scheduled as AutoAttack runs its cascade: the minimal-norm stage once;
+  then at each eps of the spec, from the largest down, only on the examples not yet broken
+  at that eps, and below the largest only on those a larger budget broke (the attack itself
+  runs each member only on what the earlier ones left); then the bisection only inside each
+  example's bracket [largest eps it resisted, smallest adversarial norm found], and the
+  budget grows beyond the largest eps only where nothing at all was found.  Its radius is thus the smallest any member found, sharpened inside
+  the bracket; no work is spent on examples an earlier stage already settled.
+* An adversarial example counts only when :meth:`~advbench.kit.target.Target.adversarial`
+  verifies it anew (a margin that survives float32 reordering, in a batch of its own), and
+  the radius is the norm of that very point.
 * A certifier's radius is taken as returned.
 
 Misclassified clean examples have radius 0 on both sides and are not attacked.
@@ -42,6 +51,7 @@ class AttackOutcome:
     adversarial: np.ndarray  # the smallest adversarial example found per example (x where none)
     attack_calls: int  # batched calls of the attack, bisection included
     found_by: list | None = None  # per example: which part of a composite attack found it
+    evidence: dict[str, np.ndarray] | None = None  # per example, what the attack saw at the largest eps (Attack.evidence)
 
 
 def attack_radii(
@@ -70,6 +80,7 @@ def attack_radii(
     fixed[:, predicted != y] = True
     adversarial = x.copy()
     found_by = np.full(n, None, dtype=object)
+    evidence: dict[str, np.ndarray] = {}
     calls = 0
     for start in range(0, n, batch_size):
         index = np.arange(start, min(n, start + batch_size))
@@ -83,11 +94,13 @@ def attack_radii(
             radius[index] = search.best_norm
             adversarial[index] = search.best_adv
             found_by[index] = search.found_by
+            for name, values in search.evidence.items():
+                evidence.setdefault(name, np.zeros(n, dtype=bool))[index] = values
             calls += search.calls
         advance(min(n, start + batch_size) - start)
     success = radius[None, :] <= np.asarray(eps_list)[:, None] * (1 + BUDGET_RTOL)
     labels = found_by.tolist() if any(f is not None for f in found_by) else None
-    return AttackOutcome(radius, success, fixed, adversarial, calls, labels)
+    return AttackOutcome(radius, success, fixed, adversarial, calls, labels, evidence)
 
 
 class _RadiusSearch:
@@ -101,18 +114,29 @@ class _RadiusSearch:
         self.found_by = np.full(len(x), None, dtype=object)
         self.calls = 0
         self.cap = lp.box_diameter(x.shape[1:], norm)
+        self.evidence: dict[str, np.ndarray] = {}  # per example, from the call at the largest eps (or the minimal stage)
 
     def minimal(self) -> None:
         everyone = np.arange(len(self.x))
         self._record(everyone, *self._call(everyone, None))
+        self._keep_evidence(everyone)
+
+    def _keep_evidence(self, index) -> None:
+        for name, values in self.attack.evidence().items():
+            self.evidence.setdefault(name, np.zeros(len(self.x), dtype=bool))[index] = np.asarray(values, dtype=bool)
 
     def fixed_budget(self, eps_list, tolerance) -> np.ndarray:
         n = len(self.x)
         lower = np.zeros(n)  # largest eps at which the attack failed (below the best norm)
         fixed = np.zeros((len(eps_list), n), dtype=bool)
         everyone = np.arange(n)
-        for k, eps in enumerate(eps_list):
-            fixed[k] = self._attempt(everyone, np.full(n, eps), lower)
+        if self.attack.minimal_stage:
+            self._cascade(eps_list, fixed, lower)
+        else:
+            for k, eps in enumerate(eps_list):
+                fixed[k] = self._attempt(everyone, np.full(n, eps), lower)
+                if k == len(eps_list) - 1:
+                    self._keep_evidence(everyone)
         # Grow the budget for examples still unbroken, up to the box diameter.
         eps = float(max(eps_list))
         while eps < self.cap:
@@ -136,6 +160,25 @@ class _RadiusSearch:
             self._attempt(todo, middle[todo], lower)
             stalled[todo] = (lower[todo] == bracket[0]) & (self.best_norm[todo] == bracket[1])
         return fixed
+
+    def _cascade(self, eps_list, fixed, lower) -> None:
+        """AutoAttack's schedule for an attack with a minimal-norm stage (which ran already):
+        from the largest eps down, the attack runs only on the examples not yet broken at
+        that eps; below the largest, only on those the larger budgets broke (the ball of a
+        smaller eps lies inside the larger one, so an example the attack could not break
+        within the largest eps counts as unbroken within the smaller ones)."""
+        everyone = np.arange(len(self.x))
+        resisted = np.zeros(len(self.x), dtype=bool)  # unbroken at a larger eps
+        for k in range(len(eps_list) - 1, -1, -1):
+            eps = eps_list[k]
+            fixed[k] = self.best_norm <= eps * (1 + BUDGET_RTOL)
+            todo = everyone[~fixed[k] & ~resisted]
+            if len(todo):
+                fixed[k, todo] = self._attempt(todo, np.full(len(todo), eps), lower)
+                if k == len(eps_list) - 1:
+                    self._keep_evidence(todo)
+            resisted |= ~fixed[k]
+            lower[resisted] = np.maximum(lower[resisted], eps)  # resisted within eps: the bracket starts there
 
     def _attempt(self, index, eps, lower) -> np.ndarray:
         success = self._record(index, *self._call(index, eps))
@@ -170,7 +213,8 @@ class _RadiusSearch:
                 raise AttackContractError(f"attack {name!r} left its budget: {self.norm} norm {size[k]:.6g} > eps {eps[k]:.6g}")
 
     def _record(self, index, adv, found_by=None) -> np.ndarray:
-        success = self.target.predict(adv) != self.y[index]
+        # verified anew (not in the attack's batch): only a point that holds up counts
+        success = self.target.adversarial(adv, self.y[index])
         size = lp.numpy_norm(adv - self.x[index], self.norm)
         better = success & (size < self.best_norm[index])
         self.best_norm[index[better]] = size[better]

@@ -26,6 +26,8 @@ from advbench.lazy import keras
 
 ALPHA = 0.75
 RHO = 0.75
+TAIL = 10
+"""The last steps over which a still-rising loss means the optimization was incomplete."""
 
 
 def checkpoints(steps: int) -> list[int]:
@@ -60,7 +62,9 @@ def targeted_dlr(target_class):
 
 def apgd_search(loss_and_gradient, x, y, eps, norm, seed, *, steps, random_start=True, target_class=None, stop_early=True):
     """One APGD run (compilable).  Returns per example the smallest adversarial iterate
-    seen (and its norm, inf if none) and the point of highest loss.  With
+    seen (and its norm, inf if none), the point of highest loss, and whether the best loss
+    still rose by more than 5% of its range over the last :data:`TAIL` steps (Pintor et
+    al.'s incomplete optimization; False with fewer steps).  With
     ``target_class``, an iterate counts as adversarial only when it is classified as that
     class (a targeted success).  ``stop_early`` leaves the loop once every example has
     an adversarial iterate (off against randomized models, where one draw decides little)."""
@@ -114,6 +118,8 @@ def apgd_search(loss_and_gradient, x, y, eps, norm, seed, *, steps, random_start
         reduced=ops.zeros((batch,), "bool"),
         found_norm=found_norm,
         found=found,
+        tail_best=loss,
+        lowest=loss,
     )
 
     def body(i, s):
@@ -148,6 +154,8 @@ def apgd_search(loss_and_gradient, x, y, eps, norm, seed, *, steps, random_start
             reduced=ops.where(at_mark, halve, s["reduced"]),
             found_norm=found_norm,
             found=found,
+            tail_best=ops.where(i <= steps - TAIL, best_loss, s["tail_best"]),
+            lowest=ops.minimum(s["lowest"], loss),
         )
 
     def keep_going(i, s):
@@ -158,7 +166,9 @@ def apgd_search(loss_and_gradient, x, y, eps, norm, seed, *, steps, random_start
     _, final = backend.while_loop(keep_going, body, (1, state))
     loss, _, logits = loss_and_gradient(final["current"], y)
     found_norm, found = adversarial(final["current"], logits, final["found_norm"], final["found"])
-    return found_norm, found, final["best"]
+    span = ops.maximum(final["best_loss"] - final["lowest"], 1e-12)
+    rising = final["best_loss"] - final["tail_best"] > 0.05 * span
+    return found_norm, found, final["best"], rising
 
 
 class APGDParams(Params):
@@ -202,6 +212,7 @@ class APGD(Attack):
         x, y, eps = np.asarray(x, np.float32), np.asarray(y), np.asarray(eps, np.float32)
         result = x.copy()
         broken = np.zeros(len(x), bool)
+        rising = np.zeros(len(x), bool)
         if self.params.targeted:
             order = np.argsort(-target.logits_numpy(x), axis=1)
             # the top classes other than the label, best first
@@ -217,19 +228,24 @@ class APGD(Attack):
                     continue
                 run = self._run(target, norm, loss_name)
                 seed_pair = rng.seed(seed, run_index, restart)
-                found_norm, found, best = (
+                found_norm, found, best, still = (
                     backend.to_numpy(t) for t in run(x[active], y[active], eps[active], seed_pair, classes[active])
                 )
+                rising[active] = still
                 if target.randomized:  # judge by the majority over draws, at the highest-loss point
                     found = best
-                    hit = target.predict(best) != y[active]
+                    hit = target.adversarial(best, y[active])
                 else:
                     hit = np.isfinite(found_norm)
                 result[active] = np.where(
                     hit[:, None, None, None], found, np.where(broken[active, None, None, None], result[active], best)
                 )
                 broken[active[hit]] = True
+        self._evidence = {"incomplete_optimization": rising & ~broken} if self.params.steps > TAIL else {}
         return result
+
+    def evidence(self):
+        return dict(getattr(self, "_evidence", {}))
 
 
 @hookimpl

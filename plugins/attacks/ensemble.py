@@ -59,7 +59,7 @@ class Ensemble(Attack):
             if norm not in attack.norms:
                 continue
             candidate = np.asarray(attack.minimize(target, x, y, norm, seed + 100 + k), np.float32)
-            candidate_size = np.where(target.predict(candidate) != y, lp.numpy_norm(candidate - x, norm), np.inf)
+            candidate_size = np.where(target.adversarial(candidate, y), lp.numpy_norm(candidate - x, norm), np.inf)
             better = candidate_size < size
             best[better], size[better], found_by[better] = candidate[better], candidate_size[better], label
         return best, found_by
@@ -73,7 +73,7 @@ class Ensemble(Attack):
             if not len(active):
                 break
             candidate = np.asarray(attack.perturb(target, x[active], y[active], eps[active], norm, seed + k))
-            broken = target.predict(candidate) != y[active]
+            broken = target.adversarial(candidate, y[active])
             result[active] = candidate
             found_by[active[broken]] = label
         return result, found_by

@@ -77,7 +77,7 @@ class HeinBoundary(Attack):
 
         def crosses(scale):
             delta, feasible = candidate(scale)
-            return (target.predict(np.clip(x + delta, 0, 1).astype(np.float32)) != y), delta
+            return target.adversarial(np.clip(x + delta, 0, 1).astype(np.float32), y), delta
 
         low, high = np.zeros(len(x)), np.ones(len(x))
         success, _ = crosses(high)

@@ -37,7 +37,10 @@ class Transfer(PGD):
         self.source = context.target(self.params.source)
 
     def perturb(self, target, x, y, eps, norm, seed):
-        return super().perturb(self.source, x, y, eps, norm, seed)
+        crafted = super().perturb(self.source, x, y, eps, norm, seed)
+        # the points that fool the source: where they do not fool the target, the transfer failed
+        self._evidence = {"transfer_failure": self.source.adversarial(crafted, y) & ~target.adversarial(crafted, y)}
+        return crafted
 
 
 @hookimpl

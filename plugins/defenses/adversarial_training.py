@@ -1,6 +1,8 @@
 """Adversarial training: Madry et al.'s PGD training (`pgd_training`) for linf and l2,
-on the PGD of the attacks (:mod:`advbench.kit.pgd`), and Hein & Andriushchenko's l2
-training on their boundary attack (`hein_training`), reusing its exact box solver."""
+on the PGD of the attacks (:mod:`advbench.kit.pgd`); Wong et al.'s fast FGSM training
+(`fgsm_training`: one FGSM step from a random start, 1.25 eps long, with a check for
+catastrophic overfitting); and Hein & Andriushchenko's l2 training on their boundary
+attack (`hein_training`), reusing its exact box solver."""
 
 from __future__ import annotations
 
@@ -73,14 +75,86 @@ class PGDTraining(Defense):
             gradient, (values, logits) = backend.grad(objective, inputs)
             return values, gradient, logits
 
-        delta = pgd_start(x_adv, eps, p.norm, p.random_start, rng.fold_in(rng.seed(7), calls))
-        step_size = p.step_size if p.step_size is not None else 2.5 / p.steps
-        delta, _, _ = pgd_steps(loss_and_gradient, x_adv, y_adv, eps, p.norm, delta, steps=p.steps, step_size=step_size)
+        steps, step_size, random_start = self.search()
+        delta = pgd_start(x_adv, eps, p.norm, random_start, rng.fold_in(rng.seed(7), calls))
+        delta, _, _ = pgd_steps(loss_and_gradient, x_adv, y_adv, eps, p.norm, delta, steps=steps, step_size=step_size)
         adversarial = ops.stop_gradient(ops.clip(x_adv + delta, 0.0, 1.0))
         return ops.concatenate([adversarial, x[count:]], axis=0), y
 
+    def search(self) -> tuple[int, float, bool]:
+        """The inner maximization: PGD steps, step as a fraction of eps, random start."""
+        p = self.params
+        return p.steps, (p.step_size if p.step_size is not None else 2.5 / p.steps), p.random_start
+
     def settings(self):
-        return {**super().settings(), "cost": f"about {self.params.steps + 1} forward-backward passes per batch"}
+        return {**super().settings(), "cost": f"about {self.search()[0] + 1} forward-backward passes per batch"}
+
+
+class FGSMTrainingParams(Params):
+    norm: Literal["linf", "l2"] = Field("linf", description="Norm of the training threat model.")
+    eps: Budget = Field(0.3, gt=0, description="Training budget (a fraction like 8/255 is read as its value).")
+    alpha: float = Field(
+        1.25,
+        gt=0,
+        description="The FGSM step as a fraction of eps (Wong et al.: 1.25; at 2 and above catastrophic overfitting "
+        "comes early).",
+    )
+    loss: Literal["ce", "cw"] = Field("ce", description="Loss the step ascends.")
+    share: float = Field(1.0, gt=0, le=1, description="Share of each batch replaced by adversarial examples.")
+    ramp_epochs: int = Field(0, ge=0, description="Epochs over which eps grows linearly from eps / ramp_epochs to eps.")
+    check_steps: int = Field(
+        10, ge=0, description="PGD steps of the end-of-epoch check for catastrophic overfitting (0: no check)."
+    )
+    check_examples: int = Field(512, ge=1, description="Training examples the check attacks (the same every epoch).")
+    check_drop: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="A fall of the checked PGD accuracy by more than this below its best so far is "
+        "catastrophic overfitting: training stops and the weights of the best epoch come back (Wong et al.'s early stopping).",
+    )
+
+
+class FGSMTraining(PGDTraining):
+    """Wong et al. 2020 ("Fast is better than free"): FGSM from a random start, step 1.25 eps; stops at catastrophic overfitting."""
+
+    Params = FGSMTrainingParams
+
+    def __init__(self, params=None, **kwargs):
+        super().__init__(params, **kwargs)
+        self._check = None  # (target, PGD, probe, best accuracy, best weights)
+
+    def search(self):
+        return 1, self.params.alpha, True
+
+    def on_epoch_end(self, model, epoch, epochs, probe):
+        """PGD accuracy on the fixed probe of training examples at the full budget; on a collapse (catastrophic overfitting: FGSM's examples stop being hard, PGD's
+        accuracy falls to near 0), the best epoch's weights come back and training stops."""
+        import numpy as np
+
+        p = self.params
+        if not p.check_steps or probe is None:
+            return None
+        from advbench.kit.pgd import PGD
+        from advbench.kit.target import Target
+
+        if self._check is None or self._check[0].model is not model:
+            x, y = probe[0][: p.check_examples], probe[1][: p.check_examples]
+            target = Target(model, num_classes=int(model.output_shape[-1]), batch_size=256)
+            self._check = [target, PGD(steps=p.check_steps, restarts=1), (x, y), -1.0, None]
+        target, attack, (x, y), best, _ = self._check
+        eps = np.full(len(x), p.eps, np.float32)  # the full budget: a ramp's smaller ones would fall as they grow
+        robust = float(np.mean(target.predict(attack.perturb(target, x, y, eps, p.norm, seed=epoch)) == y))
+        logs = {"pgd_accuracy": robust}
+        if robust > best:
+            self._check[3], self._check[4] = robust, [w.copy() for w in model.get_weights()]
+        elif best - robust > p.check_drop:
+            model.set_weights(self._check[4])
+            logs.update(catastrophic_overfitting=float(epoch + 1), stop=True)
+        return logs
+
+    def settings(self):
+        return {**super().settings(), "cost": "about 2 forward-backward passes per batch"}
 
 
 class HeinTrainingParams(Params):
@@ -161,4 +235,5 @@ def runner_up_boundary_points(model, x, y, growth_steps, bisection_steps, max_no
 @hookimpl
 def advbench_register_defenses(register):
     register("pgd_training", PGDTraining)
+    register("fgsm_training", FGSMTraining)
     register("hein_training", HeinTraining)
