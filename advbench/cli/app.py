@@ -20,6 +20,7 @@ from rich.table import Table
 
 import advbench
 from advbench.errors import AdvbenchError, UsageError
+from advbench.text import terminal
 
 app = typer.Typer(
     name="advbench",
@@ -71,14 +72,14 @@ def reported():
     plugin warnings as one line each."""
 
     def show(message, category, filename, lineno, file=None, line=None):
-        errors.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+        errors.print(f"[yellow]warning:[/] {escape(terminal(str(message)))}", highlight=False, soft_wrap=True)
 
     previous = warnings.showwarning
     warnings.showwarning = show
     try:
         yield
     except AdvbenchError as exc:
-        text = escape(str(exc))
+        text = escape(terminal(str(exc)))
         errors.print(f"[red]error:[/] {text}" if "\n" not in text else f"[red]error:[/]\n{text}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     finally:
@@ -118,10 +119,11 @@ def run(
         from advbench.runs.executors import executor as make_executor
 
         make_executor(executor, address, strict)  # an unknown executor or a missing extra: before any work
-        if backend:
-            from advbench.kit.backend import select
+        from advbench.kit.backend import check_environment, select
 
+        if backend:
             select(backend)
+        check_environment()
         from advbench.spec.loading import load_spec
 
         if out is not None and out.exists() and not out.is_dir():
@@ -159,10 +161,11 @@ def validate(
 ) -> None:
     """Check a spec (fields, plugins, parameters, data, pretrained models) without running it."""
     with reported():
-        if backend:
-            from advbench.kit.backend import select
+        from advbench.kit.backend import check_environment, select
 
+        if backend:
             select(backend)
+        check_environment()
         from advbench.spec.loading import load_spec
 
         loaded = load_spec(spec, strict=strict, check_data=True)
@@ -239,8 +242,12 @@ def export(
             sys.stdout.write(stream.getvalue())
             sys.stdout.flush()
         else:
-            Path(output).parent.mkdir(parents=True, exist_ok=True)
-            Path(output).write_text(stream.getvalue())
+            from advbench.runs.store import write_atomic
+
+            try:
+                write_atomic(Path(output), stream.getvalue().encode())
+            except OSError as exc:
+                raise UsageError(f"--output {output}: cannot write it ({exc.strerror or exc})") from None
             console.print(f"{what} written to {output}", highlight=False)
 
 
@@ -260,7 +267,11 @@ def leaderboard(
         _check_rank_by(rank_by)
         if output is not None and output.is_dir():
             raise UsageError(f"--output {output}: is a directory; give the markdown file to write")
-        path, results = write_leaderboard(run_dir, output, rank_by)
+        try:
+            path, results = write_leaderboard(run_dir, output, rank_by)
+        except OSError as exc:
+            where = output if output is not None else Path(run_dir) / "leaderboard.md"
+            raise UsageError(f"--output {where}: cannot write the leaderboard ({exc.strerror or exc})") from None
         _warn_damaged(results)
         _print_tables(results, rank_by)
         console.print(f"Leaderboard: [bold]{path}[/]", highlight=False)

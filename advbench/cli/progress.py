@@ -7,6 +7,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from advbench.runs.reporting import Reporter
+from advbench.text import terminal
 
 
 class RichReporter(Reporter):
@@ -34,11 +35,13 @@ class RichReporter(Reporter):
         self.overall = self.progress.add_task("jobs", total=total, completed=skipped)
 
     def begin(self, job, size: int):
-        return job.id, self.progress.add_task(f"  {job.id}", total=size)
+        return job.id, self.progress.add_task(f"  {escape(job.id)}", total=size)
 
     def advance(self, handle, n: int, description: str | None = None) -> None:
         name, task = handle
-        self.progress.update(task, advance=n, description=f"  {name}" + (f" ({description})" if description else ""))
+        self.progress.update(
+            task, advance=n, description=f"  {escape(name)}" + (f" ({escape(terminal(description))})" if description else "")
+        )
 
     def end(self, handle, finished: bool = True) -> None:
         self.progress.remove_task(handle[1])
@@ -49,7 +52,7 @@ class RichReporter(Reporter):
         self.progress.update(self.overall, description=f"jobs ({running} running, {waiting} waiting)")
 
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        self.console.print(f"[yellow]warning:[/] {escape(terminal(message))}", highlight=False, soft_wrap=True)
 
     def note(self, message: str) -> None:
-        self.console.print(escape(message), style="dim", highlight=False, soft_wrap=True)
+        self.console.print(escape(terminal(message)), style="dim", highlight=False, soft_wrap=True)

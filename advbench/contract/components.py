@@ -19,6 +19,11 @@ from typing import Annotated, Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+"""Names of components, runs, models and labels: they become file and folder names and
+appear in every rendered format, so letters, digits, ``_``, ``.`` and ``-`` only (no path
+separators, no leading dot, no markup), at most 64 characters."""
+
 NORMS = ("linf", "l2")
 """The threat-model norms advbench knows: ``linf`` and ``l2``."""
 

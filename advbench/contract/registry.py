@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 
-from advbench.contract.components import KINDS, Component
+from advbench.contract.components import KINDS, NAME_PATTERN, Component
 from advbench.errors import PluginError
 
 
@@ -30,8 +31,11 @@ class Registry:
 
     def register(self, kind: str, name: str, cls: type, plugin: str) -> None:
         base = KINDS[kind]
-        if not isinstance(name, str) or not name:
-            raise PluginError(f"plugin {plugin!r} registered a {kind} with an invalid name {name!r}")
+        if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
+            raise PluginError(
+                f"plugin {plugin!r} registered a {kind} with the invalid name {name!r}: a name is 1 to 64 letters, digits, "
+                "'_', '.' or '-', not starting with '.', '_' or '-' (it becomes a file name and appears in every table)"
+            )
         if not (isinstance(cls, type) and issubclass(cls, base)):
             raise PluginError(
                 f"plugin {plugin!r} registered {kind} {name!r} as {cls!r}, which is not a subclass of advbench.{base.__name__}"

@@ -89,9 +89,41 @@ def load_arrays(ref) -> DatasetArrays:
     from advbench.errors import AdvbenchError, DataError
 
     try:
-        return ref.build().load()
+        arrays = ref.build().load()
     except (AdvbenchError, OSError) as exc:  # FileNotFoundError is an OSError
         raise DataError(f"dataset {ref.name!r}: {exc}") from None
+    problem = arrays_problem(arrays)
+    if problem:
+        raise DataError(
+            f"dataset {ref.name!r} does not give what a dataset must (float32 images in [0, 1], NHWC, integer labels): {problem}"
+        )
+    return arrays
+
+
+def arrays_problem(arrays) -> str | None:
+    """What is wrong with a dataset plugin's arrays, or ``None``: the shape advbench expects,
+    images in [0, 1] (not [0, 255]) with no NaN, labels that are class indices."""
+    if not isinstance(arrays, DatasetArrays):
+        return f"load() returned a {type(arrays).__name__}, not an advbench.DatasetArrays"
+    for split in ("train", "test"):
+        x, y = getattr(arrays, f"x_{split}"), getattr(arrays, f"y_{split}")
+        if not isinstance(x, np.ndarray) or x.ndim != 4:
+            return f"x_{split} has shape {getattr(x, 'shape', None)}, expected (n, height, width, channels)"
+        if not isinstance(y, np.ndarray) or y.shape != (len(x),):
+            return f"y_{split} has shape {getattr(y, 'shape', None)}, expected ({len(x)},): one label per image"
+        if not np.issubdtype(x.dtype, np.floating):
+            return f"x_{split} is {x.dtype}, expected float32 in [0, 1]"
+        if len(x) and not np.all(np.isfinite(x)):
+            return f"x_{split} has {int(np.sum(~np.isfinite(x)))} NaN or infinite pixels"
+        if len(x) and (x.min() < 0 or x.max() > 1):
+            return f"x_{split} ranges over [{x.min():g}, {x.max():g}], expected [0, 1] (divide 8-bit pixels by 255)"
+        if not np.issubdtype(y.dtype, np.integer):
+            return f"y_{split} is {y.dtype}, expected integer class indices"
+        if len(y) and (y.min() < 0 or y.max() >= arrays.num_classes):
+            return f"y_{split} holds labels from {y.min()} to {y.max()}, expected 0 to {arrays.num_classes - 1} (num_classes)"
+    if arrays.x_train.shape[1:] != arrays.x_test.shape[1:]:
+        return f"train images {arrays.x_train.shape[1:]} and test images {arrays.x_test.shape[1:]} differ in shape"
+    return None
 
 
 def load_dataset(name: str, **params) -> DatasetArrays:

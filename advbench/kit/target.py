@@ -69,6 +69,16 @@ class Target:
         self._logits_fn = self.compile(lambda x: self.model(x, training=False), batch_args=(0,))
 
     @property
+    def precision(self) -> str:
+        """The float type of the model's logits (a float16 model is recorded as such, whatever
+        Keras' default is)."""
+        outputs = getattr(self.model, "outputs", None)
+        if outputs:
+            return str(outputs[0].dtype)
+        policy = getattr(self.model, "dtype_policy", None)
+        return str(getattr(policy, "compute_dtype", None) or keras.config.floatx())
+
+    @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.model.input_shape[1:])
 

@@ -15,6 +15,7 @@ from advbench.results.data import Bounds, Results, load_results
 from advbench.results.plots import examples_figure, plot
 from advbench.results.table import format_eps, percent, ranked, table, with_interval
 from advbench.runs.jobs import job_id
+from advbench.text import markdown, markdown_code
 
 
 def render_markdown(
@@ -28,9 +29,9 @@ def render_markdown(
     dataset = spec["dataset"]
     evaluated = {len(b.label) for b in results.bounds}
     lines = [
-        f"# advbench leaderboard: {spec['name']}",
+        f"# advbench leaderboard: {markdown(spec['name'])}",
         "",
-        f"Dataset `{dataset['name']}`"
+        f"Dataset {markdown_code(dataset['name'])}"
         + (f" (train {dataset.get('train_size') or 'all'}, test {dataset.get('test_size') or 'all'})")
         + f", {', '.join(map(str, sorted(evaluated))) or 0} evaluated test examples, seed {spec['seed']}.",
         "",
@@ -54,11 +55,11 @@ def render_markdown(
             continue
         shown = table(bounds, rank_by)
         header = shown.header
-        lines.append("| " + " | ".join(header) + " |")
+        lines.append("| " + " | ".join(markdown(cell) for cell in header) + " |")
         lines.append(
             "|" + "|".join(["---:" if i == 0 or i >= 3 and i < len(header) - 1 else "---" for i in range(len(header))]) + "|"
         )
-        lines += ["| " + " | ".join(row.cells) + " |" for row in shown.rows]
+        lines += ["| " + " | ".join(markdown(cell) for cell in row.cells) + " |" for row in shown.rows]
         lines += [""] + shown.notes + [""]
         lines += _per_method(bounds, rank_by, threat["eps"])
         lines += _indicators(bounds, rank_by)
@@ -85,7 +86,7 @@ def render_markdown(
                 "|---|---|---:|" + "---:|" * len(threat["eps"]),
             ]
             lines += [
-                f"| {b.model} | {label} | "
+                f"| {markdown(b.model)} | {markdown(label)} | "
                 + " | ".join(
                     with_interval(b.smoothed_accuracy(label, e), b.smoothed_interval(label, e)) for e in [0, *threat["eps"]]
                 )
@@ -100,8 +101,8 @@ def render_markdown(
             ]
         details = []
         for b in ranked(bounds, rank_by):
-            details += [f"- **ERROR** `{b.model}`: {e}" for e in b.errors]
-            details += [f"- `{b.model}`: {n}" for n in b.notes]
+            details += [f"- **ERROR** {markdown_code(b.model)}: {markdown(e)}" for e in b.errors]
+            details += [f"- {markdown_code(b.model)}: {markdown(n)}" for n in b.notes]
         if details:
             lines += details + [""]
     if diagnostics:
@@ -114,14 +115,14 @@ def render_markdown(
         ]
         for model, found in diagnostics.items():
             values = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in found["values"].items())
-            lines.append(f"- `{model}`: {values}")
+            lines.append(f"- {markdown_code(model)}: {markdown(values)}")
         lines.append("")
         images = [(model, name) for model, found in diagnostics.items() for name in found["figures"]]
         if images:
             lines += [
-                "| " + " | ".join(model for model, _ in images) + " |",
+                "| " + " | ".join(markdown(model) for model, _ in images) + " |",
                 "|" + "---|" * len(images),
-                "| " + " | ".join(f"![{model}]({name})" for model, name in images) + " |",
+                "| " + " | ".join(f"![{markdown(model)}]({name})" for model, name in images) + " |",
                 "",
             ]
     if results.damaged:
@@ -132,7 +133,7 @@ def render_markdown(
             "missing above and are redone by the next `advbench run` of the spec.",
             "",
         ]
-        lines += [f"- `{name}`: {problem}" for name, problem in sorted(results.damaged.items())] + [""]
+        lines += [f"- {markdown_code(name)}: {markdown(problem)}" for name, problem in sorted(results.damaged.items())] + [""]
     lines += _provenance(results)
     return "\n".join(lines) + "\n"
 
@@ -143,7 +144,7 @@ def _per_method(bounds: list[Bounds], rank_by: str, eps_list: list[float]) -> li
     certifiers = sorted({label for b in bounds for label in b.certified})
     if len(attacks) + len(certifiers) < 2:
         return []
-    header = ["model"] + [f"{a} (emp)" for a in attacks] + [f"{c} (cert)" for c in certifiers]
+    header = ["model"] + [f"{markdown(a)} (emp)" for a in attacks] + [f"{markdown(c)} (cert)" for c in certifiers]
     eps_text = " / ".join(format_eps(e) for e in eps_list)
     lines = [
         f"Per method, at ε = {eps_text} (%). The table above combines them per example: an example "
@@ -155,7 +156,7 @@ def _per_method(bounds: list[Bounds], rank_by: str, eps_list: list[float]) -> li
     ]
     flagged = False
     for b in ranked(bounds, rank_by):
-        cells = [b.model]
+        cells = [markdown(b.model)]
         for a in attacks:
             if a not in b.empirical:
                 cells.append("n/a")
@@ -184,7 +185,7 @@ def _indicators(bounds: list[Bounds], rank_by: str) -> list[str]:
         for label, found in b.indicators.items():
             shown = [f"{name.replace('_', ' ')} {percent(share)}%" for name, share in found.items() if share]
             if shown:
-                rows.append(f"| {b.model} | {label} | {', '.join(shown)} |")
+                rows.append(f"| {markdown(b.model)} | {markdown(label)} | {', '.join(shown)} |")
     if not rows:
         return []
     return [
@@ -213,8 +214,8 @@ def _sources(bounds: list[Bounds], rank_by: str) -> list[str]:
         "",
     ]
     for model, parts in shares.items():
-        text = ", ".join(f"{name or 'none found'} {percent(share)}%" for name, share in parts)
-        lines.append(f"- `{model}`: {text}")
+        text = ", ".join(f"{markdown(name) or 'none found'} {percent(share)}%" for name, share in parts)
+        lines.append(f"- {markdown_code(model)}: {text}")
     return lines + [""]
 
 
@@ -224,8 +225,8 @@ def _provenance(results: Results) -> list[str]:
     spec_hashes = sorted({r["spec_hash"][:12] for r in records})
     versions = records[-1]["versions"] if records else {}
     lines = ["## Provenance", ""]
-    lines.append(f"- spec `{spec['name']}`, hash `{spec_hashes[-1] if spec_hashes else '?'}`, seed {spec['seed']}")
-    lines.append(f"- evaluation: `{_inline(spec['evaluation'])}`")
+    lines.append(f"- spec {markdown_code(spec['name'])}, hash `{spec_hashes[-1] if spec_hashes else '?'}`, seed {spec['seed']}")
+    lines.append(f"- evaluation: {markdown_code(_inline(spec['evaluation']))}")
     for model in spec["models"]:
         train = results.training.get(model["name"], {})
         described = _inline({k: v for k, v in model.items() if k != "name"})
@@ -237,10 +238,10 @@ def _provenance(results: Results) -> list[str]:
             if "test_accuracy" in train
             else ""
         )
-        lines.append(f"- model `{model['name']}`: `{described}`{accuracy}")
+        lines.append(f"- model {markdown_code(model['name'])}: {markdown_code(described)}{accuracy}")
     for kind in ("attacks", "certifiers"):
         for method in spec[kind]:
-            lines.append(f"- {kind[:-1]} `{method.get('label', method['name'])}`: `{_inline(method)}`")
+            lines.append(f"- {kind[:-1]} {markdown_code(method.get('label', method['name']))}: {markdown_code(_inline(method))}")
     attack_records = [r for r in records if r.get("kind") == "attack"]
     if attack_records:
         calls = sum(r["evaluations"]["gradient"] for r in attack_records)
@@ -253,7 +254,9 @@ def _provenance(results: Results) -> list[str]:
         by_code: dict[str, list[str]] = {}
         for name, fingerprint in plugins.items():
             by_code.setdefault(fingerprint, []).append(name.split(" (")[0])
-        lines.append("- code: " + "; ".join(f"`{code}` ({', '.join(names)})" for code, names in by_code.items()))
+        lines.append(
+            "- code: " + "; ".join(f"{markdown_code(code)} ({markdown(', '.join(names))})" for code, names in by_code.items())
+        )
     data = results.plan.get("data", {})
     if data:
         lines.append(
@@ -262,9 +265,9 @@ def _provenance(results: Results) -> list[str]:
         )
     environments = sorted({(e["backend"], e["device"], e["precision"]) for e in (r.get("environment") for r in records) if e})
     if environments:
-        lines.append("- computed with " + "; ".join(f"Keras on {b} ({d}, {p})" for b, d, p in environments))
+        lines.append("- computed with " + markdown("; ".join(f"Keras on {b} ({d}, {p})" for b, d, p in environments)))
     if versions:
-        lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())))
+        lines.append("- versions: " + markdown(", ".join(f"{k} {v}" for k, v in sorted(versions.items()))))
     lines.append(f"- generated {dt.date.today().isoformat()} by `advbench leaderboard`")
     return lines
 
@@ -272,7 +275,7 @@ def _provenance(results: Results) -> list[str]:
 def write_leaderboard(run_dir: str | Path, output: str | Path | None = None, rank_by: str = "certified") -> tuple[Path, Results]:
     """Write the markdown leaderboard (default ``<run_dir>/leaderboard.md``) with its
     plots and adversarial-example figures beside it."""
-    from advbench.runs.store import RunStore
+    from advbench.runs.store import RunStore, write_atomic
 
     results = load_results(run_dir)
     store = RunStore.open(run_dir)
@@ -288,16 +291,15 @@ def write_leaderboard(run_dir: str | Path, output: str | Path | None = None, ran
             if examples_figure(results, store, norm, output.parent / figure_name):
                 figures[norm] = figure_name
     results.damaged.update(store.damaged)  # array files found damaged while drawing
-    output.parent.mkdir(parents=True, exist_ok=True)
     diagnostics = _copy_diagnostics(results, Path(run_dir), output)
-    output.write_text(render_markdown(results, rank_by, plots, figures, diagnostics))
+    write_atomic(output, render_markdown(results, rank_by, plots, figures, diagnostics).encode())
     return output, results
 
 
 def _copy_diagnostics(results: Results, run_dir: Path, output: Path) -> dict[str, dict]:
     """Per model, what its defense recorded in ``diagnostics`` (e.g. PRM's gradient IoU),
     with its figures copied beside the leaderboard (``<stem>-<figure>``)."""
-    import shutil
+    from advbench.runs.store import write_atomic
 
     found = {}
     for model in results.spec["models"]:
@@ -311,7 +313,7 @@ def _copy_diagnostics(results: Results, run_dir: Path, output: Path) -> dict[str
             if source.is_file():
                 target = output.parent / f"{output.stem}-{name}"
                 if source.resolve() != target.resolve():
-                    shutil.copyfile(source, target)
+                    write_atomic(target, source.read_bytes())
                 figures.append(target.name)
         found[model["name"]] = {"values": {k: v for k, v in diagnostics.items() if k != "figures"}, "figures": figures}
     return found

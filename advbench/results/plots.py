@@ -91,9 +91,7 @@ def plot(results: Results, norm: str, path: Path, rank_by: str = "certified") ->
         fontsize=8,
     )
     figure.tight_layout(rect=(0, 0.05, 1, 0.97))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def smallest_adversarials(results: Results, store, norm: str) -> dict[str, dict]:
@@ -189,7 +187,20 @@ def examples_figure(results: Results, store, norm: str, path: Path, count: int =
         fontsize=7,
     )
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
+    save_figure(figure, path)
     return True
+
+
+def save_figure(figure, path: Path) -> None:
+    """Save a matplotlib figure to ``path`` atomically (a link there is replaced, not written
+    through), in the format its suffix names, and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from advbench.runs.store import write_atomic
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png")
+    plt.close(figure)
+    write_atomic(Path(path), buffer.getvalue())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from advbench.results.data import Results
 from advbench.results.table import format_eps, table
+from advbench.text import terminal
 
 MODEL_WIDTH = 24
 """The terminal table's model column: longer names end in an ellipsis."""
@@ -14,6 +15,7 @@ def print_tables(console, results: Results, rank_by: str = "certified") -> None:
     console's width (eps split over several tables when they do not fit), then the notes
     and each model's flags; defenses, intervals and radii are in leaderboard.md."""
     from rich.table import Table as RichTable
+    from rich.text import Text
 
     for threat in results.spec["threat_models"]:
         bounds = results.for_norm(threat["norm"])
@@ -50,18 +52,18 @@ def print_tables(console, results: Results, rank_by: str = "certified") -> None:
             for k in group:
                 rich_table.add_column(f"ε={format_eps(bounds[0].eps[k])}", justify="right", no_wrap=True)
             for position, row in enumerate(shown.rows):
-                rich_table.add_row(
-                    row.cells[0],
-                    row.cells[1],
-                    row.cells[3],
+                rich_table.add_row(  # Text, not markup: a name is shown as it is
+                    Text(row.cells[0]),
+                    Text(terminal(row.cells[1])),
+                    Text(row.cells[3]),
                     *(eps_cells[k][position] for k in group),
                     style="red" if row.bounds.errors else None,
                 )
             console.print(rich_table)
         for note in shown.notes:
-            console.print(note, highlight=False, markup=False)
+            console.print(terminal(note), highlight=False, markup=False)
         for row in shown.rows:
             flags = row.cells[-1]
             if flags:
-                console.print(f"{row.bounds.model}: {flags}", highlight=False, markup=False)
+                console.print(terminal(f"{row.bounds.model}: {flags}"), highlight=False, markup=False)
     console.print("", highlight=False)

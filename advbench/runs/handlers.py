@@ -74,6 +74,7 @@ class Train(Handler):
                 f"({data.data.num_classes} classes); are its inputs scaled as the model expects ([0, 1])?"
             )
         record["parameters"] = int(model.count_params())
+        record["precision"] = target.precision
         runner.store.save_model(model, plan.name, job.key, record)
         return record, {"train_index": data.train_index, "test_index": data.test_index}
 
@@ -108,6 +109,7 @@ class Clean(Handler):
             "randomness": target.randomness,
             "eot": target.protocol(),
             "examples": int(len(x)),
+            "precision": target.precision,
         }, None
 
 
@@ -166,7 +168,7 @@ def method_record(
     refuses the model, and the arrays to keep (the first adversarial examples)."""
     predicted = target.predict(x)
     method = ref.build()
-    record: dict = {"examples": int(len(x)), "eot": target.protocol()}
+    record: dict = {"examples": int(len(x)), "eot": target.protocol(), "precision": target.precision}
     reason = f"{ref.name} supports {', '.join(method.norms)}, not {norm}" if norm not in method.norms else None
     if reason is None:
         target.reset_counts()

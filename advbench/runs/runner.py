@@ -8,6 +8,7 @@ any result.  :func:`run_spec` is the one entry point the CLI and the Python API 
 
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
 from pathlib import Path
@@ -19,7 +20,7 @@ from advbench.runs.handlers import HANDLERS
 from advbench.runs.jobs import Job
 from advbench.runs.planner import Planner, versions
 from advbench.runs.reporting import Reporter, RunSummary
-from advbench.runs.store import DiskFull, RunStore, write_json
+from advbench.runs.store import DiskFull, RunStore
 from advbench.text import short_message
 
 
@@ -61,7 +62,7 @@ class Runner:
         backend.enable_determinism()
         jobs = self.plan()
         data = self.planner.load_data()
-        write_json(
+        self.store.write_json(
             self.store.root / "plan.json",
             {
                 "spec_hash": self.spec.hash,
@@ -119,7 +120,8 @@ class Runner:
             try:
                 backend.set_seed(job.seed)
                 self.context.forget_randomized()
-                record, arrays = work(advance)
+                with no_exits():
+                    record, arrays = work(advance)
             except (KeyboardInterrupt, DiskFull):
                 raise
             except BaseException as exc:  # a plugin calling sys.exit() fails its job, never ends the run
@@ -141,7 +143,8 @@ class Runner:
             seed=job.seed,
             spec_hash=self.spec.hash,
             versions=versions(),
-            environment=self.environment,
+            # the model's own float type where the job knows it (a float16 file is not float32)
+            environment={**self.environment, **({"precision": record.pop("precision")} if "precision" in record else {})},
         )
         if job.norm:
             record.update(
@@ -160,3 +163,28 @@ class Runner:
         message = f"{exc.__class__.__name__}: {exc}"
         self.reporter.warn(f"{job.id} failed: {short_message(message)} (in full: {self.store.job_path(job.id)})")
         return {"status": "error", "message": message, "traceback": traceback.format_exc()}
+
+
+class PluginExit(BaseException):
+    """A job called ``os._exit`` or ``os.abort`` (which would end the run at once, losing its
+    output): the job fails instead."""
+
+
+@contextlib.contextmanager
+def no_exits():
+    """While a job runs, ``os._exit`` and ``os.abort`` raise :class:`PluginExit` instead of
+    ending the process (``sys.exit`` raises ``SystemExit`` anyway): a plugin can fail its job,
+    never end the run."""
+    import os
+
+    saved = os._exit, os.abort
+
+    def refuse(*arguments):
+        what = f"os._exit({arguments[0]!r})" if arguments else "os.abort()"
+        raise PluginExit(f"the job called {what}, which would have ended the run; it fails instead")
+
+    os._exit, os.abort = refuse, refuse
+    try:
+        yield
+    finally:
+        os._exit, os.abort = saved

@@ -50,7 +50,26 @@ class DiskFull(AdvbenchError):
     """The run directory's disk is full; finished jobs are kept."""
 
 
+class UnsafeRunDirectory(AdvbenchError):
+    """The run directory holds a symbolic link, or a path would leave it: nothing is written."""
+
+    exit_code = 2
+
+
+def symbolic_links(root: Path) -> list[Path]:
+    """Every symbolic link inside ``root`` (not followed; ``root`` itself may be one)."""
+    found = []
+    for folder, folders, files in os.walk(root, followlinks=False):
+        for name in folders + files:
+            if os.path.islink(os.path.join(folder, name)):
+                found.append(Path(folder) / name)
+    return found
+
+
 def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a unique temporary file beside ``path`` and rename it into place: the
+    file is whole or absent, and a symbolic link at ``path`` is replaced, never written through."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -91,6 +110,26 @@ class RunStore:
         self.damaged: dict[str, str] = {}  # file (relative to the root) -> what is wrong with it
         self._lock = None
 
+    def inside(self, path: Path) -> Path:
+        """``path``, checked to lie inside the run directory with no symbolic link on the way
+        (a component name from a plugin, or a link planted in the directory, cannot make
+        advbench write elsewhere)."""
+        root = Path(os.path.abspath(self.root))
+        full = Path(os.path.abspath(path))
+        if not full.is_relative_to(root) or full == root:
+            raise UnsafeRunDirectory(f"{path}: outside the run directory {self.root}; nothing was written")
+        current = root
+        for part in full.relative_to(root).parts:
+            current = current / part
+            if current.is_symlink():
+                raise UnsafeRunDirectory(f"{current} is a symbolic link; a run directory holds none (advbench writes only "
+                                         "inside it): remove it, or rerun with --fresh")
+        return path
+
+    def write_json(self, path: Path, record: Any) -> None:
+        """:func:`write_json` to a path inside the run directory (see :meth:`inside`)."""
+        write_json(self.inside(path), record)
+
     @classmethod
     def open(cls, root: str | Path) -> "RunStore":
         """Open an existing run directory (for export and leaderboard)."""
@@ -108,13 +147,25 @@ class RunStore:
             raise AdvbenchError(f"{self.root}: is a file; --out needs a directory")
         if self.root.exists() and any(self.root.iterdir()) and not (self.root / MARKER).is_file():
             raise AdvbenchError(f"{self.root}: exists, is not empty and is not an advbench run directory; choose another --out")
+        if not fresh:
+            links = symbolic_links(self.root) if self.root.is_dir() else []
+            if links:
+                raise UnsafeRunDirectory(f"{links[0]} is a symbolic link; a run directory holds none (advbench writes "
+                                         "only inside it): remove it, or rerun with --fresh (which removes links, not "
+                                         "what they point to)")
+        if fresh and (self.root / LOCK).is_symlink():
+            (self.root / LOCK).unlink()  # the link goes, what it points to stays
         self.lock()
         if fresh:
             for child in self.root.iterdir():
-                if child.name != LOCK:
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
-        write_json(self.root / MARKER, {"name": spec_name, "spec_hash": spec_hash})
-        write_json(self.root / "spec.json", resolved)
+                if child.name == LOCK:
+                    continue
+                if child.is_symlink() or not child.is_dir():
+                    child.unlink()  # a link goes, what it points to stays
+                else:
+                    shutil.rmtree(child)  # does not follow links inside
+        self.write_json(self.root / MARKER, {"name": spec_name, "spec_hash": spec_hash})
+        self.write_json(self.root / "spec.json", resolved)
 
     # -- the lock ---------------------------------------------------------------------
 
@@ -123,8 +174,16 @@ class RunStore:
         however it ends), then remove temporary files a killed run left behind."""
         import fcntl
 
-        self.root.mkdir(parents=True, exist_ok=True)
-        handle = open(self.root / LOCK, "a+")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            # never through a link: a planted `.lock` link would have us truncate its target
+            descriptor = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafeRunDirectory(f"{self.root / LOCK} is a symbolic link; remove it (a run directory holds none)") from None
+            raise UnsafeRunDirectory(f"{self.root}: cannot write the run directory ({exc.strerror or exc}); choose "
+                                     "another --out") from None
+        handle = os.fdopen(descriptor, "r+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -190,7 +249,7 @@ class RunStore:
     def save_model(self, model, name: str, key: str, record: dict) -> None:
         from advbench.lazy import quiet_framework_import
 
-        path = self.model_path(name, key)
+        path = self.inside(self.model_path(name, key))
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.keras")
         os.close(handle)
@@ -202,7 +261,7 @@ class RunStore:
             Path(temporary).unlink(missing_ok=True)
             _raise_if_disk_full(exc, path)
             raise
-        write_json(path.with_suffix(".json"), {**record, "key": key, "file": path.name, "sha256_file": file_digest(path)})
+        self.write_json(path.with_suffix(".json"), {**record, "key": key, "file": path.name, "sha256_file": file_digest(path)})
 
     # -- jobs -------------------------------------------------------------------------
 
@@ -227,14 +286,14 @@ class RunStore:
         return record
 
     def save_job(self, record: dict, arrays: dict[str, np.ndarray] | None = None) -> None:
-        path = self.job_path(record["id"])
+        path = self.inside(self.job_path(record["id"]))
         if arrays:
             import io
 
             buffer = io.BytesIO()
             np.savez_compressed(buffer, **arrays)
-            write_atomic(path.with_suffix(".npz"), buffer.getvalue())
-        write_json(path, record)
+            write_atomic(self.inside(path.with_suffix(".npz")), buffer.getvalue())
+        self.write_json(path, record)
 
     def job_arrays(self, job_id: str) -> dict[str, np.ndarray]:
         path = self.job_path(job_id).with_suffix(".npz")

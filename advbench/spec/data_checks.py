@@ -7,6 +7,8 @@ every part of the spec that is valid on its own: one pass reports every problem.
 
 from __future__ import annotations
 
+import numpy as np
+
 from advbench.errors import Problem
 
 
@@ -87,6 +89,25 @@ def _pretrained_problems(spec, locator, index, plan) -> list[Problem]:
     classes = model.output_shape[-1]
     if classes != data.num_classes:
         problems.append(locator.problem(where, f"model outputs {classes} classes, the dataset has {data.num_classes}"))
+    if problems:
+        return problems
+    probes = {
+        "of the evaluated test images": spec.loaded.x_eval,
+        "of 16 images of uniform noise in [0, 1]": np.random.default_rng(0)
+        .uniform(size=(16, *data.input_shape))
+        .astype("float32"),
+    }
+    for what, x in probes.items():
+        outputs = np.concatenate([backend.to_numpy(model(x[s : s + 256], training=False)) for s in range(0, len(x), 256)])
+        bad = int(np.sum(~np.all(np.isfinite(outputs), axis=1)))
+        if bad:
+            problems.append(
+                locator.problem(
+                    where,
+                    f"the model outputs NaN or inf on {bad} {what}: attacks and certifiers "
+                    "need finite logits everywhere in [0, 1]",
+                )
+            )
     if problems or plan.outputs == "probabilities":
         return problems
     activation = final_activation(model)

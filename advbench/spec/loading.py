@@ -5,6 +5,7 @@ field path (``models[1].architecture.hidden``) and what was expected.
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 
 import yaml
@@ -16,6 +17,48 @@ from advbench.errors import PluginError, Problem, SpecError
 from advbench.spec.data_checks import data_problems
 from advbench.spec.resolved import ComponentRef, DefenseRefs, ModelPlan, Spec, TorchModule, spec_path_kind
 from advbench.spec.schema import ComponentEntry, EvaluationSpec, MethodEntry, ModelSpec, SpecModel, ThreatModel, TorchModuleSpec
+
+MAX_SPEC_BYTES = 1 << 20
+"""A spec file is at most 1 MiB: larger ones are refused before they are parsed."""
+
+MAX_DEPTH = 32
+"""Mappings and lists nest at most this deep in a spec (the deepest real one nests 6)."""
+
+
+def _nesting(text: str) -> tuple[int, int | None]:
+    """The deepest nesting of YAML flow collections (``[``, ``{``) in ``text`` and its line,
+    counted without parsing (a parser recurses once per level); quoted text is skipped."""
+    depth = deepest = 0
+    line = where = 1
+    quote = None
+    for character in text:
+        if character == "\n":
+            line += 1
+        if quote:
+            quote = None if character == quote else quote
+        elif character in "'\"":
+            quote = character
+        elif character in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest, where = depth, line
+        elif character in "]}":
+            depth = max(0, depth - 1)
+        elif character == "#":
+            quote = "\n"  # a comment runs to the end of the line
+    return deepest, where if deepest else None
+
+
+def _depth(data) -> int:
+    """How deeply mappings and lists nest in ``data`` (iteratively: no recursion to overflow)."""
+    deepest, todo = 0, [(data, 1)]
+    while todo:
+        item, level = todo.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            if level <= MAX_DEPTH:
+                todo.extend((value, level + 1) for value in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def load_spec(path: str | Path, strict: bool = False, check_data: bool = False) -> Spec:
@@ -32,6 +75,18 @@ def load_spec(path: str | Path, strict: bool = False, check_data: bool = False) 
         raise SpecError([Problem(shown, "", "file not found")])
     if not path.is_file():
         raise SpecError([Problem(shown, "", "not a file (a directory?); give the spec's YAML file")])
+    size = path.stat().st_size
+    if size > MAX_SPEC_BYTES:
+        raise SpecError(
+            [
+                Problem(
+                    shown,
+                    "",
+                    f"{size:,} bytes; a spec is at most {MAX_SPEC_BYTES:,} (it names data and "
+                    "models by file, it does not hold them)",
+                )
+            ]
+        )
     try:
         text = path.read_bytes().decode("utf-8")
     except OSError as exc:
@@ -48,6 +103,9 @@ def load_spec(path: str | Path, strict: bool = False, check_data: bool = False) 
                 )
             ]
         ) from None
+    deepest, line = _nesting(text)
+    if deepest > MAX_DEPTH:
+        raise SpecError([Problem(shown, "", f"nested {deepest} levels deep; a spec nests at most {MAX_DEPTH}", line)])
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -55,6 +113,11 @@ def load_spec(path: str | Path, strict: bool = False, check_data: bool = False) 
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
         raise SpecError([Problem(shown, "", f"invalid YAML: {getattr(exc, 'problem', exc)}", line)]) from None
+    except RecursionError:
+        raise SpecError([Problem(shown, "", f"nested too deeply to read; a spec nests at most {MAX_DEPTH} levels")]) from None
+    depth = _depth(data)
+    if depth > MAX_DEPTH:
+        raise SpecError([Problem(shown, "", f"nested {depth} levels deep; a spec nests at most {MAX_DEPTH}")])
     locator = Locator(shown, root)
     problems = locator.duplicate_keys()
     if not isinstance(data, dict):
@@ -72,6 +135,9 @@ def load_spec_data(
         raise SpecError(
             [Problem(name, "", f"expected a mapping with name, dataset, models, threat_models, ... (got {type(data).__name__})")]
         )
+    depth = _depth(data)
+    if depth > MAX_DEPTH:
+        raise SpecError([Problem(name, "", f"nested {depth} levels deep; a spec nests at most {MAX_DEPTH}")])
     folder = Path(folder)
     return _validate(data, folder / name, Locator(name, None), [], strict, check_data, file=None)
 
@@ -287,6 +353,25 @@ def _cross_checks(spec: "Spec", locator: "Locator") -> list[Problem]:
             message = f"the {ref.kind} plugin's check_spec raised {exc.__class__.__name__}: {exc}"
         if message:
             problems.append(locator.problem(loc, message))
+    names = [m.name for m in spec.models]
+    for i, ref in enumerate(spec.attacks):
+        if ref is None:
+            continue
+        try:
+            needed = list(ref.cls.models_needed(ref.params))
+        except Exception as exc:  # noqa: BLE001 (a plugin's hook: a message, not a traceback)
+            problems.append(
+                locator.problem(("attacks", i), f"the attack plugin's models_needed raised {exc.__class__.__name__}: {exc}")
+            )
+            continue
+        for name in needed:
+            if name not in names:
+                problems.append(
+                    locator.problem(
+                        ("attacks", i),
+                        f"needs the model {name!r}, which is not a model of this spec (models: {', '.join(names)})",
+                    )
+                )
     return problems
 
 
@@ -338,6 +423,12 @@ class Resolver:
         return params.model_copy(update=updates) if updates else params
 
 
+_SHORT = reprlib.Repr()  # a 5 MB list in a wrong parameter is shown by its first items
+_SHORT.maxstring = _SHORT.maxother = 80
+_SHORT.maxlist = _SHORT.maxdict = 5
+_SHORT.maxlevel = 2
+
+
 def describe_error(err: dict, params_model: type[BaseModel] | None = None) -> str:
     """Turn a pydantic error into 'what was expected (got what)'."""
     kind = err["type"]
@@ -353,7 +444,7 @@ def describe_error(err: dict, params_model: type[BaseModel] | None = None) -> st
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
     if "input" in err and kind not in ("value_error", "assertion_error") and not isinstance(err["input"], dict):
-        message += f" (got {err['input']!r})"
+        message += f" (got {_SHORT.repr(err['input'])})"
     return message
 
 

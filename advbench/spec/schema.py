@@ -7,10 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from advbench.contract.components import NORMS, Budget
-
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-"""Names of runs, models and labels: they become file names, so no separators, no leading dot."""
+from advbench.contract.components import NAME_PATTERN, NORMS, Budget
 
 
 class _Strict(BaseModel):

@@ -60,8 +60,12 @@ class LipschitzMargin(Certifier):
         logits = target.logits_numpy(x).astype(np.float64)
         y = np.asarray(y)
         margins = logits[np.arange(len(y)), y][:, None] - logits  # g_j = f_y - f_j
+        pair = constants[y]
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratios = margins / constants[y]
+            ratios = margins / pair
+        # a pair whose difference cannot change (L = 0): never flipped where its margin is
+        # positive, already lost where it is not (0 / 0 is not a radius)
+        ratios = np.where(pair == 0, np.where(margins > 0, np.inf, 0.0), ratios)
         ratios[np.arange(len(y)), y] = np.inf
         return np.maximum(ratios.min(axis=1), 0.0)
 

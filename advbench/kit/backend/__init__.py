@@ -98,6 +98,26 @@ def select(requested: str) -> None:
     os.environ["KERAS_BACKEND"] = requested
 
 
+def check_environment() -> None:
+    """Refuse, with the fix, a ``KERAS_BACKEND`` advbench cannot run on (unknown, or its
+    package missing) before anything imports Keras (which would end in a traceback)."""
+    import importlib.util
+    import os
+
+    from advbench.errors import UsageError
+
+    requested = os.environ.get("KERAS_BACKEND")
+    if not requested:
+        return
+    if requested not in BACKENDS:
+        raise UsageError(f"KERAS_BACKEND={requested!r}: expected one of {', '.join(BACKENDS)} (or unset it for tensorflow)")
+    if importlib.util.find_spec(BACKENDS[requested]) is None:
+        raise UsageError(
+            f"KERAS_BACKEND={requested}: the package {BACKENDS[requested]!r} is not installed "
+            f'(pip install "advbench{EXTRAS[requested]}")'
+        )
+
+
 def name() -> str:
     """The Keras backend in use: ``tensorflow``, ``jax`` or ``torch``."""
     return keras.backend.backend()
