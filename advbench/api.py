@@ -130,26 +130,38 @@ def run(
         ``.summary`` says how many jobs ran, were reused and failed, ``.results`` holds the
         leaderboard's data, ``.out`` the run directory.
     """
+    from advbench.kit.backend import check_environment
     from advbench.results.data import load_results
     from advbench.results.evaluation import Evaluation
     from advbench.runs.executors import executor as make_executor
     from advbench.runs.runner import run_spec
-    from advbench.spec.loading import load_spec, load_spec_data
+    from advbench.runs.store import MARKER, RunStore
+    from advbench.spec.loading import check_data, load_spec, load_spec_data
     from advbench.spec.resolved import Spec
 
     chosen = make_executor(executor, address, strict)
+    check_environment()
     if isinstance(spec, Spec):
         loaded = spec
     elif isinstance(spec, (str, Path)):
-        loaded = load_spec(spec, strict=strict, check_data=True)
+        loaded = load_spec(spec, strict=strict)
     elif isinstance(spec, dict):
-        loaded = load_spec_data(spec, Path.cwd(), strict=strict, check_data=True)
+        loaded = load_spec_data(spec, Path.cwd(), strict=strict)
     else:
         raise AdvbenchError(f"advbench.run: spec: expected a file path or a mapping, got {type(spec).__name__}")
     out = Path(out) if out is not None else Path("runs") / loaded.name
     if out.exists() and not out.is_dir():
         raise AdvbenchError(f"advbench.run: out: {out} is a file; give a directory for the run")
-    summary = run_spec(loaded, out, fresh=fresh, executor=chosen, reporter=reporter)
+    store = RunStore(out)
+    if (out / MARKER).is_file():
+        store.claim(fresh)  # a run directory in use is said at once, before the data is read
+    try:
+        if reporter is not None:
+            reporter.note("checking the spec against its data and models")
+        check_data(loaded)
+        summary = run_spec(loaded, out, fresh=fresh, executor=chosen, reporter=reporter, store=store)
+    finally:
+        store.release()
     results = load_results(out)
     evaluations = RunResults()
     for model in results.spec["models"]:

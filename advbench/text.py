@@ -18,14 +18,14 @@ def short_message(message: str) -> str:
 
 def markdown(text) -> str:
     """``text`` safe inside markdown (a table cell, a list item, a heading): on one line, with
-    table pipes, HTML, code spans and links escaped, so that a string
+    table pipes, HTML (its opening angle bracket), code spans and links escaped, so that a string
     advbench did not write (a plugin's name or error) can neither split a row, start a
     heading nor leave markup in the page."""
     flat = " ".join(str(text).split())
     return "".join(_MARKDOWN.get(character, character) for character in flat)
 
 
-_MARKDOWN = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "\\|", "`": "\\`", "[": "\\[", "]": "\\]", "\\": "\\\\"}
+_MARKDOWN = {"&": "&amp;", "<": "&lt;", "|": "\\|", "`": "\\`", "[": "\\[", "]": "\\]", "\\": "\\\\"}
 """What could split a table row, open a code span or a link, or become HTML (emphasis is cosmetic, left alone)."""
 
 

@@ -163,4 +163,4 @@ def test_a_full_disk_is_reported_with_the_run_directory_and_nothing_is_lost(tmp_
     assert saved == ["plain/clean.json", "plain/linf/attack-fgsm.json", "plain/train.json"]
     monkeypatch.setattr(os, "replace", original)
     again = run_spec(spec, tmp_path / "run")
-    assert again.exit_code == 0 and "3 job(s) run, 3 already done" in again.output
+    assert again.exit_code == 0 and "3 jobs run, 3 already done" in again.output

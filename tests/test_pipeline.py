@@ -133,14 +133,14 @@ def test_export_has_one_row_per_model_norm_and_example(finished, tmp_path):
 def test_rerun_skips_finished_jobs_and_a_changed_spec_recomputes_only_what_changed(finished, tmp_path):
     spec, run = finished
     again = run_spec(spec, run.run_dir)
-    assert again.exit_code == 0 and "0 job(s) run, 32 already done" in again.output
+    assert again.exit_code == 0 and "nothing left to do, 32 already done" in again.output
     train_record = (run.run_dir / "jobs/plain/train.json").read_text()
     text = spec.read_text().replace("steps: 10", "steps: 11")
     changed = spec.with_name("changed.yaml")
     changed.write_text(text)
     rerun = run_spec(changed, run.run_dir)
     assert rerun.exit_code == 0
-    assert "8 job(s) run, 24 already done" in rerun.output  # pgd on 4 models x 2 norms
+    assert "8 jobs run, 24 already done" in rerun.output  # pgd on 4 models x 2 norms
     assert (run.run_dir / "jobs/plain/train.json").read_text() == train_record
     assert "steps: 11" in (run.run_dir / "leaderboard.md").read_text()
 
@@ -190,7 +190,7 @@ def test_a_resumed_run_of_a_randomized_model_draws_as_an_uninterrupted_one(tmp_p
     # as if the run had stopped before PGD: on resuming, PGD is the first job to use the model
     (tmp_path / "resumed" / "jobs" / "random" / "linf" / "attack-pgd.json").unlink()
     resumed = run_spec(spec, tmp_path / "resumed")
-    assert resumed.exit_code == 0 and "1 job(s) run" in resumed.output
+    assert resumed.exit_code == 0 and "1 job run" in resumed.output
     assert export(tmp_path / "whole", tmp_path / "a.csv") == export(tmp_path / "resumed", tmp_path / "b.csv")
 
 
@@ -199,7 +199,7 @@ def test_fresh_starts_over(finished, tmp_path):
     first = run_spec(spec, tmp_path / "run")
     assert first.exit_code == 0, first.output
     fresh = run_spec(spec, tmp_path / "run", "--fresh")
-    assert "6 job(s) run, 0 already done" in fresh.output
+    assert "6 jobs run, 0 already done" in fresh.output
 
 
 def test_refuses_to_write_into_a_foreign_directory(tmp_path):
@@ -314,3 +314,54 @@ def test_ranking_breaks_ties_at_the_largest_eps_with_smaller_eps():
     a.predicted = np.array([0, 0, 0, 0])
     b.predicted = c.predicted = np.array([0, 0, 0, 1])  # "a" is the most accurate
     assert [x.model for x in ranked([a, b, c], "clean")][0] == "a"
+
+
+def test_cost_per_model_is_in_the_leaderboard_and_every_job_in_the_json_export(finished, tmp_path):
+    spec, run = finished
+    board = (run.run_dir / "leaderboard.md").read_text()
+    assert "## Cost" in board and "| plain |" in board.split("## Cost")[1]
+    subprocess.run(
+        [sys.executable, "-m", "advbench.cli", "export", str(run.run_dir), "--format", "json", "-o", str(tmp_path / "r.json")],
+        check=True,
+        capture_output=True,
+    )
+    import json
+
+    cost = json.loads((tmp_path / "r.json").read_text())["cost"]
+    assert set(cost["models"]) == {"plain", "decay", "cnn", "stacked"}
+    jobs = cost["models"]["plain"]["jobs"]
+    assert {j["kind"] for j in jobs} == {"train", "clean", "attack", "certify"} and all(j["seconds"] > 0 for j in jobs)
+    pgd = [j for j in jobs if j["job"].endswith("/attack-pgd")]
+    assert pgd and all(j["gradient"] > 0 for j in pgd)  # the evaluations the attack counted
+    total = sum(m["total_seconds"] for m in cost["models"].values())
+    assert cost["total_seconds"] == pytest.approx(total)
+
+
+def test_progress_outside_a_terminal_is_plain_lines_and_a_rerun_says_what_it_reuses(finished):
+    spec, run = finished
+    assert run.output.startswith("advbench: reading ")  # the first line comes before any framework loads
+    assert "advbench: 32 jobs\n" in run.output and "[32/32] " in run.output and "\x1b[" not in run.output
+    again = run_spec(spec, run.run_dir)  # after the test above changed pgd's steps: those 8 are redone
+    assert "advbench: 32 jobs, 24 finished already (reused)" in again.output and "8 jobs run" in again.output
+
+
+def test_compare_of_a_run_with_itself_finds_no_difference_and_of_two_seeds_names_every_model(finished, tmp_path):
+    spec, run = finished
+    same = CliRunner().invoke(app, ["compare", str(run.run_dir), str(run.run_dir), "--format", "json"])
+    assert same.exit_code == 0, same.output
+    import json
+
+    comparison = json.loads(same.output)
+    assert comparison["settings"] == [] and not comparison["only_in_first"] and not comparison["only_in_second"]
+    cells = [cell for row in comparison["bounds"] for key, cell in row.items() if isinstance(cell, dict)]
+    assert cells and all(cell["difference"] in (0, None) and not cell["intervals_separate"] for cell in cells)
+    other = spec.with_name("seed.yaml")
+    other.write_text(spec.read_text().replace("seed: 0", "seed: 1"))
+    assert "seed: 1" in other.read_text()
+    second = run_spec(other, tmp_path / "seed1")
+    assert second.exit_code == 0, second.output
+    table = CliRunner().invoke(app, ["compare", str(run.run_dir), str(tmp_path / "seed1")], terminal_width=200)
+    assert table.exit_code == 0, table.output
+    for model in ("plain", "decay", "cnn", "stacked"):
+        assert model in table.output
+    assert "seed" in table.output  # the setting that differs

@@ -75,7 +75,7 @@ def test_a_ray_run_equals_the_sequential_run_cell_for_cell(spec, sequential):
     result = advbench("run", spec, "--out", spec.parent / "ray", "--executor", "ray")
     assert result.returncode == 0, result.stderr
     assert "Ray " in result.stderr and "2 CPU(s)" in result.stderr
-    assert "12 job(s) run, 0 already done" in result.stdout
+    assert "12 jobs run, 0 already done" in result.stdout
     assert export(spec.parent / "ray") == sequential
     # the transfer attack on `random` waited for its source's training
     model_record = next((spec.parent / "ray" / "models").glob("plain-*.json"))

@@ -234,7 +234,7 @@ def test_defense_diagnostics_figures_labels_and_short_errors_reach_the_leaderboa
     run = run_spec(spec, tmp_path / "run")
     assert run.exit_code == 1
     board = (run.run_dir / "leaderboard.md").read_text()
-    assert len(board.splitlines()) < 150 and "dumps failed: ValueError: bad values [" in board
+    assert len(board.splitlines()) < 150 and "dumps failed: ValueError: bad values \\[" in board
     assert "(in full: jobs/prm/linf/attack-dumps.json)" in board
     assert "traceback" in (run.run_dir / "jobs/prm/linf/attack-dumps.json").read_text()
     # PRM's diagnostics: rendered by the leaderboard itself, its figure beside it

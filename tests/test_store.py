@@ -42,7 +42,7 @@ def test_a_damaged_record_is_reported_by_name_and_its_job_redone(finished, tmp_p
     board = CliRunner().invoke(app, ["leaderboard", str(run.run_dir)])
     assert board.exit_code == 0 and "Damaged records" in (run.run_dir / "leaderboard.md").read_text()
     rerun = run_spec(spec, run.run_dir)
-    assert rerun.exit_code == 0 and "attack-fgsm.json is damaged" in rerun.output and "1 job(s) run" in rerun.output
+    assert rerun.exit_code == 0 and "attack-fgsm.json is damaged" in rerun.output and "1 job run" in rerun.output
     assert export(run.run_dir, tmp_path / "after.csv")[1] == before
 
 
@@ -65,7 +65,7 @@ def test_a_missing_or_changed_model_file_is_retrained_not_trusted(finished, tmp_
         model_file.write_bytes(model_file.read_bytes()[:-100] + b"x" * 100)
     rerun = run_spec(spec, run.run_dir)
     assert rerun.exit_code == 0, rerun.output
-    assert "1 job(s) run" in rerun.output and model_file.name in rerun.output  # retrained, said so; the evaluations stand
+    assert "1 job run" in rerun.output and model_file.name in rerun.output  # retrained, said so; the evaluations stand
     assert export(run.run_dir, tmp_path / "after.csv")[1] == before
 
 
@@ -153,14 +153,14 @@ def test_changed_plugin_code_or_data_content_recomputes_what_depends_on_it(tmp_p
         certifiers=[],
     )
     assert run_spec(spec, tmp_path / "run").exit_code == 0
-    assert "0 job(s) run" in run_spec(spec, tmp_path / "run").output
+    assert "nothing left to do" in run_spec(spec, tmp_path / "run").output
     (tmp_path / "mine.py").write_text(LOCAL_ATTACK.replace("STRENGTH = 1", "STRENGTH = 2"))  # the attack's code changed
     rerun = run_spec(spec, tmp_path / "run")
-    assert "1 job(s) run, 3 already done" in rerun.output, rerun.output
+    assert "1 job run, 3 already done" in rerun.output, rerun.output
     x[:, 0, 0, 0] = 1.0  # the data changed, under the same file name
     np.savez(tmp_path / "arrays.npz", x=x, y=y)
     rerun = run_spec(spec, tmp_path / "run")
-    assert "4 job(s) run, 0 already done" in rerun.output, rerun.output
+    assert "4 jobs run, 0 already done" in rerun.output, rerun.output
     board = (tmp_path / "run" / "leaderboard.md").read_text()
     assert "mine.py" in board and "sha256:" in board and "content fingerprint" in board  # the provenance says what ran
 

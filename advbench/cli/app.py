@@ -115,6 +115,7 @@ def run(
     Finished jobs are skipped on a rerun of the same spec; an interrupted run resumes.
     """
     with reported():
+        errors.print(f"advbench: reading {spec}", style="dim", highlight=False, markup=False)  # said at once
         _check_rank_by(rank_by)
         from advbench.runs.executors import executor as make_executor
 
@@ -128,25 +129,32 @@ def run(
 
         if out is not None and out.exists() and not out.is_dir():
             raise UsageError(f"--out {out}: is a file; give a directory for the run")
-        loaded = load_spec(spec, strict=strict, check_data=True)
+        loaded = load_spec(spec, strict=strict)  # the data checks follow, once the run directory is known free
         from advbench.api import run as run_spec
-        from advbench.cli.progress import RichReporter
-        from advbench.results.markdown import write_leaderboard
+        from advbench.cli.progress import reporter_for
+        from advbench.results.markdown import leaderboard_is_current, write_leaderboard
 
         root = out or Path("runs") / loaded.name
+        reporter = reporter_for(errors)
         try:
-            reporter = RichReporter(errors)
             with reporter:
                 outcome = run_spec(
                     loaded, root, fresh=fresh, executor=executor, address=address, strict=strict, reporter=reporter
                 )
             summary = outcome.summary
-            path, results = write_leaderboard(root, rank_by=rank_by)
+            path = root / "leaderboard.md"
+            if summary.done or not leaderboard_is_current(root, path, rank_by):
+                path, results = write_leaderboard(root, rank_by=rank_by)
+            else:
+                results = outcome.results  # nothing new: the leaderboard on disk is this one
         except KeyboardInterrupt:
-            errors.print(f"[yellow]interrupted[/]: finished jobs are saved in {root}; rerun the same command to resume")
+            saved = getattr(reporter, "finished", None)
+            counted = f"{saved} job(s) finished and saved; " if saved is not None else "finished jobs are saved; "
+            errors.print(f"[yellow]interrupted[/]: {counted}rerun the same command in {escape(str(root))} to resume")
             raise typer.Exit(130) from None
         _print_tables(results, rank_by)
-        console.print(f"{summary.done} job(s) run, {summary.skipped} already done. Leaderboard: [bold]{path}[/]", highlight=False)
+        ran = "nothing left to do" if not summary.done else f"{summary.done} job{'s' if summary.done != 1 else ''} run"
+        console.print(f"{ran}, {summary.skipped} already done. Leaderboard: [bold]{escape(str(path))}[/]", highlight=False)
         if summary.errors:
             errors.print(f"[red]{len(summary.errors)} job(s) failed[/]; see the leaderboard and {root / 'jobs'}")
             raise typer.Exit(1)
@@ -275,6 +283,28 @@ def leaderboard(
         _warn_damaged(results)
         _print_tables(results, rank_by)
         console.print(f"Leaderboard: [bold]{path}[/]", highlight=False)
+
+
+@app.command()
+def compare(
+    first: Annotated[Path, typer.Argument(help="A run directory.")],
+    second: Annotated[Path, typer.Argument(help="Another run directory.")],
+    format_: Annotated[str, typer.Option("--format", help="terminal (a table) or json.")] = "terminal",
+) -> None:
+    """Compare two runs: each bound's difference per model and eps (and whether the 95%
+    intervals separate), the models in only one, and the settings that differ."""
+    with reported():
+        if format_ not in ("terminal", "json"):
+            raise UsageError(f"--format: expected terminal or json, got {format_!r}")
+        from advbench.results.compare import compare as compare_runs
+        from advbench.results.compare import print_comparison
+        from advbench.results.data import load_results
+
+        comparison = compare_runs(load_results(first), load_results(second))
+        if format_ == "json":
+            sys.stdout.write(json.dumps(comparison, indent=1, ensure_ascii=False) + "\n")
+        else:
+            print_comparison(console, comparison)
 
 
 @app.command()

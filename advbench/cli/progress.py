@@ -23,6 +23,7 @@ class RichReporter(Reporter):
             transient=False,
         )
         self.overall = None
+        self.finished = 0
 
     def __enter__(self):
         self.progress.start()
@@ -32,6 +33,9 @@ class RichReporter(Reporter):
         self.progress.stop()
 
     def start(self, total: int, skipped: int) -> None:
+        self.finished = skipped
+        if skipped:
+            self.console.print(f"{skipped} of {total} jobs finished already: reused", style="dim", highlight=False)
         self.overall = self.progress.add_task("jobs", total=total, completed=skipped)
 
     def begin(self, job, size: int):
@@ -46,6 +50,7 @@ class RichReporter(Reporter):
     def end(self, handle, finished: bool = True) -> None:
         self.progress.remove_task(handle[1])
         if finished:
+            self.finished += 1
             self.progress.advance(self.overall)
 
     def queue(self, running: int, waiting: int) -> None:
@@ -56,3 +61,53 @@ class RichReporter(Reporter):
 
     def note(self, message: str) -> None:
         self.console.print(escape(terminal(message)), style="dim", highlight=False, soft_wrap=True)
+
+
+class PlainReporter(Reporter):
+    """Progress as plain lines, for output that is not a terminal (CI logs, pipes): one when
+    the run starts (with the jobs it reuses), one per finished job, and warnings."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.total = self.finished = 0
+        self.started: dict = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def start(self, total: int, skipped: int) -> None:
+        self.total, self.finished = total, skipped
+        reused = f", {skipped} finished already (reused)" if skipped else ""
+        self._line(f"advbench: {total} job{'s' if total != 1 else ''}{reused}")
+
+    def begin(self, job, size: int):
+        import time
+
+        self.started[job.id] = time.perf_counter()
+        return job.id
+
+    def end(self, handle, finished: bool = True) -> None:
+        import time
+
+        started = self.started.pop(handle, None)
+        if finished and handle is not None:
+            self.finished += 1
+            seconds = f" in {time.perf_counter() - started:.1f} s" if started is not None else ""
+            self._line(f"[{self.finished}/{self.total}] {handle}{seconds}")
+
+    def warn(self, message: str) -> None:
+        self.console.print(f"warning: {terminal(message)}", highlight=False, markup=False, soft_wrap=True)
+
+    def note(self, message: str) -> None:
+        self._line(message)
+
+    def _line(self, text: str) -> None:
+        self.console.print(terminal(text), highlight=False, markup=False, soft_wrap=True)
+
+
+def reporter_for(console: Console) -> Reporter:
+    """Rich progress bars in a terminal, plain lines elsewhere."""
+    return RichReporter(console) if console.is_terminal else PlainReporter(console)

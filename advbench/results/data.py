@@ -298,3 +298,45 @@ def fawzi_limit(eps, lipschitz: float, class_masses: list[float]):
     flat = eps.reshape(-1, 1)
     vulnerable = np.sum(norm.cdf(a[None, :] + flat / lipschitz) - norm.cdf(a[None, :]), axis=1)
     return np.clip(1 - vulnerable, 0.0, 1.0).reshape(eps.shape)
+
+
+@dataclass
+class JobCost:
+    """What one job spent: seconds, and the model evaluations it counted (None where it
+    counts none: training)."""
+
+    job: str
+    kind: str
+    seconds: float
+    forward: int | None = None
+    gradient: int | None = None
+
+
+def costs(results: Results) -> dict[str, list[JobCost]]:
+    """Per model, the cost of each of its jobs (from their records), in the plan's order."""
+    found: dict[str, list[JobCost]] = {model["name"]: [] for model in results.spec["models"]}
+    for job, record in results.records.items():
+        model = record.get("model")
+        if model not in found or not isinstance(record.get("seconds"), (int, float)):
+            continue
+        evaluations = record.get("evaluations") or {}
+        found[model].append(
+            JobCost(
+                job, record.get("kind", "?"), float(record["seconds"]), evaluations.get("forward"), evaluations.get("gradient")
+            )
+        )
+    return found
+
+
+def cost_summary(jobs: list[JobCost]) -> dict[str, float | int]:
+    """A model's seconds by job kind and in all, and its counted evaluations."""
+    seconds = {kind: sum(j.seconds for j in jobs if j.kind == kind) for kind in ("train", "clean", "attack", "certify")}
+    return {
+        "training_seconds": seconds["train"],
+        "clean_seconds": seconds["clean"],
+        "attack_seconds": seconds["attack"],
+        "certify_seconds": seconds["certify"],
+        "total_seconds": sum(seconds.values()),
+        "gradient_evaluations": sum(j.gradient or 0 for j in jobs),
+        "forward_evaluations": sum(j.forward or 0 for j in jobs),
+    }

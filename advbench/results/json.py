@@ -82,6 +82,30 @@ class ThreatModelTable(_Model):
     table_notes: list[str]
 
 
+class JobCostEntry(_Model):
+    job: str = Field(description="The job's id (its record is jobs/<id>.json).")
+    kind: Literal["train", "clean", "attack", "certify"]
+    seconds: float = Field(ge=0, description="Wall time of the job on the machine that ran it.")
+    forward: Optional[int] = Field(description="Forward evaluations of the model it counted (null: not counted).")
+    gradient: Optional[int] = Field(description="Input-gradient evaluations it counted (null: not counted).")
+
+
+class ModelCost(_Model):
+    training_seconds: float
+    clean_seconds: float
+    attack_seconds: float
+    certify_seconds: float
+    total_seconds: float
+    gradient_evaluations: int
+    forward_evaluations: int
+    jobs: list[JobCostEntry]
+
+
+class Cost(_Model):
+    models: dict[str, ModelCost] = Field(description="Per model, the seconds of its jobs by kind and in all, and each job's.")
+    total_seconds: float = Field(description="The seconds of every job of the run (on one machine, one job after another).")
+
+
 class Leaderboard(_Model):
     format: Literal["advbench-leaderboard/3"] = FORMAT
     name: str
@@ -93,6 +117,7 @@ class Leaderboard(_Model):
     threat_models: list[ThreatModelTable]
     spec: dict = Field(description="The resolved spec the run computed.")
     provenance: dict = Field(description="Job keys' plugins and code, data fingerprint, backends and versions.")
+    cost: Cost = Field(description="What each model's jobs spent (seconds, counted evaluations), and the run in all.")
 
 
 def _accuracy(value: float | None, interval: tuple[float, float] | None) -> Accuracy | None:
@@ -172,8 +197,21 @@ def leaderboard_document(results: Results, rank_by: str = "certified") -> dict:
         threat_models=tables,
         spec=results.spec,
         provenance=provenance,
+        cost=_cost(results),
     )
     return document.model_dump(mode="json")
+
+
+def _cost(results: Results) -> Cost:
+    from dataclasses import asdict
+
+    from advbench.results.data import cost_summary, costs
+
+    models = {
+        name: ModelCost(**cost_summary(jobs), jobs=[JobCostEntry(**asdict(j)) for j in jobs])
+        for name, jobs in costs(results).items()
+    }
+    return Cost(models=models, total_seconds=sum(m.total_seconds for m in models.values()))
 
 
 def leaderboard_schema() -> dict:

@@ -134,8 +134,41 @@ def render_markdown(
             "",
         ]
         lines += [f"- {markdown_code(name)}: {markdown(problem)}" for name, problem in sorted(results.damaged.items())] + [""]
+    lines += _cost(results)
     lines += _provenance(results)
     return "\n".join(lines) + "\n"
+
+
+def _cost(results: Results) -> list[str]:
+    """Per model, the seconds of its jobs by kind and the evaluations they counted; the run's total."""
+    from advbench.results.data import cost_summary, costs
+
+    found = {name: cost_summary(jobs) for name, jobs in costs(results).items() if jobs}
+    if not found:
+        return []
+    lines = [
+        "## Cost",
+        "",
+        "Seconds each model's jobs took where they ran (training; the clean job's predictions and checks; every "
+        "attack, its radius search included; every certifier), and the model evaluations the attacks and "
+        "certifiers counted (input gradients, forward passes). Per job in `advbench export --format json`.",
+        "",
+        "| model | training | clean | attacks | certifiers | total | gradient evaluations | forward evaluations |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, c in found.items():
+        lines.append(
+            f"| {markdown(name)} | {_seconds(c['training_seconds'])} | {_seconds(c['clean_seconds'])} | "
+            f"{_seconds(c['attack_seconds'])} | {_seconds(c['certify_seconds'])} | {_seconds(c['total_seconds'])} | "
+            f"{c['gradient_evaluations']:,} | {c['forward_evaluations']:,} |"
+        )
+    total = sum(c["total_seconds"] for c in found.values())
+    lines += ["", f"The run: {_seconds(total)} of job time in all ({total / 60:.1f} min).", ""]
+    return lines
+
+
+def _seconds(value: float) -> str:
+    return f"{value:,.0f} s" if value >= 10 else f"{value:.1f} s"
 
 
 def _per_method(bounds: list[Bounds], rank_by: str, eps_list: list[float]) -> list[str]:
@@ -272,6 +305,26 @@ def _provenance(results: Results) -> list[str]:
     return lines
 
 
+def leaderboard_is_current(run_dir: str | Path, path: str | Path, rank_by: str) -> bool:
+    """Whether the leaderboard at ``path`` was written after every record of the run, ranked
+    by ``rank_by``: a rerun with nothing left to do need not draw it again."""
+    path, run_dir = Path(path), Path(run_dir)
+    if not path.is_file():
+        return False
+    newest = max(
+        (p.stat().st_mtime for p in [run_dir / "plan.json", *run_dir.joinpath("jobs").rglob("*")] if p.exists()), default=0
+    )
+    return path.stat().st_mtime >= newest and path.read_text().endswith(_drawn_by(rank_by))
+
+
+def _drawn_by(rank_by: str) -> str:
+    """The leaderboard's last line, hidden in rendered markdown: the code that drew it and
+    its ranking, so a rerun redraws it when either changed."""
+    from advbench.contract.plugins import host_fingerprint
+
+    return f"<!-- drawn by {host_fingerprint()}, ranked by {rank_by} -->\n"
+
+
 def write_leaderboard(run_dir: str | Path, output: str | Path | None = None, rank_by: str = "certified") -> tuple[Path, Results]:
     """Write the markdown leaderboard (default ``<run_dir>/leaderboard.md``) with its
     plots and adversarial-example figures beside it."""
@@ -292,7 +345,8 @@ def write_leaderboard(run_dir: str | Path, output: str | Path | None = None, ran
                 figures[norm] = figure_name
     results.damaged.update(store.damaged)  # array files found damaged while drawing
     diagnostics = _copy_diagnostics(results, Path(run_dir), output)
-    write_atomic(output, render_markdown(results, rank_by, plots, figures, diagnostics).encode())
+    text = render_markdown(results, rank_by, plots, figures, diagnostics)
+    write_atomic(output, (text + ("" if text.endswith("\n") else "\n") + "\n" + _drawn_by(rank_by)).encode())
     return output, results
 
 

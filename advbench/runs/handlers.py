@@ -187,6 +187,7 @@ def method_record(
             probabilistic=method.probabilistic,
             certifies_smoothed=method.certifies_smoothed,
             details=details,
+            evaluations=target.evaluations(),
         )
         return record, None
     outcome = attack_radii(

@@ -24,11 +24,14 @@ from advbench.runs.store import DiskFull, RunStore
 from advbench.text import short_message
 
 
-def run_spec(spec, out: str | Path, *, fresh: bool = False, executor=None, reporter: Reporter | None = None) -> RunSummary:
+def run_spec(
+    spec, out: str | Path, *, fresh: bool = False, executor=None, reporter: Reporter | None = None, store: RunStore | None = None
+) -> RunSummary:
     """Run ``spec`` (a :class:`~advbench.spec.Spec`) into the run directory ``out``: take
-    its lock, run every unfinished job with ``executor`` (default: one after another in
-    this process), give the lock back.  ``fresh`` deletes earlier results first."""
-    store = RunStore(out)
+    its lock (unless ``store`` holds it already), run every unfinished job with ``executor``
+    (default: one after another in this process), give the lock back.  ``fresh`` deletes
+    earlier results first."""
+    store = store or RunStore(out)
     runner = Runner(spec, store, reporter)
     try:
         store.prepare(spec.name, spec.hash, spec.as_dict(), fresh)
@@ -62,20 +65,20 @@ class Runner:
         backend.enable_determinism()
         jobs = self.plan()
         data = self.planner.load_data()
-        self.store.write_json(
-            self.store.root / "plan.json",
-            {
-                "spec_hash": self.spec.hash,
-                "jobs": {j.id: j.key for j in jobs},
-                "plugins": self.planner.plugins_used(),
-                "data": {
-                    "fingerprint": data.fingerprint,
-                    "train": int(len(data.train_index)),
-                    "test": int(len(data.test_index)),
-                    "evaluated": int(len(data.eval_index)),
-                },
+        plan = {
+            "spec_hash": self.spec.hash,
+            "jobs": {j.id: j.key for j in jobs},
+            "plugins": self.planner.plugins_used(),
+            "data": {
+                "fingerprint": data.fingerprint,
+                "train": int(len(data.train_index)),
+                "test": int(len(data.test_index)),
+                "evaluated": int(len(data.eval_index)),
             },
-        )
+        }
+        plan_path = self.store.root / "plan.json"
+        if not plan_path.is_file() or self.store.read(plan_path) != plan:  # unchanged: left as it is (its time says so)
+            self.store.write_json(plan_path, plan)
         todo = [job for job in jobs if not self._finished(job)]
         for name, problem in sorted(self.store.damaged.items()):
             self.reporter.warn(f"{self.store.root / name} is damaged ({problem}); its job is redone")

@@ -147,15 +147,7 @@ class RunStore:
             raise AdvbenchError(f"{self.root}: is a file; --out needs a directory")
         if self.root.exists() and any(self.root.iterdir()) and not (self.root / MARKER).is_file():
             raise AdvbenchError(f"{self.root}: exists, is not empty and is not an advbench run directory; choose another --out")
-        if not fresh:
-            links = symbolic_links(self.root) if self.root.is_dir() else []
-            if links:
-                raise UnsafeRunDirectory(f"{links[0]} is a symbolic link; a run directory holds none (advbench writes "
-                                         "only inside it): remove it, or rerun with --fresh (which removes links, not "
-                                         "what they point to)")
-        if fresh and (self.root / LOCK).is_symlink():
-            (self.root / LOCK).unlink()  # the link goes, what it points to stays
-        self.lock()
+        self.claim(fresh)
         if fresh:
             for child in self.root.iterdir():
                 if child.name == LOCK:
@@ -169,11 +161,28 @@ class RunStore:
 
     # -- the lock ---------------------------------------------------------------------
 
+    def claim(self, fresh: bool = False) -> None:
+        """Take the lock of a directory that holds no symbolic link (``fresh``: one planted as
+        the lock file is removed first, the others by :meth:`prepare`)."""
+        if self._lock is not None:
+            return
+        if not fresh:
+            links = symbolic_links(self.root) if self.root.is_dir() else []
+            if links:
+                raise UnsafeRunDirectory(f"{links[0]} is a symbolic link; a run directory holds none (advbench writes "
+                                         "only inside it): remove it, or rerun with --fresh (which removes links, not "
+                                         "what they point to)")
+        if fresh and (self.root / LOCK).is_symlink():
+            (self.root / LOCK).unlink()  # the link goes, what it points to stays
+        self.lock()
+
     def lock(self) -> None:
         """Hold the directory's lock for the life of this process (released when it ends,
         however it ends), then remove temporary files a killed run left behind."""
         import fcntl
 
+        if self._lock is not None:
+            return  # held already by this store
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             # never through a link: a planted `.lock` link would have us truncate its target

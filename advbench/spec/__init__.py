@@ -3,7 +3,7 @@
 (:mod:`.loading`, checked against its data by :mod:`.data_checks`), and the JSON schema
 ``advbench schema`` prints (:mod:`.jsonschema`)."""
 
-from advbench.spec.loading import load_spec, load_spec_data
+from advbench.spec.loading import check_data, load_spec, load_spec_data
 from advbench.spec.resolved import ComponentRef, DefenseRefs, ModelPlan, Spec, TorchModule, stable_hash
 from advbench.spec.schema import (
     AugmentationSpec,
@@ -28,6 +28,7 @@ __all__ = [
     "ThreatModel",
     "TorchModule",
     "TrainingSpec",
+    "check_data",
     "load_spec",
     "load_spec_data",
     "stable_hash",

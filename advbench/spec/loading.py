@@ -194,7 +194,19 @@ def _validate(data: dict, path: Path, locator: "Locator", problems: list, strict
         raise SpecError(problems)
     if file is not _KEEP:
         spec.file = file
+    spec.locator = locator
     return spec
+
+
+def check_data(spec: Spec) -> None:
+    """The checks of ``spec`` against its data and pretrained models (what ``check_data=True``
+    adds to :func:`load_spec`), for a spec loaded without them: a :class:`SpecError` with every
+    problem.  Does nothing when they ran already."""
+    if spec.loaded is not None:
+        return
+    problems = data_problems(spec, spec.locator or Locator(str(spec.file or "<spec>"), None))
+    if problems:
+        raise SpecError(problems)
 
 
 def _file_problem(path: Path, what: str) -> str | None:

@@ -139,6 +139,7 @@ class Spec:
     threat_index: list[int] = field(default_factory=list)
     loaded: Any = None  # the data subsets, once the data checks loaded them (advbench.kit.data.Subsets)
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)  # where jobs run, not what they compute
+    locator: Any = None  # the file's field-to-line map (advbench.spec.loading.Locator), for later checks' messages
 
     @property
     def indexed_models(self) -> list[tuple[int, "ModelPlan"]]:

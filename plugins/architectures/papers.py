@@ -1,7 +1,8 @@
 """The architectures of the founding papers: `hein_mlp` (Hein & Andriushchenko 2017),
 `madry_cnn` (Madry et al. 2018), `resnet32` (He et al. 2016, CIFAR variant, with a width
-multiplier), `ibp_small` (Gowal et al. 2018, for certified training) and `gtsrb_cnn`, a
-compact CNN for 32x32 traffic signs."""
+multiplier), `preact_resnet18` (He et al. 2016, the model of Wong et al. 2020), `ibp_small`
+(Gowal et al. 2018, for certified training) and `gtsrb_cnn`, a compact CNN for 32x32
+traffic signs."""
 
 from __future__ import annotations
 
@@ -81,6 +82,38 @@ class ResNet(Architecture):
         return keras.layers.ReLU()(keras.layers.Add()([out, shortcut]))
 
 
+class PreActResNet18Params(Params):
+    width: int = Field(64, ge=8, description="Filters of the first stage (then 2x, 4x, 8x).")
+
+
+class PreActResNet18(Architecture):
+    """PreAct ResNet-18 (He et al. 2016, identity mappings): the CIFAR-10 model of Wong et al. 2020's fast FGSM training."""
+
+    Params = PreActResNet18Params
+
+    def build(self, input_shape, num_classes):
+        width = self.params.width
+        inputs = keras.Input(shape=input_shape)
+        h = keras.layers.Conv2D(width, 3, padding="same", use_bias=False)(inputs)
+        for stage, filters in enumerate((width, 2 * width, 4 * width, 8 * width)):
+            for block in range(2):
+                h = self._block(h, filters, 2 if stage > 0 and block == 0 else 1)
+        h = keras.layers.ReLU()(keras.layers.BatchNormalization()(h))
+        h = keras.layers.GlobalAveragePooling2D()(h)
+        return keras.Model(inputs, keras.layers.Dense(num_classes, name="logits")(h), name="preact_resnet18")
+
+    @staticmethod
+    def _block(h, filters, strides):
+        out = keras.layers.ReLU()(keras.layers.BatchNormalization()(h))
+        shortcut = h
+        if strides != 1 or h.shape[-1] != filters:
+            shortcut = keras.layers.Conv2D(filters, 1, strides=strides, use_bias=False)(out)
+        out = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False)(out)
+        out = keras.layers.ReLU()(keras.layers.BatchNormalization()(out))
+        out = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(out)
+        return keras.layers.Add()([out, shortcut])
+
+
 class GTSRBCNN(Architecture):
     """A compact CNN for 32x32 RGB traffic signs: two 3x3 conv pairs (32, 64) with max-pooling, dense 256, logits."""
 
@@ -119,4 +152,5 @@ def advbench_register_architectures(register):
     register("madry_cnn", MadryCNN)
     register("resnet32", ResNet)
     register("gtsrb_cnn", GTSRBCNN)
+    register("preact_resnet18", PreActResNet18)
     register("ibp_small", IBPSmall)
