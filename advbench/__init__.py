@@ -43,6 +43,7 @@ from advbench.errors import AdvbenchError  # noqa: E402
 _LAZY = {
     "evaluate": "advbench.api",
     "run": "advbench.api",
+    "load_model": "advbench.api",
     "load_dataset": "advbench.kit.data",
     "Target": "advbench.kit.target",
 }

@@ -184,6 +184,18 @@ class RunResults(dict):
 # -- validation of the arguments ---------------------------------------------------------
 
 
+def load_model(path):
+    """A model advbench saved (``<run>/models/<name>-<key>.keras``) as a Keras model,
+    in a fresh process and on any backend: advbench's layers and those of every installed
+    plugin are made known to Keras first (``keras.saving.load_model`` alone does not know
+    them).  Not compiled; it outputs logits."""
+    from advbench.contract.plugins import load_plugins
+    from advbench.kit.models import load_keras_model
+
+    load_plugins()  # a plugin's layers register themselves when it is imported
+    return load_keras_model(Path(path))
+
+
 def _threat_model(norm, eps):
     from pydantic import ValidationError
 
@@ -330,4 +342,4 @@ def _classes(model, x, y) -> int:
     return classes
 
 
-__all__ = ["RunResults", "evaluate", "run"]
+__all__ = ["RunResults", "evaluate", "load_model", "run"]

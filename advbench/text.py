@@ -6,6 +6,11 @@ MESSAGE_CHARACTERS = 300
 """How much of a failed job's error message tables and warnings show (the record keeps all of it)."""
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 model``, ``2 models``: a count with its noun in the right number."""
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def short_message(message: str) -> str:
     """A failed job's message as tables show it: its first line, at most
     :data:`MESSAGE_CHARACTERS` long (an exception can carry whole arrays)."""

@@ -164,3 +164,34 @@ def test_a_bad_spec_given_as_data_is_reported_like_a_file():
     text = str(raised.value)
     assert "<spec>: dataset.name: unknown dataset 'digitz'; did you mean 'digits'?" in text
     assert "<spec>: models: List should have at least 1 item" in text
+
+
+@pytest.mark.slow
+def test_a_model_advbench_trained_loads_in_a_fresh_process_with_load_model(tmp_path):
+    import subprocess
+    import sys
+
+    from advbench.testing import run_spec, tiny_spec
+
+    spec = tiny_spec(
+        tmp_path,
+        models=[dict(advbench.testing.TINY["models"][0], architecture={"name": "mlp", "hidden": 8, "activation": "softplus"})],
+    )
+    assert run_spec(spec, tmp_path / "run").exit_code == 0
+    (saved,) = (tmp_path / "run" / "models").glob("*.keras")
+    check = (
+        "import sys, numpy as np, advbench\n"
+        "from sklearn.datasets import load_digits\n"
+        f"model = advbench.load_model({str(saved)!r})\n"
+        "x = np.zeros((2, 8, 8, 1), 'float32')\n"
+        "print(model(x).shape)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "(2, 10)" in result.stdout, result.stderr[-2000:]
+    plain = subprocess.run(
+        [sys.executable, "-c", f"import keras; keras.saving.load_model({str(saved)!r})"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert plain.returncode != 0  # what the function is for: Keras alone does not know advbench's layers

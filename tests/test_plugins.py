@@ -104,6 +104,9 @@ def test_readme_third_party_plugin_runs_through_advbench_run(tmp_path, clean_sys
     entry_point_plugin(tmp_path / "site", "advbench_noise", readme_plugin_source(), distribution="advbench-noise", version="0.3")
     result = CliRunner().invoke(app, ["plugins"])
     assert "advbench-noise" in result.output and "0.3" in result.output
+    shown = CliRunner().invoke(app, ["plugins", "random_corners"])
+    assert shown.exit_code == 0, shown.output
+    assert "tries" in shown.output and "20" in shown.output and "Random corners of the ball tried" in shown.output
     spec = tiny_spec(
         tmp_path,
         models=[
@@ -188,3 +191,18 @@ def test_schema_includes_plugin_parameters():
     text = json.dumps(schema)
     assert '"pgd"' in text and "Gradient steps per restart." in text
     assert '"lambda"' in text  # weight_decay's aliased parameter
+
+
+def test_plugins_name_lists_parameters_of_spec_local_plugins_and_suggests_names(tmp_path, clean_sys_path):
+    (tmp_path / "advbench_noise.py").write_text(readme_plugin_source())
+    spec = tiny_spec(tmp_path, plugins=["advbench_noise.py"])
+    runner = CliRunner()
+    assert "noisy_training" not in runner.invoke(app, ["plugins"]).output
+    shown = runner.invoke(app, ["plugins", "noisy_training", "--spec", str(spec)])
+    assert shown.exit_code == 0, shown.output
+    assert "sigma" in shown.output and "float" in shown.output and "0.1" in shown.output
+    assert "Standard deviation of the training noise" in shown.output
+    builtin = runner.invoke(app, ["plugins", "pgd"])
+    assert builtin.exit_code == 0 and "restarts" in builtin.output and "Random restarts" in builtin.output
+    wrong = runner.invoke(app, ["plugins", "pdg"])
+    assert wrong.exit_code == 2 and "did you mean pgd" in wrong.output

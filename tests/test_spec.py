@@ -87,3 +87,15 @@ def test_resolved_spec_fills_defaults_and_hash_tracks_changes(tmp_path):
     assert resolved["threat_models"][0]["eps"] == [0.05, 0.1]
     path.write_text(GOOD.replace("steps: 5", "steps: 6"))
     assert load_spec(path).hash != spec.hash
+
+
+def test_the_readmes_first_spec_validates_as_written(tmp_path):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    first = re.search(r"```yaml\n(.*?)```", readme, re.S).group(1)
+    (tmp_path / "spec.yaml").write_text(first)
+    result = CliRunner().invoke(app, ["validate", str(tmp_path / "spec.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "valid (1 model, 8 jobs)" in result.output  # and counted in the right number

@@ -11,7 +11,7 @@ import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 from rich.console import Console
@@ -20,7 +20,7 @@ from rich.table import Table
 
 import advbench
 from advbench.errors import AdvbenchError, UsageError
-from advbench.text import terminal
+from advbench.text import plural, terminal
 
 app = typer.Typer(
     name="advbench",
@@ -34,15 +34,16 @@ app = typer.Typer(
 console = Console() if sys.stdout.isatty() else Console(width=120)
 errors = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=160)
 
-Strict = Annotated[bool, typer.Option("--strict", help="Treat a plugin that fails to load as fatal.")]
+Strict = Annotated[bool, typer.Option("--strict", metavar="", help="Treat a plugin that fails to load as fatal.")]
 Backend = Annotated[
-    Optional[str],
+    Optional[Literal["tensorflow", "jax", "torch"]],
     typer.Option("--backend", help="Keras backend: tensorflow (default), jax or torch; the same as setting KERAS_BACKEND."),
 ]
 from advbench.results.table import RANK_KEYS  # noqa: E402 (light: NumPy, which `advbench` imports anyway)
 
 RankBy = Annotated[
-    str, typer.Option("--rank-by", help=f"Ranking key: {', '.join(RANK_KEYS)} robust accuracy at the largest eps.")
+    Literal[RANK_KEYS],
+    typer.Option("--rank-by", help="Rank by certified, empirical or clean robust accuracy at the largest eps."),
 ]
 
 
@@ -60,7 +61,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def main_options(
     version: Annotated[
-        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+        Optional[bool], typer.Option("--version", metavar="", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = None,
 ) -> None:
     """How robust is this classifier, really?"""
@@ -88,9 +89,13 @@ def reported():
 
 @app.command()
 def run(
-    spec: Annotated[Path, typer.Argument(help="The YAML spec to run.")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory (default: runs/<name>/).")] = None,
-    fresh: Annotated[bool, typer.Option("--fresh", help="Delete earlier results in the run directory and start over.")] = False,
+    spec: Annotated[Path, typer.Argument(metavar="SPEC", help="The YAML spec to run.")],
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", metavar="DIR", help="Run directory (default: runs/<name>/).")
+    ] = None,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", metavar="", help="Delete earlier results in the run directory and start over.")
+    ] = False,
     strict: Strict = False,
     rank_by: RankBy = "certified",
     backend: Backend = None,
@@ -98,14 +103,16 @@ def run(
         str,
         typer.Option(
             "--executor",
+            metavar="<local|ray>",
             help="Where jobs run: local (one after another in this process) or ray (in parallel on Ray; "
-            'pip install "advbench[ray]"). The results are the same.',
+            'pip install "advbench\\[ray]"). The results are the same.',
         ),
     ] = "local",
     address: Annotated[
         Optional[str],
         typer.Option(
             "--address",
+            metavar="HOST:PORT",
             help="With --executor ray: the Ray cluster to join (host:port, or auto); default: start Ray on this machine.",
         ),
     ] = None,
@@ -153,7 +160,7 @@ def run(
             errors.print(f"[yellow]interrupted[/]: {counted}rerun the same command in {escape(str(root))} to resume")
             raise typer.Exit(130) from None
         _print_tables(results, rank_by)
-        ran = "nothing left to do" if not summary.done else f"{summary.done} job{'s' if summary.done != 1 else ''} run"
+        ran = "nothing left to do" if not summary.done else f"{plural(summary.done, 'job')} run"
         console.print(f"{ran}, {summary.skipped} already done. Leaderboard: [bold]{escape(str(path))}[/]", highlight=False)
         if summary.errors:
             errors.print(f"[red]{len(summary.errors)} job(s) failed[/]; see the leaderboard and {root / 'jobs'}")
@@ -165,7 +172,9 @@ def run(
 
 @app.command()
 def validate(
-    spec: Annotated[Path, typer.Argument(help="The YAML spec to check.")], strict: Strict = False, backend: Backend = None
+    spec: Annotated[Path, typer.Argument(metavar="SPEC", help="The YAML spec to check.")],
+    strict: Strict = False,
+    backend: Backend = None,
 ) -> None:
     """Check a spec (fields, plugins, parameters, data, pretrained models) without running it."""
     with reported():
@@ -178,7 +187,7 @@ def validate(
 
         loaded = load_spec(spec, strict=strict, check_data=True)
         jobs = len(loaded.models) * (2 + len(loaded.threat_models) * (len(loaded.attacks) + len(loaded.certifiers)))
-        console.print(f"{spec}: valid ({len(loaded.models)} models, {jobs} jobs)", highlight=False)
+        console.print(f"{spec}: valid ({plural(len(loaded.models), 'model')}, {plural(jobs, 'job')})", highlight=False)
         if loaded.plugin_files:
             console.print(
                 "This spec imports and runs the code of: "
@@ -192,7 +201,7 @@ def validate(
 def schema(
     strict: Strict = False,
     leaderboard: Annotated[
-        bool, typer.Option("--leaderboard", help="The schema of `advbench export --format json` instead.")
+        bool, typer.Option("--leaderboard", metavar="", help="The schema of `advbench export --format json` instead.")
     ] = False,
 ) -> None:
     """Print the JSON schema of a spec, including the loaded plugins' parameters."""
@@ -210,10 +219,10 @@ def schema(
 
 @app.command()
 def export(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
-    output: Annotated[str, typer.Option("--output", "-o", help="The file to write; - for standard output.")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory.")],
+    output: Annotated[str, typer.Option("--output", "-o", metavar="FILE", help="The file to write; - for standard output.")],
     format_: Annotated[
-        str,
+        Literal["csv", "json"],
         typer.Option(
             "--format",
             help="csv: one row per (model, norm, test example) with every radius; json: the leaderboard, every "
@@ -261,35 +270,80 @@ def export(
 
 @app.command()
 def leaderboard(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    run_dirs: Annotated[list[Path], typer.Argument(metavar="RUN...", help="Run directories (several only with --format html).")],
     output: Annotated[
         Optional[Path],
-        typer.Option("--output", "-o", help="Markdown file (default: <run_dir>/leaderboard.md); plots go beside it."),
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="PATH",
+            help="markdown: the file (default: <run_dir>/leaderboard.md), figures beside it; html: the site's folder.",
+        ),
     ] = None,
+    format_: Annotated[
+        Literal["markdown", "html"], typer.Option("--format", help="markdown (a page beside the run) or html (a static site).")
+    ] = "markdown",
+    figure_format: Annotated[
+        str, typer.Option("--figure-format", help="png, pdf or svg (a site: png or svg).", metavar="<png|pdf|svg>")
+    ] = "png",
     rank_by: RankBy = "certified",
 ) -> None:
-    """Render the markdown leaderboard (and its plots) from a run directory."""
+    """Render the leaderboard of a run: a markdown page with its figures, or a static HTML
+    site (one page per run, with an index for several, and a page per model) that opens
+    from disk."""
     with reported():
+        _check_rank_by(rank_by)
+        if format_ not in ("markdown", "html"):
+            raise UsageError(f"--format: expected markdown or html, got {format_!r}")
+        from advbench.results.plots import FIGURE_FORMATS
+
+        if figure_format not in FIGURE_FORMATS:
+            raise UsageError(f"--figure-format: expected one of {', '.join(FIGURE_FORMATS)}, got {figure_format!r}")
+        if format_ == "html":
+            _site(run_dirs, output, rank_by, figure_format)
+            return
+        if len(run_dirs) != 1:
+            raise UsageError(
+                f"{len(run_dirs)} run directories: a markdown leaderboard is of one run (a site, --format html, of several)"
+            )
+        run_dir = run_dirs[0]
         from advbench.results.markdown import write_leaderboard
 
-        _check_rank_by(rank_by)
         if output is not None and output.is_dir():
             raise UsageError(f"--output {output}: is a directory; give the markdown file to write")
         try:
-            path, results = write_leaderboard(run_dir, output, rank_by)
+            path, results = write_leaderboard(run_dir, output, rank_by, figure_format)
         except OSError as exc:
             where = output if output is not None else Path(run_dir) / "leaderboard.md"
             raise UsageError(f"--output {where}: cannot write the leaderboard ({exc.strerror or exc})") from None
         _warn_damaged(results)
         _print_tables(results, rank_by)
-        console.print(f"Leaderboard: [bold]{path}[/]", highlight=False)
+        console.print(f"Leaderboard: [bold]{escape(str(path))}[/]", highlight=False)
+
+
+def _site(run_dirs: list[Path], output: Path | None, rank_by: str, figure_format: str) -> None:
+    from advbench.results.website import SITE_FORMATS, write_site
+
+    if output is None:
+        raise UsageError("--format html needs --output DIR: the folder the site is written to")
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"--output {output}: is a file; give the folder for the site")
+    if figure_format not in SITE_FORMATS:
+        raise UsageError(
+            f"--figure-format {figure_format}: a site shows {' or '.join(SITE_FORMATS)} (a browser does not show a PDF inline)"
+        )
+    try:
+        index = write_site(run_dirs, output, rank_by, figure_format)
+    except OSError as exc:
+        raise UsageError(f"--output {output}: cannot write the site ({exc.strerror or exc})") from None
+    console.print(f"Site: [bold]{escape(str(index))}[/] (open it in a browser; it needs no server)", highlight=False)
 
 
 @app.command()
 def compare(
-    first: Annotated[Path, typer.Argument(help="A run directory.")],
-    second: Annotated[Path, typer.Argument(help="Another run directory.")],
-    format_: Annotated[str, typer.Option("--format", help="terminal (a table) or json.")] = "terminal",
+    first: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory.")],
+    second: Annotated[Path, typer.Argument(metavar="RUN", help="Another run directory.")],
+    format_: Annotated[Literal["terminal", "json"], typer.Option("--format", help="terminal (a table) or json.")] = "terminal",
 ) -> None:
     """Compare two runs: each bound's difference per model and eps (and whether the 95%
     intervals separate), the models in only one, and the settings that differ."""
@@ -308,21 +362,77 @@ def compare(
 
 
 @app.command()
-def plugins(strict: Strict = False) -> None:
-    """List every plugin with its version and the components it registers."""
+def plugins(
+    name: Annotated[
+        Optional[str],
+        typer.Argument(
+            metavar="NAME",
+            help="A plugin or a component (e.g. pgd): list its parameters with their types, defaults and descriptions.",
+        ),
+    ] = None,
+    spec: Annotated[
+        Optional[Path],
+        typer.Option("--spec", metavar="SPEC", help="Also load the plugin files this spec names under plugins:."),
+    ] = None,
+    strict: Strict = False,
+) -> None:
+    """List every plugin with its version and the components it registers, or one plugin's
+    or component's parameters."""
     with reported():
         from advbench.contract.plugins import load_plugins
 
-        host = load_plugins(strict=strict)
-        table = Table(title="advbench plugins")
-        for column in ("plugin", "from", "version", "registers"):
-            table.add_column(column)
-        for info in host.plugins.values():
-            registers = ", ".join(f"{kind} {name}" for kind, name in info.components)
-            if info.error:
-                registers = f"[red]not loaded: {info.error}[/]"
-            table.add_row(info.name, info.source, info.version, registers)
-        console.print(table)
+        host = load_plugins(strict=strict, files=_spec_plugin_files(spec) if spec else ())
+        if name is None:
+            table = Table(title="advbench plugins")
+            for column in ("plugin", "from", "version", "registers"):
+                table.add_column(column)
+            for info in host.plugins.values():
+                registers = escape(", ".join(f"{kind} {component}" for kind, component in info.components))
+                if info.error:
+                    registers = f"[red]not loaded: {escape(info.error)}[/]"
+                table.add_row(escape(info.name), escape(info.source), escape(info.version), registers)
+            console.print(table)
+            return
+        entries = host.registry.entries()
+        chosen = [entry for entry in entries if name in (entry.name, entry.plugin)]
+        if not chosen:
+            from difflib import get_close_matches
+
+            known = sorted({entry.name for entry in entries} | {entry.plugin for entry in entries})
+            close = get_close_matches(name, known, n=3)
+            hint = f"; did you mean {' or '.join(close)}?" if close else "; advbench plugins lists them"
+            raise UsageError(f"no plugin or component is named {name!r}{hint}")
+        for entry in chosen:
+            console.print(
+                f"[bold]{escape(entry.kind)} {escape(entry.name)}[/] (plugin {escape(entry.plugin)}): {escape(entry.cls.summary())}",
+                highlight=False,
+            )
+            rows = entry.cls.parameters()
+            if not rows:
+                console.print("  no parameters", highlight=False)
+                continue
+            table = Table(show_edge=False, pad_edge=False)
+            for column in ("parameter", "type", "default", "description"):
+                table.add_column(column, overflow="fold")
+            for row in rows:
+                table.add_row(*(escape(cell) for cell in row))
+            console.print(table)
+
+
+def _spec_plugin_files(spec: Path) -> list[Path]:
+    """The plugin files a spec names (relative to its folder), read without validating the rest."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(spec.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"--spec {spec}: cannot read it ({exc})") from None
+    entries = data.get("plugins") if isinstance(data, dict) else None
+    if entries is None:
+        return []
+    if not isinstance(entries, list) or not all(isinstance(entry, str) for entry in entries):
+        raise UsageError(f"--spec {spec}: plugins: expected a list of Python files")
+    return [spec.parent / entry for entry in entries]
 
 
 def _warn_damaged(results) -> None:

@@ -7,7 +7,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from advbench.runs.reporting import Reporter
-from advbench.text import terminal
+from advbench.text import plural, terminal
 
 
 class RichReporter(Reporter):
@@ -35,7 +35,7 @@ class RichReporter(Reporter):
     def start(self, total: int, skipped: int) -> None:
         self.finished = skipped
         if skipped:
-            self.console.print(f"{skipped} of {total} jobs finished already: reused", style="dim", highlight=False)
+            self.console.print(f"{skipped} of {plural(total, 'job')} finished already: reused", style="dim", highlight=False)
         self.overall = self.progress.add_task("jobs", total=total, completed=skipped)
 
     def begin(self, job, size: int):
@@ -81,7 +81,7 @@ class PlainReporter(Reporter):
     def start(self, total: int, skipped: int) -> None:
         self.total, self.finished = total, skipped
         reused = f", {skipped} finished already (reused)" if skipped else ""
-        self._line(f"advbench: {total} job{'s' if total != 1 else ''}{reused}")
+        self._line(f"advbench: {plural(total, 'job')}{reused}")
 
     def begin(self, job, size: int):
         import time

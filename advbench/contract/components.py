@@ -104,6 +104,23 @@ class Component:
         return doc.splitlines()[0] if doc else ""
 
     @classmethod
+    def parameters(cls) -> list[tuple[str, str, str, str]]:
+        """``(name, type, default, description)`` of each parameter a spec may set, as
+        ``advbench plugins NAME`` lists them; the default is ``required`` where there is none."""
+        rows = []
+        for name, info in cls.Params.model_fields.items():
+            kind = info.annotation
+            shown = kind.__name__ if isinstance(kind, type) else str(kind).replace("typing.", "")
+            if info.is_required():
+                default = "required"
+            elif info.default_factory is not None:
+                default = repr(info.default_factory())
+            else:
+                default = repr(info.default)
+            rows.append((info.alias or name, shown, default, info.description or ""))
+        return rows
+
+    @classmethod
     def check_spec(cls, params, spec) -> str | None:
         """Return what is wrong with these parameters in this spec (e.g. a model name that
         does not exist), or ``None``.  Runs during validation, before any work."""

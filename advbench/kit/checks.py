@@ -250,3 +250,66 @@ def triggered(found: dict[str, float | None]) -> list[str]:
 
 def _percent(share: float) -> str:
     return f"{100 * share:.0f}%" if share >= 0.01 else f"{100 * share:.1f}%"
+
+
+FLAG_MEANINGS = (
+    (
+        "near-chance clean accuracy",
+        "The clean accuracy is close to guessing: the inputs are usually scaled differently from what the model was trained on.",
+    ),
+    (
+        "EOT disabled",
+        "The model is randomized and was attacked without Expectation over Transformation: its empirical "
+        "numbers are not a valid evaluation.",
+    ),
+    (
+        "randomized",
+        "The model's outputs are random; attacks average gradients over draws (EOT) and a point counts "
+        "adversarial only if it fools the model on repeated draws.",
+    ),
+    (
+        "undeclared randomness",
+        "Two identical calls of the model gave different outputs, though it does not declare "
+        "itself randomized: attacks were not run with EOT.",
+    ),
+    ("declared randomized, but two calls agreed", "The model says it is randomized, yet two identical calls agreed."),
+    ("NaN/inf gradients", "Input gradients that are not finite: a sign of gradient masking; gradient attacks are blind there."),
+    ("zero gradients", "Input gradients that are exactly zero: a sign of gradient masking (or a saturated softmax)."),
+    ("black-box", "A black-box attack broke more examples than the white-box ones: the gradients mislead (masking)."),
+    ("success falls as ε grows", "The attack broke fewer examples at a larger budget: its search failed, not the model."),
+    (
+        "unbroken at ε covering",
+        "Examples no attack broke even with a budget covering the whole input range, where "
+        "every classifier can be broken: the attacks failed.",
+    ),
+    (
+        "unstable predictions",
+        "The margin moves by more than half itself under tiny random perturbations: a noisy loss "
+        "landscape where gradient steps mislead (Pintor et al. 2022).",
+    ),
+    (
+        "silent success",
+        "The attack found an adversarial example within the budget in one of its runs and returned none (Pintor et al. 2022).",
+    ),
+    (
+        "incomplete optimization",
+        "The attack loss was still rising at the last steps: more steps would break more (Pintor et al. 2022).",
+    ),
+    ("transfer failure", "The transfer attack's points fooled the model they were crafted on, not this one."),
+    (
+        "unconstrained failure",
+        "Nothing adversarial found even with no budget limit: every classifier can be broken "
+        "there, so the attack failed (Pintor et al. 2022).",
+    ),
+    ("ERROR", "A job failed or a certifier claimed a radius above an adversarial example found: see the errors."),
+)
+"""What each flag means, for the leaderboard's legends: (a phrase the flag contains, its
+meaning); the first matching phrase wins."""
+
+
+def explain_flag(flag: str) -> list[str]:
+    """The meanings of what ``flag`` names (an attack's indicator flag can name several)."""
+    meanings = [meaning for phrase, meaning in FLAG_MEANINGS if phrase in flag]
+    if "randomized" in flag and len(meanings) > 1:
+        meanings = [m for m in meanings if not m.startswith("The model's outputs are random")]
+    return meanings or ["See the notes of this model."]

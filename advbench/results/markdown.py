@@ -73,9 +73,11 @@ def render_markdown(
                 "",
             ]
         if plots and norm in plots:
-            lines += [f"![{norm}: robust accuracy against ε]({plots[norm]})", ""]
+            both, each = plots[norm]
+            lines += [_image(f"{norm}: every model's robust accuracy against ε", both), ""]
+            lines += [_image(f"{norm}: robust accuracy against ε, one panel per model", each), ""]
         if figures and norm in figures:
-            lines += [f"![{norm}: smallest adversarial examples found]({figures[norm]})", ""]
+            lines += [_image(f"{norm}: smallest adversarial examples found", figures[norm]), ""]
         smoothed = [(b, label) for b in ranked(bounds, rank_by) for label in b.smoothed]
         if smoothed:
             lines += [
@@ -317,6 +319,11 @@ def leaderboard_is_current(run_dir: str | Path, path: str | Path, rank_by: str) 
     return path.stat().st_mtime >= newest and path.read_text().endswith(_drawn_by(rank_by))
 
 
+def _image(caption: str, name: str) -> str:
+    """A figure in the page; a PDF (which markdown cannot show) as a link."""
+    return f"[{caption} (PDF)]({name})" if name.endswith(".pdf") else f"![{caption}]({name})"
+
+
 def _drawn_by(rank_by: str) -> str:
     """The leaderboard's last line, hidden in rendered markdown: the code that drew it and
     its ranking, so a rerun redraws it when either changed."""
@@ -325,29 +332,47 @@ def _drawn_by(rank_by: str) -> str:
     return f"<!-- drawn by {host_fingerprint()}, ranked by {rank_by} -->\n"
 
 
-def write_leaderboard(run_dir: str | Path, output: str | Path | None = None, rank_by: str = "certified") -> tuple[Path, Results]:
+def write_leaderboard(
+    run_dir: str | Path, output: str | Path | None = None, rank_by: str = "certified", figure_format: str = "png"
+) -> tuple[Path, Results]:
     """Write the markdown leaderboard (default ``<run_dir>/leaderboard.md``) with its
-    plots and adversarial-example figures beside it."""
-    from advbench.runs.store import RunStore, write_atomic
+    figures beside it (``figure_format``: png, pdf or svg): per threat model the models
+    overlaid on one axis, one panel per model, and the smallest adversarial examples."""
+    from advbench.runs.store import write_atomic
 
     results = load_results(run_dir)
-    store = RunStore.open(run_dir)
     output = Path(output) if output else Path(run_dir) / "leaderboard.md"
-    plots, figures = {}, {}
-    for threat in results.spec["threat_models"]:
-        norm = threat["norm"]
-        if results.for_norm(norm):
-            name = f"{output.stem}-{norm}.png"
-            plot(results, norm, output.parent / name, rank_by)
-            plots[norm] = name
-            figure_name = f"{output.stem}-{norm}-examples.png"
-            if examples_figure(results, store, norm, output.parent / figure_name):
-                figures[norm] = figure_name
-    results.damaged.update(store.damaged)  # array files found damaged while drawing
+    plots, figures = draw_figures(results, run_dir, output.parent, output.stem, rank_by, figure_format)
     diagnostics = _copy_diagnostics(results, Path(run_dir), output)
     text = render_markdown(results, rank_by, plots, figures, diagnostics)
     write_atomic(output, (text + ("" if text.endswith("\n") else "\n") + "\n" + _drawn_by(rank_by)).encode())
     return output, results
+
+
+def draw_figures(
+    results: Results, run_dir: str | Path, folder: Path, stem: str, rank_by: str, figure_format: str = "png"
+) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Per threat model with results, the overlay and the small multiples (``plots``: their
+    file names) and the examples figure (``figures``), drawn into ``folder``."""
+    from advbench.results.plots import FIGURE_FORMATS, overlay
+    from advbench.runs.store import RunStore
+
+    if figure_format not in FIGURE_FORMATS:
+        raise ValueError(f"figure format: expected one of {', '.join(FIGURE_FORMATS)}, got {figure_format!r}")
+    store = RunStore.open(run_dir)
+    plots, figures = {}, {}
+    for threat in results.spec["threat_models"]:
+        norm = threat["norm"]
+        if results.for_norm(norm):
+            names = [f"{stem}-{norm}-overlay.{figure_format}", f"{stem}-{norm}.{figure_format}"]
+            overlay(results, norm, folder / names[0], rank_by)
+            plot(results, norm, folder / names[1], rank_by)
+            plots[norm] = names
+            figure_name = f"{stem}-{norm}-examples.{figure_format}"
+            if examples_figure(results, store, norm, folder / figure_name):
+                figures[norm] = figure_name
+    results.damaged.update(store.damaged)  # array files found damaged while drawing
+    return plots, figures
 
 
 def _copy_diagnostics(results: Results, run_dir: Path, output: Path) -> dict[str, dict]:

@@ -104,7 +104,8 @@ def table(bounds: list[Bounds], rank_by: str = "certified", intervals: bool = Tr
         flags = list(b.flags) + (["ERROR"] if b.errors else [])
         cells.append(", ".join(flags) or "")
         rows.append(Row(position + 1, b, cells, rank_range))
-    notes = _table_notes(order, rank_by, decide, intervals, len(bounds[0].label) if bounds else 0)
+    shared = any(lo != hi for lo, hi in ranges)
+    notes = _table_notes(order, rank_by, decide, intervals, len(bounds[0].label) if bounds else 0, shared)
     return Table(header, rows, notes)
 
 
@@ -116,12 +117,18 @@ def with_interval(value: float | None, interval: tuple[float, float] | None) -> 
     return f"{percent(value)} ±{100 * max(value - lower, upper - value):.1f}"
 
 
-def _table_notes(order: list[Bounds], rank_by: str, decide, intervals: bool, examples: int) -> list[str]:
+def _table_notes(order: list[Bounds], rank_by: str, decide, intervals: bool, examples: int, shared: bool) -> list[str]:
+    """What the table needs said, and only that: each note where it applies."""
     where = f" at ε={format_eps(decide)}" if decide is not None else ""
-    notes = [
-        f"#: ranked by {rank_by} accuracy{where}; a range (1–3) where the 95% intervals of that accuracy overlap: "
-        "those models are not told apart by these examples."
-    ]
+    notes = []
+    if any(not unranked(b, rank_by) for b in order):
+        ranking = f"#: ranked by {rank_by} accuracy{where}"
+        if shared:
+            ranking += (
+                "; a range (1–3) where the 95% intervals of that accuracy overlap: those models are not told apart "
+                "by these examples"
+            )
+        notes.append(ranking + ".")
     if decide is not None and order and decide != max(order[0].eps):
         notes.append(
             f"Every ranked model has the same {rank_by} accuracy above ε={format_eps(decide)}: ranked by the largest "
@@ -132,13 +139,26 @@ def _table_notes(order: list[Bounds], rank_by: str, decide, intervals: bool, exa
             f"±: the 95% Clopper-Pearson interval of each accuracy over the {examples} evaluated examples "
             "(its larger side; the two ends are in `advbench export --format json`)."
         )
-    if any(unranked(b, rank_by) for b in order):
+    failed = [b.model for b in order if b.errors]
+    if failed:
         notes.append(
-            f"— as rank: not ranked, listed last: a failed job or unsound certificate (ERROR), or no {rank_by} "
-            f"accuracy (— in its cells: no {'certifier' if rank_by == 'certified' else 'attack'} applies), "
-            "which is unknown, not 0."
+            f"— as rank: {_names(failed)} not ranked, listed last: a failed job or an unsound certificate (ERROR; "
+            "the errors say which)."
+        )
+    missing = [b.model for b in order if not b.errors and unranked(b, rank_by)]
+    if missing:
+        applies = "certifier" if rank_by == "certified" else "attack"
+        suggestion = " `--rank-by empirical` ranks every model by its attacks' upper bound." if rank_by != "empirical" else ""
+        notes.append(
+            f"— as rank: {_names(missing)} not ranked, listed last: no {rank_by} accuracy (— in its cells: no "
+            f"{applies} applies to it), which is unknown, not 0.{suggestion}"
         )
     return notes
+
+
+def _names(models: list[str]) -> str:
+    shown = ", ".join(models[:5]) + (f" and {len(models) - 5} more" if len(models) > 5 else "")
+    return shown + (" is" if len(models) == 1 else " are")
 
 
 def percent(value: float | None) -> str:

@@ -71,6 +71,9 @@ def _pretrained_problems(spec, locator, index, plan) -> list[Problem]:
 
     data = spec.loaded.data
     where = ("models", index, "path" if plan.path is not None else "torch")
+    files = [plan.path] if plan.path is not None else [plan.torch.file, plan.torch.weights]
+    if not all(file is None or file.is_file() for file in files):
+        return []  # a missing file is reported once, where the spec is read
     if plan.torch is not None and backend.name() != "torch":
         return [
             locator.problem(where, f"a PyTorch module needs the torch backend (run with --backend torch), not {backend.name()}")

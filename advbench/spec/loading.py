@@ -6,11 +6,13 @@ field path (``models[1].architecture.hidden``) and what was expected.
 from __future__ import annotations
 
 import reprlib
+from difflib import get_close_matches
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from advbench.contract.components import Params
 from advbench.contract.plugins import load_plugins
 from advbench.contract.registry import UnknownComponentError
 from advbench.errors import PluginError, Problem, SpecError
@@ -181,7 +183,7 @@ def _validate(data: dict, path: Path, locator: "Locator", problems: list, strict
             {k: v for k, v in data.items() if k != "plugins"} | {"plugins": [str(p) for p in plugin_files]}
         )
     except ValidationError as exc:
-        problems.extend(locator.problem(err["loc"], describe_error(err)) for err in exc.errors())
+        problems.extend(locator.problem(err["loc"], describe_error(err, SpecModel)) for err in exc.errors())
         model = None
     resolver = Resolver(host.registry, locator, path.parent)
     spec = _resolve(model, data, path, resolver, plugin_files, host)
@@ -446,10 +448,14 @@ def describe_error(err: dict, params_model: type[BaseModel] | None = None) -> st
     kind = err["type"]
     if kind == "extra_forbidden":
         field = err["loc"][-1] if err["loc"] else "?"
-        if params_model is not None:
-            known = ", ".join(params_model.model_fields) or "none"
-            return f"unknown parameter {field!r} (known: {known})"
-        return f"unknown field {field!r}"
+        model = _model_at(params_model, err["loc"][:-1]) if params_model is not None else None
+        if model is None:
+            return f"unknown field {field!r}"
+        known = [info.alias or name for name, info in model.model_fields.items()]
+        close = get_close_matches(str(field), known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        what = "parameter" if issubclass(model, Params) else "field"
+        return f"unknown {what} {field!r} ({hint}known: {', '.join(known) or 'none'})"
     if kind == "missing":
         return "required field missing"
     message = err["msg"]
@@ -458,6 +464,33 @@ def describe_error(err: dict, params_model: type[BaseModel] | None = None) -> st
     if "input" in err and kind not in ("value_error", "assertion_error") and not isinstance(err["input"], dict):
         message += f" (got {_SHORT.repr(err['input'])})"
     return message
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model that validates the mapping at ``loc`` below ``model`` (through
+    lists and optional fields), or ``None``."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        info = model.model_fields.get(part) or next((i for i in model.model_fields.values() if i.alias == part), None)
+        if info is None:
+            return None
+        model = _inner_model(info.annotation)
+        if model is None:
+            return None
+    return model
+
+
+def _inner_model(annotation) -> type[BaseModel] | None:
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in typing.get_args(annotation):
+        found = _inner_model(argument)
+        if found is not None:
+            return found
+    return None
 
 
 class Locator:
