@@ -255,3 +255,40 @@ def test_a_plugin_calling_sys_exit_in_a_job_fails_that_job_not_the_run(tmp_path,
     run = run_spec(spec, tmp_path / "run")
     assert run.exit_code == 1 and "quitter failed: SystemExit" in (run.run_dir / "leaderboard.md").read_text()
     assert "fgsm" in run.results.for_norm("linf")[0].empirical
+
+
+def test_a_rerun_with_nothing_left_to_do_does_not_import_keras(finished, tmp_path):
+    spec, run = finished
+    run_dir = run.run_dir
+    check = textwrap.dedent(f"""
+        import sys
+        from advbench.cli import app
+        from typer.testing import CliRunner
+        result = CliRunner().invoke(app, ["run", {str(spec)!r}, "--out", {str(run_dir)!r}])
+        assert result.exit_code == 0, result.output
+        assert "nothing left to do" in result.output, result.output
+        print("keras imported:", "keras" in sys.modules)
+    """)
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "keras imported: False" in result.stdout  # the seconds TensorFlow's import takes are not spent
+
+
+@pytest.mark.parametrize("config", [{"backend": "jax", "floatx": "float64"}, {"floatx": "float16"}, {}])
+def test_the_backend_read_without_keras_is_the_one_keras_runs_on(tmp_path, config):
+    import json
+    import os
+
+    (tmp_path / "keras.json").write_text(json.dumps(config))
+    environment = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"} | {"KERAS_HOME": str(tmp_path)}
+    check = textwrap.dedent("""
+        from advbench.kit import backend
+        guessed = backend.identity()
+        import keras
+        actual = {"backend": keras.backend.backend(), "precision": keras.config.floatx()}
+        assert guessed == actual, (guessed, actual)
+        backend.check_identity(guessed)
+        print("same:", guessed)
+    """)
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300, env=environment)
+    assert result.returncode == 0 and "same:" in result.stdout, result.stderr[-3000:]

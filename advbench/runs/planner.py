@@ -39,7 +39,8 @@ class Planner:
     def __init__(self, spec: Spec):
         self.spec = spec
         self.data: Subsets | None = None
-        self.environment = backend.describe()
+        self.identity = backend.identity()  # what keys hold, read without importing Keras
+        self._environment: dict | None = None
         dataset = spec.dataset.identity()
         evaluation = spec.evaluation.model_dump(mode="json")
         self.data_identity = stable_hash({"dataset": dataset, "seed": spec.seed, "examples": evaluation["examples"]})
@@ -47,8 +48,17 @@ class Planner:
         self.model_identities = {plan.name: self._model_identity(plan) for plan in spec.models}
         self._model_keys: dict[str, str] | None = None
 
+    @property
+    def environment(self) -> dict[str, str]:
+        """The backend, device and precision recorded with a job that runs (this imports
+        Keras, and checks it runs as :attr:`identity` says)."""
+        if self._environment is None:
+            self._environment = backend.describe()
+            backend.check_identity(self.identity)
+        return self._environment
+
     def _key(self, identity: str, *upstream: str) -> str:
-        return stable_hash([identity, self.environment["backend"], self.environment["precision"], *upstream])
+        return stable_hash([identity, self.identity["backend"], self.identity["precision"], *upstream])
 
     def _plugin(self, ref) -> str:
         """The fingerprint of the plugin that registered a component (see :class:`advbench.contract.plugins.PluginInfo`)."""

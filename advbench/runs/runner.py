@@ -48,9 +48,12 @@ class Runner:
         self.store = store
         self.reporter = reporter or Reporter()
         self.planner = Planner(spec)
-        self.environment = self.planner.environment
         self.context = Context(spec, store, self.planner, self)
         self.handlers = {kind: handler(self) for kind, handler in HANDLERS.items()}
+
+    @property
+    def environment(self) -> dict[str, str]:
+        return self.planner.environment
 
     def warn(self, message: str) -> None:
         """A warning for the user, through whichever reporter the runner has now."""
@@ -62,7 +65,6 @@ class Runner:
     def run(self, executor=None) -> RunSummary:
         """Run every unfinished job with ``executor`` (see :mod:`advbench.runs.executors`; by
         default one after another in this process)."""
-        backend.enable_determinism()
         jobs = self.plan()
         data = self.planner.load_data()
         plan = {
@@ -80,6 +82,8 @@ class Runner:
         if not plan_path.is_file() or self.store.read(plan_path) != plan:  # unchanged: left as it is (its time says so)
             self.store.write_json(plan_path, plan)
         todo = [job for job in jobs if not self._finished(job)]
+        if todo:  # (nothing to do: Keras, and the seconds its import takes, are not needed)
+            backend.enable_determinism()
         for name, problem in sorted(self.store.damaged.items()):
             self.reporter.warn(f"{self.store.root / name} is damaged ({problem}); its job is redone")
         summary = RunSummary(total=len(jobs), skipped=len(jobs) - len(todo))

@@ -28,6 +28,7 @@ model, assign a variable, advance a random stream or a ``keras.random.SeedGenera
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any, Callable, Iterable
 
 from advbench.kit.backend.common import SMALLEST_BUCKET, variables_of
@@ -126,6 +127,43 @@ def name() -> str:
 def device() -> str:
     """Where compiled code runs: ``cpu``, or the accelerator's name (``gpu: NVIDIA H100 ...``)."""
     return _framework().device()
+
+
+def identity() -> dict[str, str]:
+    """The backend and the float precision, what every result's key holds, without
+    importing Keras where it is not imported yet: read as Keras reads them at import
+    (``KERAS_BACKEND``, else ``keras.json`` in ``$KERAS_HOME`` or ``~/.keras``, else
+    TensorFlow; its ``floatx``, else float32), so that a rerun with nothing left to do does
+    not wait seconds for TensorFlow.  A job that runs checks it against Keras itself
+    (:func:`check_identity`)."""
+    import json
+    import os
+
+    if "keras" in sys.modules:
+        return {"backend": name(), "precision": keras.config.floatx()}
+    if "KERAS_HOME" in os.environ:
+        folder = os.environ["KERAS_HOME"]
+    else:
+        home = os.path.expanduser("~")
+        folder = os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
+    config: dict = {}
+    try:
+        with open(os.path.expanduser(os.path.join(folder, "keras.json"))) as handle:
+            loaded = json.load(handle)
+        config = loaded if isinstance(loaded, dict) else {}
+    except (OSError, ValueError):
+        pass
+    chosen = os.environ.get("KERAS_BACKEND") or config.get("backend", "tensorflow")
+    return {"backend": chosen, "precision": config.get("floatx", "float32")}
+
+
+def check_identity(expected: dict[str, str]) -> None:
+    """Raise if Keras runs on another backend or precision than :func:`identity` read
+    before importing it (the keys would name the wrong one)."""
+    actual = {"backend": name(), "precision": keras.config.floatx()}
+    wanted = {key: expected[key] for key in actual}
+    if actual != wanted:
+        raise RuntimeError(f"Keras runs with {actual}, where its configuration read {wanted}; set KERAS_BACKEND explicitly")
 
 
 def describe() -> dict[str, str]:

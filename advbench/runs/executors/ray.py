@@ -66,7 +66,7 @@ class RayExecutor:
     def execute(self, pipeline: Runner, todo: list[Job]) -> Iterator[dict]:
         ray = import_ray()
         environment = {name: os.environ[name] for name in FORWARDED_ENVIRONMENT if name in os.environ}
-        environment["KERAS_BACKEND"] = pipeline.environment["backend"]
+        environment["KERAS_BACKEND"] = pipeline.planner.identity["backend"]
         # GPU memory taken as needed, so that jobs sharing a GPU (gpus_per_job < 1) fit.  The
         # frameworks' CPU thread pools keep their defaults: their size changes the order of
         # floating-point sums, and a run must give the same bits with either executor.
@@ -103,7 +103,7 @@ class RayExecutor:
             str(Path(pipeline.spec.file).resolve()),
             self.strict,
             str(pipeline.store.root.resolve()),
-            pipeline.environment["backend"],
+            pipeline.planner.identity["backend"],
             pipeline.spec.hash,
             os.environ.get("OMP_NUM_THREADS"),
         )
