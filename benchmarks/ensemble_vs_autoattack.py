@@ -74,21 +74,21 @@ def autoattack(module, x, y, eps, batch):
     return broken, seconds
 
 
-def _ensemble(keras_model, batch):
+def _ensemble(keras_model, batch, targets=9, queries=5000):
     from advbench.contract.plugins import load_plugins
     from advbench.kit.target import Target
 
     registry = load_plugins().registry
     cls = registry.get("attack", "ensemble")
-    settings = {"steps": 100, "targets": 9, "queries": 5000, "minimal": ["fmn"], "minimal_steps": 100}
+    settings = {"steps": 100, "targets": targets, "queries": queries, "minimal": ["fmn"], "minimal_steps": 100}
     return registry, cls, settings, Target(keras_model, num_classes=10, batch_size=batch)
 
 
-def ensemble(keras_model, x, y, eps, batch):
+def ensemble(keras_model, x, y, eps, batch, targets=9, queries=5000):
     """advbench's ensemble with AutoAttack's settings at the fixed budget (what AutoAttack computes)."""
     from advbench.runs.context import Components
 
-    registry, cls, settings, target = _ensemble(keras_model, batch)
+    registry, cls, settings, target = _ensemble(keras_model, batch, targets, queries)
     predicted = target.predict(x)
     correct = np.flatnonzero(predicted == y)
     attack = cls(cls.Params(**settings))
@@ -144,6 +144,13 @@ def main() -> None:
     parser.add_argument("--eps", type=float, default=0.3)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--natural", action="store_true", help="also a naturally trained Madry CNN at eps 0.1")
+    parser.add_argument(
+        "--settings",
+        type=lambda text: [tuple(int(v) for v in pair.split(":")) for pair in text.split(",")],
+        default=[(9, 5000), (3, 500)],
+        help="the ensemble's APGD-T targets and Square queries to measure, as TARGETS:QUERIES,... "
+        "(default 9:5000,3:500: AutoAttack's, then madry-mnist.yaml's)",
+    )
     parser.add_argument("--radii", action="store_true", help="also the ensemble through the harness, with the radius search")
     args = parser.parse_args()
 
@@ -172,16 +179,15 @@ def main() -> None:
         print(f"{name}, {len(x)} MNIST test examples, linf eps {eps:g} (logits agree to {gap:.1e})", flush=True)
         aa_broken, aa_seconds = autoattack(module, x, y, eps, args.batch)
         print(f"  AutoAttack standard:       robust {100 * (1 - aa_broken.mean()):5.1f}%  {aa_seconds:8.1f} s", flush=True)
-        our_broken, fixed_seconds = ensemble(keras_model, x, y, eps, args.batch)
-        print(
-            f"  ensemble, fixed budget:    robust {100 * (1 - our_broken.mean()):5.1f}%  {fixed_seconds:8.1f} s "
-            f"({fixed_seconds / aa_seconds:.2f} of AutoAttack's time)"
-        )
-        print(
-            f"  broken only by AutoAttack: {int(np.sum(aa_broken & ~our_broken))}, only by the ensemble: "
-            f"{int(np.sum(our_broken & ~aa_broken))}",
-            flush=True,
-        )
+        for targets, queries in args.settings:
+            our_broken, fixed_seconds = ensemble(keras_model, x, y, eps, args.batch, targets, queries)
+            print(
+                f"  ensemble ({targets} targets, {queries} queries), fixed budget: robust "
+                f"{100 * (1 - our_broken.mean()):5.1f}%  {fixed_seconds:8.1f} s ({fixed_seconds / aa_seconds:.2f} of "
+                f"AutoAttack's time); broken only by AutoAttack: {int(np.sum(aa_broken & ~our_broken))}, only by the "
+                f"ensemble: {int(np.sum(our_broken & ~aa_broken))}",
+                flush=True,
+            )
         if args.radii:
             harness_broken, harness_seconds = ensemble_with_radii(keras_model, x, y, eps, args.batch)
             print(
