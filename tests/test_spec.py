@@ -99,3 +99,17 @@ def test_the_readmes_first_spec_validates_as_written(tmp_path):
     result = CliRunner().invoke(app, ["validate", str(tmp_path / "spec.yaml")])
     assert result.exit_code == 0, result.output
     assert "valid (1 model, 8 jobs)" in result.output  # and counted in the right number
+
+
+def test_a_misspelled_required_field_is_reported_once_with_its_correction(tmp_path):
+    import yaml
+
+    from advbench.testing import TINY
+
+    spec = dict(TINY)
+    spec["thret_models"] = spec.pop("threat_models")
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    result = CliRunner().invoke(app, ["validate", str(tmp_path / "spec.yaml")])
+    assert result.exit_code == 2
+    assert "did you mean 'threat_models'?" in result.output
+    assert "required field missing" not in result.output  # the misspelling says it all

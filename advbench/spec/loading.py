@@ -183,7 +183,7 @@ def _validate(data: dict, path: Path, locator: "Locator", problems: list, strict
             {k: v for k, v in data.items() if k != "plugins"} | {"plugins": [str(p) for p in plugin_files]}
         )
     except ValidationError as exc:
-        problems.extend(locator.problem(err["loc"], describe_error(err, SpecModel)) for err in exc.errors())
+        problems.extend(locator.problem(err["loc"], describe_error(err, SpecModel)) for err in _misspelled_once(exc.errors()))
         model = None
     resolver = Resolver(host.registry, locator, path.parent)
     spec = _resolve(model, data, path, resolver, plugin_files, host)
@@ -464,6 +464,26 @@ def describe_error(err: dict, params_model: type[BaseModel] | None = None) -> st
     if "input" in err and kind not in ("value_error", "assertion_error") and not isinstance(err["input"], dict):
         message += f" (got {_SHORT.repr(err['input'])})"
     return message
+
+
+def _misspelled_once(errors: list[dict]) -> list[dict]:
+    """The errors less a required field's "missing" where an unknown field beside it is
+    that field misspelled (`thret_models:`): its did-you-mean says all there is to say."""
+    unknown = {
+        (tuple(err["loc"][:-1]), match)
+        for err in errors
+        if err["type"] == "extra_forbidden" and err["loc"]
+        for match in _close_fields(err)
+    }
+    return [err for err in errors if not (err["type"] == "missing" and (tuple(err["loc"][:-1]), err["loc"][-1]) in unknown)]
+
+
+def _close_fields(err: dict) -> list[str]:
+    model = _model_at(SpecModel, err["loc"][:-1])
+    if model is None:
+        return []
+    known = [info.alias or name for name, info in model.model_fields.items()]
+    return get_close_matches(str(err["loc"][-1]), known, n=1)
 
 
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
