@@ -71,6 +71,15 @@ def test_a_model_no_certifier_covers_is_not_ranked_below_a_certified_zero():
     assert not any("not ranked" in note for note in by_empirical.notes)
 
 
+def test_a_certifier_not_run_yet_is_said_unfinished_not_inapplicable():
+    certified_zero = bounds("zero", [0.0] * 40, [0.05] * 40)
+    waiting = bounds("waiting", None, [0.5] * 40)
+    waiting.pending = [("certify", "crown")]
+    notes = table([waiting, certified_zero]).notes
+    assert any("Unfinished: 1 attack and certifier job has no result yet (waiting)" in note for note in notes)
+    assert not any("no certifier applies" in note for note in notes)
+
+
 def test_when_every_model_is_zero_at_the_largest_eps_the_ranking_says_where_it_was_decided():
     a = bounds("a", [0.0] * 4, [0.2] * 4)
     c = bounds("c", [0.15, 0.15, 0.0, 0.0], [0.2] * 4)

@@ -43,6 +43,7 @@ class Bounds:
     flags: list[str] = field(default_factory=list)
     unsound: set[str] = field(default_factory=set)  # certifiers shown wrong on this model: their radii are not used
     indicators: dict[str, dict[str, float | None]] = field(default_factory=dict)  # attack -> indicator -> share (kit.checks)
+    pending: list[tuple[str, str]] = field(default_factory=list)  # (attack|certify, label) of jobs not finished yet
 
     @property
     def correct(self) -> np.ndarray:
@@ -218,6 +219,7 @@ def load_results(run_dir: str | Path) -> Results:
                 for label in (method.get("label", method["name"]) for method in spec[section])
             ]
             bounds.append(model_bounds(name, defense, norm, threat["eps"], clean, methods))
+            bounds[-1].pending = [(kind, label) for kind, label, record in methods if record is None]
     results = Results(
         spec=spec, records=records, bounds=bounds, training=training, limit=limit, damaged=dict(store.damaged), plan=plan_record
     )

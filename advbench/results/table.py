@@ -145,7 +145,16 @@ def _table_notes(order: list[Bounds], rank_by: str, decide, intervals: bool, exa
             f"— as rank: {_names(failed)} not ranked, listed last: a failed job or an unsound certificate (ERROR; "
             "the errors say which)."
         )
-    missing = [b.model for b in order if not b.errors and unranked(b, rank_by)]
+    kind = {"certified": "certify", "empirical": "attack"}.get(rank_by)
+    waiting = [b for b in order if b.pending]
+    if waiting:
+        jobs = sum(len(b.pending) for b in waiting)
+        notes.append(
+            f"Unfinished: {jobs} attack and certifier {'job has' if jobs == 1 else 'jobs have'} no result yet "
+            f"({_listed([b.model for b in waiting])}); the numbers are those of the jobs that finished: rerun "
+            "the spec to finish them."
+        )
+    missing = [b.model for b in order if not b.errors and unranked(b, rank_by) and not any(k == kind for k, _ in b.pending)]
     if missing:
         applies = "certifier" if rank_by == "certified" else "attack"
         suggestion = " `--rank-by empirical` ranks every model by its attacks' upper bound." if rank_by != "empirical" else ""
@@ -156,9 +165,12 @@ def _table_notes(order: list[Bounds], rank_by: str, decide, intervals: bool, exa
     return notes
 
 
+def _listed(models: list[str]) -> str:
+    return ", ".join(models[:5]) + (f" and {len(models) - 5} more" if len(models) > 5 else "")
+
+
 def _names(models: list[str]) -> str:
-    shown = ", ".join(models[:5]) + (f" and {len(models) - 5} more" if len(models) > 5 else "")
-    return shown + (" is" if len(models) == 1 else " are")
+    return _listed(models) + (" is" if len(models) == 1 else " are")
 
 
 def percent(value: float | None) -> str:
