@@ -221,9 +221,9 @@ def _evaluation(evaluation: dict):
     known = [name for name in EvaluationSpec.model_fields if name != "examples"]
     for name in evaluation:
         if name not in known:
-            import difflib
+            from advbench.text import close_matches
 
-            close = difflib.get_close_matches(name, known, n=1)
+            close = close_matches(name, known)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise AdvbenchError(f"{API}: {name}: unknown argument{hint} (known: {', '.join(known)}, seed, strict, layout)")
     try:

@@ -6,6 +6,13 @@ MESSAGE_CHARACTERS = 300
 """How much of a failed job's error message tables and warnings show (the record keeps all of it)."""
 
 
+def close_matches(name, known, count: int = 1) -> list[str]:
+    """Up to ``count`` of ``known`` that ``name`` may misspell, the likeliest first (for a did-you-mean)."""
+    from difflib import get_close_matches
+
+    return get_close_matches(str(name), [str(k) for k in known], n=count)
+
+
 def plural(count: int, noun: str) -> str:
     """``1 model``, ``2 models``: a count with its noun in the right number."""
     return f"{count} {noun}" + ("" if count == 1 else "s")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 
 from advbench.contract.components import KINDS, NAME_PATTERN, Component
 from advbench.errors import PluginError
+from advbench.text import close_matches
 
 
 class UnknownComponentError(LookupError):
@@ -64,7 +64,7 @@ class Registry:
     def unknown_message(self, kind: str, name: str) -> str:
         known = sorted(self._entries[kind])
         message = f"unknown {kind} {name!r}"
-        close = difflib.get_close_matches(str(name), known, n=1)
+        close = close_matches(name, known)
         if close:
             message += f"; did you mean {close[0]!r}?"
         return message + f" (known: {', '.join(known) or 'none'})"

@@ -301,6 +301,10 @@ FLAG_MEANINGS = (
         "Nothing adversarial found even with no budget limit: every classifier can be broken "
         "there, so the attack failed (Pintor et al. 2022).",
     ),
+    (
+        "unavailable gradients",
+        "Input gradients zero or not finite at the example: gradient attacks are blind there (Pintor et al. 2022).",
+    ),
     ("ERROR", "A job failed or a certifier claimed a radius above an adversarial example found: see the errors."),
 )
 """What each flag means, for the leaderboard's legends: (a phrase the flag contains, its

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from advbench.kit.checks import triggered
+from advbench.kit.checks import explain_flag, triggered
 from advbench.results.data import Bounds, Results, load_results
 from advbench.results.plots import examples_figure, plot
 from advbench.results.table import format_eps, percent, ranked, table, with_interval
@@ -215,20 +215,22 @@ def _per_method(bounds: list[Bounds], rank_by: str, eps_list: list[float]) -> li
 
 def _indicators(bounds: list[Bounds], rank_by: str) -> list[str]:
     """The indicators of attack failure per model and attack, where any is triggered."""
-    rows = []
+    rows, names = [], []
     for b in ranked(bounds, rank_by):
         for label, found in b.indicators.items():
-            shown = [f"{name.replace('_', ' ')} {percent(share)}%" for name, share in found.items() if share]
+            shown = [name for name, share in found.items() if share]
+            names += [name for name in shown if name not in names]
             if shown:
-                rows.append(f"| {markdown(b.model)} | {markdown(label)} | {', '.join(shown)} |")
+                text = ", ".join(f"{name.replace('_', ' ')} {percent(found[name])}%" for name in shown)
+                rows.append(f"| {markdown(b.model)} | {markdown(label)} | {text} |")
     if not rows:
         return []
+    meanings = [f"- {name.replace('_', ' ')}: {' '.join(explain_flag(name.replace('_', ' ')))}" for name in names]
     return [
-        "Indicators of attack failure (Pintor et al. 2022), as shares of the correctly classified examples: silent "
-        "success (a budget's run let go of an adversarial example the attack had found), incomplete optimization (the "
-        "loss still rising at the last steps), transfer failure, unconstrained failure (nothing found where the budget "
-        "covers the whole input box), unavailable gradients, unstable predictions (the margin moves by more than half "
-        "under tiny random noise). Each marks an evaluation to repeat with a stronger or better-suited attack.",
+        "Indicators of attack failure (Pintor et al. 2022), as shares of the correctly classified examples; each marks "
+        "an evaluation to repeat with a stronger or better-suited attack:",
+        "",
+        *meanings,
         "",
         "| model | attack | triggered indicators |",
         "|---|---|---|",

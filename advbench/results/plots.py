@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from advbench.results.data import Results
-from advbench.results.table import ranked, table
+from advbench.results.table import ranked, shown_flags, table
 from advbench.runs.jobs import job_id
 
 FONT = 8  # points: the smallest text of any figure (legible at a paper's single-column width)
@@ -116,7 +116,7 @@ def plot(results: Results, norm: str, path: Path, rank_by: str = "certified") ->
         _error_bars(axis, b, color)
         if ceiling is not None:
             axis.plot(grid, ceiling * 100, color="black", linestyle=":", linewidth=1.2, label="Fawzi et al. limit")
-        flags = list(b.flags) + (["ERROR"] if b.errors else [])
+        flags = shown_flags(b.flags, b.errors)
         flag_text = ", ".join(flags)
         title = f"#{shown.get(b.model, '—')} {b.model}" + (
             f"\n{flag_text[:57] + '...' if len(flag_text) > 60 else flag_text}" if flags else ""

@@ -94,19 +94,27 @@ def table(bounds: list[Bounds], rank_by: str = "certified", intervals: bool = Tr
     columns = [radius_column([r[k] for r in radii]) for k in range(3)]
     for position, b in enumerate(order):
         rank_range = ranges[position] if position < len(ranges) else None  # the ranked models come first
-        if rank_range is None:
-            rank = "—"
-        else:
-            rank = str(rank_range[0]) if rank_range[0] == rank_range[1] else f"{rank_range[0]}–{rank_range[1]}"
-        cells = [rank, b.model, b.defense, accuracy(b, "clean")]
+        cells = [rank_text(rank_range), b.model, b.defense, accuracy(b, "clean")]
         cells += [f"{accuracy(b, 'certified', e)} / {accuracy(b, 'empirical', e)}" for e in eps_list]
         cells += [column[position] for column in columns]
-        flags = list(b.flags) + (["ERROR"] if b.errors else [])
-        cells.append(", ".join(flags) or "")
+        cells.append(", ".join(shown_flags(b.flags, b.errors)))
         rows.append(Row(position + 1, b, cells, rank_range))
     shared = any(lo != hi for lo, hi in ranges)
     notes = _table_notes(order, rank_by, decide, intervals, len(bounds[0].label) if bounds else 0, shared)
     return Table(header, rows, notes)
+
+
+def rank_text(rank_range) -> str:
+    """A rank range as every renderer shows it: ``3``, ``1–3``, or ``—`` for a model not ranked."""
+    if rank_range is None:
+        return "—"
+    best, worst = rank_range
+    return str(best) if best == worst else f"{best}–{worst}"
+
+
+def shown_flags(flags, errors) -> list[str]:
+    """A model's flags as every renderer shows them: its own, then ``ERROR`` if it has errors."""
+    return list(flags) + (["ERROR"] if errors else [])
 
 
 def with_interval(value: float | None, interval: tuple[float, float] | None) -> str:

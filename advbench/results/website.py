@@ -22,6 +22,7 @@ from pathlib import Path
 
 from advbench.kit.checks import explain_flag
 from advbench.results.data import Results, load_results
+from advbench.results.table import format_eps, rank_text, shown_flags
 from advbench.runs.store import write_atomic
 
 SITE_FORMATS = ("png", "svg")
@@ -122,32 +123,30 @@ def _ranked_table(threat: dict, pages: dict, flags_seen: dict) -> str:
     eps_list = threat["eps"]
     head = [("#", "number"), ("model", "text"), ("defense", "text"), ("clean", "number")]
     for e in eps_list:
-        head += [(f"ε={_eps(e)} cert", "number"), (f"ε={_eps(e)} emp", "number")]
+        head += [(f"ε={format_eps(e)} cert", "number"), (f"ε={format_eps(e)} emp", "number")]
     head += [("median r cert", "number"), ("median r emp", "number"), ("median gap", "number"), ("flags", "text")]
     rows = []
     for entry in threat["entries"]:
-        rank = entry["rank_range"]
-        rank_text = "—" if rank is None else str(rank[0]) if rank[0] == rank[1] else f"{rank[0]}–{rank[1]}"
         cells = [
-            _cell(rank_text, math.inf if entry["rank"] is None else entry["rank"]),
+            _cell(rank_text(entry["rank_range"]), math.inf if entry["rank"] is None else entry["rank"]),
             _cell(f'<a href="models/{_e(pages[entry["model"]])}.html">{_e(entry["model"])}</a>', entry["model"], raw=True),
-            _cell(_e(entry["defense"]), entry["defense"], raw=True),
+            _cell(entry["defense"], entry["defense"]),
             _accuracy_cell(entry["clean"]),
         ]
         for budget in entry["budgets"]:
             cells += [_accuracy_cell(budget["certified"]), _accuracy_cell(budget["empirical"])]
         cells += [_radius_cell(entry[k]) for k in ("median_radius_certified", "median_radius_empirical", "median_gap")]
-        flags = entry["flags"] + (["ERROR"] if entry["errors"] else [])
+        flags = shown_flags(entry["flags"], entry["errors"])
         for flag in flags:
             flags_seen.setdefault(flag, explain_flag(flag))
         flag_html = "<br>".join(f'<span class="flag" title="{_e(" ".join(explain_flag(f)))}">⚑ {_e(f)}</span>' for f in flags)
         cells.append(_cell(flag_html, len(flags), raw=True))
         classes = ' class="error"' if entry["errors"] else ""
         rows.append(f'<tr data-model="{_e(entry["model"])}"{classes}>' + "".join(cells) + "</tr>")
-    header = "".join(
-        f'<th data-type="{kind}" tabindex="0" aria-sort="none" title="sort by {_e(name)}">{_e(name)}</th>' for name, kind in head
+    return (
+        f'<table class="ranked sortable" data-norm="{_e(threat["norm"])}"><thead><tr>{_sortable_head(head)}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
     )
-    return f'<table class="ranked sortable" data-norm="{_e(threat["norm"])}"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
 def _cost_table(document: dict, pages: dict) -> str:
@@ -156,18 +155,10 @@ def _cost_table(document: dict, pages: dict) -> str:
         '<h2 id="cost">Cost</h2>',
         "<p>Seconds each model's jobs took where they ran, and the model evaluations the attacks and certifiers counted.</p>",
         '<table class="sortable"><thead><tr>'
-        + "".join(
-            f'<th data-type="{t}" tabindex="0" aria-sort="none">{_e(n)}</th>'
-            for n, t in [
-                ("model", "text"),
-                ("training s", "number"),
-                ("clean s", "number"),
-                ("attacks s", "number"),
-                ("certifiers s", "number"),
-                ("total s", "number"),
-                ("gradient evaluations", "number"),
-                ("forward evaluations", "number"),
-            ]
+        + _sortable_head(
+            [("model", "text")]
+            + [(f"{part} s", "number") for part in ("training", "clean", "attacks", "certifiers", "total")]
+            + [("gradient evaluations", "number"), ("forward evaluations", "number")]
         )
         + "</tr></thead><tbody>",
     ]
@@ -238,9 +229,8 @@ def _model_page(document: dict, results: Results, model: str) -> str:
         if entry is None:
             continue
         body.append(f"<h2>{_e(threat['norm'])} threat model</h2>")
-        rank = entry["rank_range"]
         body.append(
-            f"<p>Rank {_e('—' if rank is None else rank[0] if rank[0] == rank[1] else f'{rank[0]}–{rank[1]}')} by "
+            f"<p>Rank {_e(rank_text(entry['rank_range']))} by "
             f"{_e(threat['ranked_by'])} accuracy; clean {_percent(entry['clean'])}; median radius certified "
             f"{_e(_radius(entry['median_radius_certified']))}, empirical {_e(_radius(entry['median_radius_empirical']))}, "
             f"median gap {_e(_radius(entry['median_gap']))}.</p>"
@@ -281,7 +271,7 @@ def _model_page(document: dict, results: Results, model: str) -> str:
                 + _e(", ".join(f"{k or 'none found'} {100 * v:.0f}%" for k, v in entry["empirical_sources"].items()))
                 + "</p>"
             )
-        flags = entry["flags"] + (["ERROR"] if entry["errors"] else [])
+        flags = shown_flags(entry["flags"], entry["errors"])
         if flags:
             body.append(
                 '<dl class="legend">'
@@ -323,10 +313,7 @@ def _index_page(summaries: list[tuple[str, dict]]) -> str:
             f'<td data-value="{document["evaluated_examples"]}">{document["evaluated_examples"]}</td>'
             f"<td>{_e('; '.join(best))}</td></tr>"
         )
-    head = "".join(
-        f'<th data-type="{t}" tabindex="0" aria-sort="none">{n}</th>'
-        for n, t in [("run", "text"), ("dataset", "text"), ("models", "number"), ("examples", "number"), ("first", "text")]
-    )
+    head = _sortable_head([("run", "text"), ("dataset", "text"), ("models", "number"), ("examples", "number"), ("first", "text")])
     body = (
         "<h1>advbench leaderboards</h1><p>One page per run: its ranked tables, figures, cost and provenance.</p>"
         f'<table class="sortable runs"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
@@ -335,6 +322,14 @@ def _index_page(summaries: list[tuple[str, dict]]) -> str:
 
 
 # -- pieces ---------------------------------------------------------------------------
+
+
+def _sortable_head(columns: list[tuple[str, str]]) -> str:
+    """Header cells the page's script sorts by: ``(name, "number" | "text")`` each."""
+    return "".join(
+        f'<th data-type="{kind}" tabindex="0" aria-sort="none" title="sort by {_e(name)}">{_e(name)}</th>'
+        for name, kind in columns
+    )
 
 
 def _cell(content: str, value, raw: bool = False) -> str:
@@ -385,8 +380,6 @@ def _radius(value) -> str:
 
 
 def _eps(eps: float) -> str:
-    from advbench.results.table import format_eps
-
     return _e(format_eps(eps))
 
 

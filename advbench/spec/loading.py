@@ -6,7 +6,6 @@ field path (``models[1].architecture.hidden``) and what was expected.
 from __future__ import annotations
 
 import reprlib
-from difflib import get_close_matches
 from pathlib import Path
 
 import yaml
@@ -19,6 +18,7 @@ from advbench.errors import PluginError, Problem, SpecError
 from advbench.spec.data_checks import data_problems
 from advbench.spec.resolved import ComponentRef, DefenseRefs, ModelPlan, Spec, TorchModule, spec_path_kind
 from advbench.spec.schema import ComponentEntry, EvaluationSpec, MethodEntry, ModelSpec, SpecModel, ThreatModel, TorchModuleSpec
+from advbench.text import close_matches
 
 MAX_SPEC_BYTES = 1 << 20
 """A spec file is at most 1 MiB: larger ones are refused before they are parsed."""
@@ -451,8 +451,8 @@ def describe_error(err: dict, params_model: type[BaseModel] | None = None) -> st
         model = _model_at(params_model, err["loc"][:-1]) if params_model is not None else None
         if model is None:
             return f"unknown field {field!r}"
-        known = [info.alias or name for name, info in model.model_fields.items()]
-        close = get_close_matches(str(field), known, n=1)
+        known = _field_names(model)
+        close = close_matches(field, known)
         hint = f"did you mean {close[0]!r}? " if close else ""
         what = "parameter" if issubclass(model, Params) else "field"
         return f"unknown {what} {field!r} ({hint}known: {', '.join(known) or 'none'})"
@@ -469,21 +469,17 @@ def describe_error(err: dict, params_model: type[BaseModel] | None = None) -> st
 def _misspelled_once(errors: list[dict]) -> list[dict]:
     """The errors less a required field's "missing" where an unknown field beside it is
     that field misspelled (`thret_models:`): its did-you-mean says all there is to say."""
-    unknown = {
-        (tuple(err["loc"][:-1]), match)
-        for err in errors
-        if err["type"] == "extra_forbidden" and err["loc"]
-        for match in _close_fields(err)
-    }
+    unknown = set()
+    for err in errors:
+        model = _model_at(SpecModel, err["loc"][:-1]) if err["type"] == "extra_forbidden" and err["loc"] else None
+        if model is not None:
+            unknown.update((tuple(err["loc"][:-1]), match) for match in close_matches(err["loc"][-1], _field_names(model)))
     return [err for err in errors if not (err["type"] == "missing" and (tuple(err["loc"][:-1]), err["loc"][-1]) in unknown)]
 
 
-def _close_fields(err: dict) -> list[str]:
-    model = _model_at(SpecModel, err["loc"][:-1])
-    if model is None:
-        return []
-    known = [info.alias or name for name, info in model.model_fields.items()]
-    return get_close_matches(str(err["loc"][-1]), known, n=1)
+def _field_names(model: type[BaseModel]) -> list[str]:
+    """The names a spec writes for ``model``'s fields (their aliases where they have one)."""
+    return [info.alias or name for name, info in model.model_fields.items()]
 
 
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
