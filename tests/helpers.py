@@ -88,3 +88,77 @@ def kill_midway(command, run_dir, records: int, timeout: float = 180) -> int:
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     return len(list(jobs.rglob("*.json")))
+
+
+def exact_linf_radius_relu(model, x, label):
+    """The exact minimal linf perturbation (in [0, 1]) that makes some class j tie or beat
+    ``label`` on a ReLU MLP (Dense layers, ReLU between them), by mixed-integer linear
+    programming (scipy's milp, HiGHS): one program per class j, minimize t subject to
+    |x' - x| <= t and logit_j(x') >= logit_label(x'), each ReLU a = max(z, 0) in the big-M
+    encoding with z's interval bounds over the whole box (a >= z, a >= 0, a <= z - l (1 - s),
+    a <= u s, s binary).  Independent of advbench's bound engine."""
+    import keras
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import lil_matrix
+
+    layers = [
+        (d.kernel.numpy().astype(np.float64), d.bias.numpy().astype(np.float64))
+        for d in model.layers
+        if isinstance(d, keras.layers.Dense)
+    ]
+    x = np.asarray(x, np.float64).reshape(-1)
+    dim = len(x)
+    low, high, boxes = np.zeros(dim), np.ones(dim), []
+    for W, b in layers[:-1]:
+        center, radius = (low + high) / 2, (high - low) / 2
+        boxes.append((center @ W + b - radius @ np.abs(W), center @ W + b + radius @ np.abs(W)))
+        low, high = np.maximum(boxes[-1][0], 0), np.maximum(boxes[-1][1], 0)
+    widths = [W.shape[1] for W, _ in layers[:-1]]
+    variables = dim + 1 + 3 * sum(widths)  # x', t, then per hidden layer z, a, s
+    lower, upper, integral = np.zeros(variables), np.ones(variables), np.zeros(variables)
+    rows, row_low, row_high = lil_matrix((2 * dim + 4 * sum(widths) + 1, variables)), [], []
+
+    def row(entries, lo, hi):
+        for column, value in entries:
+            rows[len(row_low), column] = value
+        row_low.append(lo)
+        row_high.append(hi)
+
+    for i in range(dim):
+        row([(i, 1.0), (dim, -1.0)], -np.inf, x[i])
+        row([(i, 1.0), (dim, 1.0)], x[i], np.inf)
+    previous, base = list(range(dim)), dim + 1
+    for (W, b), (l, u), width in zip(layers[:-1], boxes, widths):
+        z, a, s = base, base + width, base + 2 * width
+        lower[z : z + width], upper[z : z + width] = l, u
+        upper[a : a + width] = np.maximum(u, 0)
+        integral[s : s + width] = 1
+        for k in range(width):
+            row([(i, v) for i, v in zip(previous, W[:, k])] + [(z + k, -1.0)], -b[k], -b[k])
+            row([(a + k, 1.0), (z + k, -1.0)], 0.0, np.inf)
+            row([(a + k, 1.0), (z + k, -1.0), (s + k, -l[k])], -np.inf, -l[k])
+            row([(a + k, 1.0), (s + k, -max(u[k], 0.0))], -np.inf, 0.0)
+        previous, base = list(range(a, a + width)), base + 3 * width
+    head = len(row_low)
+    row([], 0.0, np.inf)  # the class's margin, filled per class
+    W, b = layers[-1]
+    cost = np.zeros(variables)
+    cost[dim] = 1.0
+    best = np.inf
+    for j in range(W.shape[1]):
+        if j == label:
+            continue
+        for i, v in zip(previous, W[:, j] - W[:, label]):
+            rows[head, i] = v
+        row_low[head] = b[label] - b[j]
+        upper[dim] = min(1.0, best)  # only a smaller radius than the best so far matters
+        result = milp(
+            cost,
+            constraints=LinearConstraint(rows.tocsr(), row_low, row_high),
+            integrality=integral,
+            bounds=Bounds(lower, upper),
+            options={"mip_rel_gap": 1e-9},
+        )
+        if result.status == 0:
+            best = min(best, result.x[dim])
+    return best

@@ -1,6 +1,7 @@
-"""`ibp`, `crown` and `alpha_crown`: certified radii from interval bound propagation (Gowal
-et al. 2018), from CROWN's linear relaxations (Zhang et al. 2018) and with CROWN's ReLU
-slopes optimized (alpha-CROWN, Xu et al. 2021), for linf and l2 balls
+"""`ibp`, `crown`, `alpha_crown` and `bab`: certified radii from interval bound propagation
+(Gowal et al. 2018), from CROWN's linear relaxations (Zhang et al. 2018), with CROWN's ReLU
+slopes optimized (alpha-CROWN, Xu et al. 2021), and by branch and bound over ReLU splits
+on top (complete verification, :mod:`advbench.kit.bounds.bab`), for linf and l2 balls
 intersected with [0, 1].  The radius is the largest eps at which every margin's lower
 bound is positive, found by bisection (:class:`advbench.BisectionCertifier`).  Work is
 split into sub-batches that fit the memory budget."""
@@ -132,8 +133,137 @@ class AlphaCROWN(CROWN):
         return lambda x, C, eps: crown.margins(x, C, eps, norm)
 
 
+class BaBParams(AlphaCrownParams):
+    max_domains: int = Field(
+        2000,
+        ge=1,
+        description="Subdomains bounded per example over its whole radius search; beyond it its radius is the last one verified.",
+    )
+    timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds of branch and bound per example over its whole radius search (a safety net: the result then depends on the machine; the record says where it bound).",
+    )
+    batch: int = Field(256, ge=2, description="Subdomains bounded in one call at most (fewer where memory_mb says so).")
+    beta_learning_rate: float = Field(
+        0.05, gt=0, description="Adam step size on the split constraints' multipliers (beta-CROWN's default: 0.05)."
+    )
+    attack_steps: int = Field(
+        40,
+        ge=0,
+        description="PGD steps (one restart) run at each budget on what the root bounds leave, to stop early on what is easily broken (0: none).",
+    )
+
+
+class BranchAndBound(AlphaCROWN):
+    """Branch and bound over ReLU splits on alpha-CROWN with beta-CROWN's split multipliers: complete within its budgets.
+
+    Staged as the field's verifiers: first alpha-CROWN's radius (the same bisection as
+    `alpha_crown`, so never below it), then, between it and the box diameter, a bisection
+    whose every step attacks what the root bounds leave (PGD; a verified counterexample
+    at distance d caps the bracket at d) and branches on the rest.  Per example the
+    record keeps the smallest counterexample distance found (``bab_upper``; the radius is
+    exact, within the tolerance, where it is at most radius * (1 + tolerance)), whether
+    some step ran out of budget (``bab_unknown``), and the subdomains and seconds spent."""
+
+    Params = BaBParams
+
+    def _splitter(self, target, norm):
+        def build():
+            from advbench.kit.bounds import SplitCrown, bytes_per_example, margin_matrix, read_graph
+
+            p = self.params
+            nodes = read_graph(target.model)
+            engine = SplitCrown(
+                nodes, p.max_neurons, p.iterations, p.learning_rate, p.lr_decay, p.pool_learning_rate, p.beta_learning_rate
+            )
+            classes = target.num_classes
+
+            def compute(x, y, eps, signs):
+                return engine.bound(x, margin_matrix(y, classes), eps, norm, signs)
+
+            per_example = bytes_per_example(nodes, classes, p.max_neurons, optimized=True)
+            fits = max(1, int(p.memory_mb * 2**20 // max(1, per_example)))
+            sub_batch = min(p.batch, 2 ** (fits.bit_length() - 1))
+            return target.compile(compute, batch_args=(0, 1, 2, 3), smallest_batch=1), engine.neurons, sub_batch
+
+        return self.per_target(target, ("bab", norm), build)
+
+    def certify(self, target, x, y, norm):
+        from advbench.contract.components import box_diameter
+        from advbench.kit import lp
+        from advbench.kit.bounds.bab import UNKNOWN, VERIFIED, branch_and_bound
+        from advbench.kit.pgd import PGD, PGDParams
+
+        p = self.params
+        low = np.asarray(super().certify(target, x, y, norm), np.float64)  # alpha-CROWN's radius
+        compute, neurons, sub_batch = self._splitter(target, norm)
+        x = np.asarray(x, np.float32)
+        y = np.asarray(y, np.int32)
+        n = len(x)
+        high = np.full(n, box_diameter(x.shape[1:], norm))
+        upper = np.full(n, np.inf)  # the smallest verified counterexample's distance
+        domains_left = np.full(n, p.max_domains, np.int64)
+        seconds_left = np.full(n, p.timeout)
+        domains, seconds, unknown = np.zeros(n, np.int64), np.zeros(n), np.zeros(n, bool)
+        attack = PGD(PGDParams(steps=p.attack_steps, restarts=1)) if p.attack_steps else None
+        todo = (low > 0) & (low < high)
+        step = 0
+        while todo.any():
+            index = np.flatnonzero(todo)
+            middle = np.sqrt(low[index] * high[index]).astype(np.float32)
+
+            def bound(rows, signs):
+                parts = []
+                for start in range(0, len(rows), sub_batch):
+                    chunk = index[rows[start : start + sub_batch]]
+                    eps = middle[rows[start : start + sub_batch]]
+                    result = compute(x[chunk], y[chunk], eps, signs[start : start + sub_batch])
+                    parts.append([backend.to_numpy(t) for t in result])
+                return [np.concatenate(columns) for columns in zip(*parts)]
+
+            def falsify(rows, points):
+                chunk = index[rows]
+                if points is None:  # the attack on the whole ball
+                    if attack is None:
+                        return np.zeros(len(rows), bool)
+                    points = attack.perturb(target, x[chunk], y[chunk], middle[rows], norm, seed=step)
+                hit = target.adversarial(points, y[chunk])
+                distance = lp.numpy_norm(points.astype(np.float64) - x[chunk], norm)
+                upper[chunk[hit]] = np.minimum(upper[chunk[hit]], distance[hit])
+                return hit
+
+            status, bounded, spent = branch_and_bound(
+                bound,
+                neurons,
+                len(index),
+                falsify,
+                domains_left[index] - domains[index],
+                seconds_left[index] - seconds[index],
+                p.batch,
+            )
+            domains[index] += bounded
+            seconds[index] += spent
+            unknown[index[status == UNKNOWN]] = True
+            proven = status == VERIFIED
+            low[index[proven]] = middle[proven]
+            high[index[~proven]] = np.minimum(middle[~proven], upper[index[~proven]])
+            split = np.sqrt(low * high)
+            splits = (np.float32(split) > np.float32(low)) & (np.float32(split) < np.float32(high))
+            todo = todo & (high > low * (1 + p.tolerance)) & splits
+            step += 1
+        details = {
+            "bab_upper": [None if np.isinf(u) else float(u) for u in upper],
+            "bab_unknown": unknown,
+            "bab_domains": domains,
+            "bab_seconds": seconds,
+        }
+        return low, details
+
+
 @hookimpl
 def advbench_register_certifiers(register):
     register("ibp", IBP)
     register("crown", CROWN)
     register("alpha_crown", AlphaCROWN)
+    register("bab", BranchAndBound)

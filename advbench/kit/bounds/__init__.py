@@ -1,6 +1,7 @@
 """Bound propagation through a Keras model, the engine of the `ibp`, `crown` and
 `alpha_crown` certifiers and of certified training: interval bound propagation (Gowal et
-al. 2018), CROWN (Zhang et al. 2018) and alpha-CROWN (Xu et al. 2021).
+al. 2018), CROWN (Zhang et al. 2018), alpha-CROWN (Xu et al. 2021) and
+branch and bound over ReLU splits with beta-CROWN's split multipliers (Wang et al. 2021).
 
 The model is read as a graph of operators (:func:`read_graph`), one class per layer kind
 with its own forward, interval and backward rules (:mod:`.operators`: Dense, Conv2D,
@@ -12,6 +13,7 @@ layer folded in; an example is certified at eps when every margin's lower bound 
 positive.
 """
 
+from advbench.kit.bounds.bab import SplitCrown, branch_and_bound
 from advbench.kit.bounds.crown import AlphaCrown, Crown
 from advbench.kit.bounds.graph import node_sizes, read_graph
 from advbench.kit.bounds.interval import fold_head, ibp, ibp_margins, margin_matrix
@@ -21,6 +23,8 @@ from advbench.kit.bounds.sets import input_box, l2_norm
 __all__ = [
     "AlphaCrown",
     "Crown",
+    "SplitCrown",
+    "branch_and_bound",
     "bytes_per_example",
     "fold_head",
     "ibp",

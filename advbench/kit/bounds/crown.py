@@ -63,12 +63,21 @@ class Crown:
                 continue
             lam = specs.pop(k)
             node = self.nodes[k]
-            contributions, offset = node.backward(self, k, lam, None if slopes is None else slopes.get(k))
+            contributions, offset = self.backward_step(k, lam, slopes)
             if offset is not None:
                 constant = constant + offset
             for source, contribution in zip(node.inputs, contributions):
                 specs[source] = specs[source] + contribution if source in specs else contribution
-        return constant + input_bound(specs[-1], self.x, self.eps, self.norm)
+        return constant + self.input_bound(specs[-1])
+
+    def input_bound(self, lam):
+        """min over the input set of ``lam . x`` (branch and bound also reads ``lam`` here)."""
+        return input_bound(lam, self.x, self.eps, self.norm)
+
+    def backward_step(self, k, lam, slopes):
+        """Node ``k``'s backward rule applied to ``lam`` (branch and bound adds its split
+        constraints' terms here)."""
+        return self.nodes[k].backward(self, k, lam, None if slopes is None else slopes.get(k))
 
     def shape(self, index) -> tuple[int, ...]:
         """The shape of node ``index``'s output, without the batch (-1: the input's)."""
@@ -142,42 +151,63 @@ class AlphaCrown(Crown):
         self.pool_learning_rate = pool_learning_rate
 
     def margins(self, x, C, eps, norm):
-        ops = keras.ops
         self.prepare(x, C, eps, norm)
-        final = len(self.nodes) - 1
-        rows = (ops.shape(x)[0], C.shape[1])
-        start = {}  # CROWN's choices: ReLU lower slopes, max-pool windows' chosen inputs
-        for k, node in enumerate(self.nodes):  # every intermediate bound now, outside the loop: fixed from here on
+        start = self.start_slopes()
+        if not start:  # nothing to optimize: CROWN
+            return self.lower_bound(len(self.nodes) - 1, C)
+        scales = {
+            k: self.pool_learning_rate / self.learning_rate if isinstance(self.nodes[k], MaxPooling2D) else 1.0 for k in start
+        }
+        return self.ascend(start, scales, {k: 1.0 for k in start})[0]
+
+    def start_slopes(self) -> dict:
+        """CROWN's choices, per margin row: the ReLUs' lower slopes and the max-pool windows'
+        chosen inputs; computes every intermediate bound first (fixed from here on)."""
+        ops = keras.ops
+        rows = (ops.shape(self.x)[0], self.C.shape[1])
+        start = {}
+        for k, node in enumerate(self.nodes):
             if isinstance(node, (Relaxed, MaxPooling2D)):
                 self.pre_bounds(node.inputs[0])
             if isinstance(node, ReLU):
                 start[k] = node.relaxation(self, k)[1]
             elif isinstance(node, MaxPooling2D) and self.pool_learning_rate > 0 and node.weights_apply(self):
                 start[k] = node.lines(self, k)[0]
-        if not start:  # nothing to optimize: CROWN
-            return self.lower_bound(final, C)
-        optimized = list(start)
-        scales = [
-            self.pool_learning_rate / self.learning_rate if isinstance(self.nodes[k], MaxPooling2D) else 1.0 for k in optimized
-        ]
-        start = [ops.broadcast_to(start[k][:, None], rows + tuple(start[k].shape[1:])) for k in optimized]
+        return {k: ops.broadcast_to(a[:, None], rows + tuple(a.shape[1:])) for k, a in start.items()}
 
-        def bound(slopes):
-            margins = self.lower_bound(final, C, dict(zip(optimized, slopes)))
+    def ascend(self, start: dict, scales: dict, ceilings: dict):
+        """Projected gradient ascent (Adam) of the margins' lower bounds over the variables
+        ``start`` (keys as :meth:`lower_bound`'s ``slopes``), each with its step scale and
+        kept in [0, ceiling] (``None``: no ceiling).  Returns the best margins of all
+        iterates (each is a sound bound) and the last iterate."""
+        ops = keras.ops
+        keys = list(start)
+        final = len(self.nodes) - 1
+        rows = (ops.shape(self.x)[0], self.C.shape[1])
+        dtype = self.x.dtype
+
+        def bound(values):
+            margins = self.lower_bound(final, self.C, dict(zip(keys, values)))
             return ops.sum(margins), margins
 
-        def body(i, slopes, first, second, best):
-            grads, margins = backend.grad(bound, list(slopes))
+        def body(i, values, first, second, best):
+            grads, margins = backend.grad(bound, list(values))
             best = ops.maximum(best, margins)
-            rate = self.learning_rate * ops.power(self.decay, ops.cast(i, x.dtype))
-            steps = [adam_direction(g, m, v, ops.cast(i + 1, x.dtype)) for g, m, v in zip(grads, first, second)]
-            slopes = [ops.clip(a + rate * scale * d, 0.0, 1.0) for a, scale, (d, _, _) in zip(slopes, scales, steps)]
+            rate = self.learning_rate * ops.power(self.decay, ops.cast(i, dtype))
+            steps = [adam_direction(g, m, v, ops.cast(i + 1, dtype)) for g, m, v in zip(grads, first, second)]
+            values = [
+                ops.clip(a + rate * scales[k] * d, 0.0, ceilings[k])
+                if ceilings[k] is not None
+                else ops.maximum(a + rate * scales[k] * d, 0.0)
+                for k, a, (d, _, _) in zip(keys, values, steps)
+            ]
             first, second = [m for _, m, _ in steps], [v for _, _, v in steps]
-            return i + 1, slopes, first, second, best
+            return i + 1, values, first, second, best
 
-        def going(i, slopes, first, second, best):
+        def going(i, values, first, second, best):
             return ops.logical_and(i < self.iterations, ops.any(ops.min(best, axis=1) <= 0))
 
-        zeros = [ops.zeros_like(a) for a in start]
-        init = (0, start, zeros, zeros, ops.full(rows, -np.inf))
-        return backend.while_loop(going, body, init)[-1]
+        values = [start[k] for k in keys]
+        zeros = [ops.zeros_like(a) for a in values]
+        _, values, _, _, best = backend.while_loop(going, body, (0, values, zeros, zeros, ops.full(rows, -np.inf)))
+        return best, dict(zip(keys, values))

@@ -1,0 +1,78 @@
+"""Branch and bound (`bab`) is sound and complete on small ReLU networks: never above the
+exact minimal perturbation of a mixed-integer program, within the bisection tolerance of it
+on at least 90% of the examples, never below alpha-CROWN, and every counterexample it
+reports real."""
+
+import numpy as np
+import pytest
+
+from advbench import load_dataset
+from advbench.kit import lp
+from advbench.kit.target import Target
+from advbench.kit.training import initialize
+from advbench.runs.harness import attack_radii, certified_radii
+from helpers import REGISTRY, attack, certifier, exact_linf_radius_relu, trained_mlp
+
+TOLERANCE = 0.01
+
+
+@pytest.fixture(scope="module")
+def relu_mlp():
+    model, data = trained_mlp(hidden=12, epochs=15, activation="relu", seed=3)
+    target = Target(model, num_classes=10)
+    x = data.x_test[:16]
+    return model, target, x, target.predict(x)
+
+
+@pytest.fixture(scope="module")
+def radii(relu_mlp):
+    model, target, x, y = relu_mlp
+    alpha = certified_radii(certifier("alpha_crown", tolerance=TOLERANCE), target, x, y, y, "linf", 64)[0]
+    bab, details = certified_radii(certifier("bab", tolerance=TOLERANCE), target, x, y, y, "linf", 64)
+    exact = np.array([exact_linf_radius_relu(model, x[i], y[i]) for i in range(len(x))])
+    return alpha, bab, details, exact
+
+
+def test_bab_is_sound_and_reaches_the_exact_radius(radii):
+    alpha, bab, _, exact = radii
+    assert np.all(bab <= exact * (1 + 1e-5)), (bab, exact)
+    reached = bab >= exact / (1 + TOLERANCE) * (1 - 1e-6)
+    assert reached.mean() >= 0.9, (bab / exact).round(4)
+    assert np.mean(alpha < exact / (1 + TOLERANCE)) > 0.5  # alpha-CROWN alone does not: the test can fail
+
+
+def test_bab_is_never_below_alpha_crown(radii):
+    alpha, bab, _, _ = radii
+    assert np.all(bab >= alpha)
+
+
+def test_bab_counterexamples_are_real_and_settle_the_radius(relu_mlp, radii):
+    """The recorded smallest counterexample distance is an upper bound of the exact radius
+    (so a real counterexample), and where it meets the certified radius the radius is exact."""
+    _, bab, details, exact = radii
+    upper = np.array([np.inf if u is None else u for u in details["bab_upper"]])
+    assert np.all(upper >= exact * (1 - 1e-5))
+    settled = upper <= bab * (1 + TOLERANCE) * (1 + 1e-6)
+    assert settled.mean() >= 0.9
+    assert np.all(np.asarray(details["bab_domains"]) >= 1)
+
+
+def test_bab_refines_a_cnn_soundly():
+    """On a max-pooling CNN (splits of its ReLUs only): never below alpha-CROWN, never above
+    PGD's radius, and the points just inside its radius keep the prediction."""
+    cnn = REGISTRY.get("architecture", "cnn")
+    model = cnn(cnn.Params(filters=[4, 8], hidden=16)).build((8, 8, 1), 10)
+    initialize(model, 0)
+    x = load_dataset("digits").x_test[:8]
+    target = Target(model, num_classes=10)
+    y = target.predict(x)
+    alpha = certified_radii(certifier("alpha_crown", tolerance=0.05), target, x, y, y, "linf", 8)[0]
+    bab = certified_radii(certifier("bab", tolerance=0.05, max_domains=200), target, x, y, y, "linf", 8)[0]
+    empirical = attack_radii(attack("pgd", steps=40), target, x, y, y, "linf", [0.05], 0.02, 0, len(x)).radius
+    assert np.all(bab >= alpha) and np.all(bab <= empirical)
+    assert bab.mean() > alpha.mean()
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        noisy = np.clip(x + 0.999 * bab[:, None, None, None] * rng.choice([-1.0, 1.0], size=x.shape), 0, 1)
+        np.testing.assert_array_equal(target.predict(noisy.astype(np.float32)), y)
+    assert lp.numpy_norm(noisy - x, "linf").max() <= bab.max()
