@@ -50,11 +50,11 @@ def test_bab_counterexamples_are_real_and_settle_the_radius(relu_mlp, radii):
     """The recorded smallest counterexample distance is an upper bound of the exact radius
     (so a real counterexample), and where it meets the certified radius the radius is exact."""
     _, bab, details, exact = radii
-    upper = np.array([np.inf if u is None else u for u in details["bab_upper"]])
+    upper = np.array([np.inf if u is None else u for u in details["counterexample"]])
     assert np.all(upper >= exact * (1 - 1e-5))
     settled = upper <= bab * (1 + TOLERANCE) * (1 + 1e-6)
     assert settled.mean() >= 0.9
-    assert np.all(np.asarray(details["bab_domains"]) >= 1)
+    assert np.all(np.asarray(details["subdomains"]) >= 1)
 
 
 def test_bab_refines_a_cnn_soundly():
@@ -76,3 +76,47 @@ def test_bab_refines_a_cnn_soundly():
         noisy = np.clip(x + 0.999 * bab[:, None, None, None] * rng.choice([-1.0, 1.0], size=x.shape), 0, 1)
         np.testing.assert_array_equal(target.predict(noisy.astype(np.float32)), y)
     assert lp.numpy_norm(noisy - x, "linf").max() <= bab.max()
+
+
+def test_bab_through_the_cli_settles_radii_and_reports_them(tmp_path):
+    """`advbench run` with bab: its counterexamples join the empirical bound, certified <=
+    empirical per example, and the leaderboard, the JSON export and the site say how many
+    radii are exact and how many examples are unknown at each budget."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from advbench.cli import app
+    from advbench.results.json import Leaderboard
+    from advbench.testing import run_spec, tiny_spec
+
+    relu = {
+        "name": "relu",
+        "architecture": {"name": "mlp", "hidden": 12, "activation": "relu"},
+        "defense": {"name": "none"},
+        "training": {"epochs": 10, "batch_size": 64, "learning_rate": 0.01},
+    }
+    spec = tiny_spec(
+        tmp_path,
+        models=[relu],
+        certifiers=[{"name": "alpha_crown"}, {"name": "bab", "tolerance": 0.01}],
+        threat_models=[{"norm": "linf", "eps": [0.05, 0.1]}],
+        evaluation={"examples": 16, "batch_size": 16},
+    )
+    run = run_spec(spec, tmp_path / "run")
+    assert run.exit_code == 0, run.output
+    for b in run.results.bounds:
+        assert b.complete == ["bab"] and "bab counterexamples" in b.empirical
+        assert not b.unsound and np.all(b.certified_radius <= b.empirical_radius * (1 + 1e-6))
+        summary = b.complete_summary("bab")
+        assert summary["exact"] == int(b.settled("bab").sum()) and summary["exact"] >= 0.75 * summary["correct"]
+        for eps, unknown in zip(b.eps, summary["unknown"]):
+            assert unknown == round(len(b.label) * (b.empirical_accuracy(eps) - b.certified_accuracy(eps)))
+    board = (tmp_path / "run" / "leaderboard.md").read_text()
+    assert "| model | verifier | exact | unknown ε=0.05 | unknown ε=0.1 |" in board and "| relu | bab |" in board
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "-o", "-", "--format", "json"])
+    document = Leaderboard.model_validate(json.loads(result.stdout))
+    assert all("bab" in entry.complete for table in document.threat_models for entry in table.entries)
+    site = CliRunner().invoke(app, ["leaderboard", str(tmp_path / "run"), "--format", "html", "-o", str(tmp_path / "site")])
+    assert site.exit_code == 0, site.output
+    assert "Complete verification" in (tmp_path / "site" / "models" / "relu.html").read_text()

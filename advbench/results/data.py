@@ -38,6 +38,7 @@ class Bounds:
     probabilistic: set[str] = field(default_factory=set)  # certifiers whose radius holds with probability 1 - alpha
     smoothed: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # label -> (radii, predictions; -1 abstain)
     attack_records: dict[str, dict] = field(default_factory=dict)  # attack label -> its record
+    certifier_records: dict[str, dict] = field(default_factory=dict)  # certifier label -> its record
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
@@ -152,6 +153,51 @@ class Bounds:
         lower, upper = clopper_pearson(round(value * len(self.label)), len(self.label))
         return float(lower), float(upper)
 
+    @property
+    def complete(self) -> list[str]:
+        """The sound certifiers that also search for counterexamples (complete verifiers
+        such as ``bab``: their record's ``details`` has ``counterexample``)."""
+        return [
+            label
+            for label, record in self.certifier_records.items()
+            if label not in self.unsound and "counterexample" in record.get("details", {})
+        ]
+
+    def settled(self, label: str) -> np.ndarray:
+        """Per example, whether its exact robust radius is known: correctly classified, and
+        certifier ``label``'s radius within its bisection tolerance of the smallest
+        adversarial perturbation found (by an attack or a complete verifier)."""
+        tolerance = self.certifier_records[label].get("tolerance") or 0.0
+        return self.correct & (self.empirical_radius <= self.certified[label] * (1 + tolerance) * (1 + 1e-9))
+
+    def unknown(self, label: str, eps: float) -> int:
+        """Correctly classified examples neither certified by ``label`` nor broken at ``eps``."""
+        broken = self.empirical_radius <= eps * (1 + BUDGET_RTOL)
+        return int(np.sum(self.correct & (self.certified[label] < eps) & ~broken))
+
+    def complete_summary(self, label: str) -> dict:
+        """What complete verifier ``label`` settled: ``exact`` of the ``correct`` examples
+        (:meth:`settled`), ``unknown`` per eps of :attr:`eps`, ``undecided`` (examples where
+        some step of its radius search ended undecided), the median ``subdomains`` per
+        correctly classified example and the mean ``seconds`` per example."""
+        details = self.certifier_records[label]["details"]
+        correct = self.correct
+
+        def column(name, dtype):
+            values = details.get(name)
+            return (
+                np.asarray(values, dtype) if values is not None and len(values) == len(correct) else np.zeros(len(correct), dtype)
+            )
+
+        return {
+            "exact": int(self.settled(label).sum()),
+            "correct": int(correct.sum()),
+            "unknown": [self.unknown(label, e) for e in self.eps],
+            "undecided": int(np.sum(column("undecided", bool) & correct)),
+            "subdomains": float(np.median(column("subdomains", float)[correct])) if correct.any() else 0.0,
+            "seconds": float(np.mean(column("seconds", float))) if len(correct) else 0.0,
+        }
+
     def violations(self) -> list[tuple[str, str, int]]:
         """(certifier, attack, examples) where a certified radius exceeds an empirical one."""
         found = []
@@ -265,8 +311,10 @@ def model_bounds(
             target[label] = np.asarray(record["radius"], dtype=np.float64)
             if record.get("probabilistic"):
                 b.probabilistic.add(label)
-            if kind == "attack":
-                b.attack_records[label] = record
+            (b.attack_records if kind == "attack" else b.certifier_records)[label] = record
+            if kind == "certify" and "counterexample" in record.get("details", {}):
+                # a complete verifier's counterexamples (checked as attacks' are) bound the radius from above too
+                b.empirical[counterexample_label(label)] = counterexamples(record)
         elif record["status"] == "error":
             where = f" (in full: jobs/{record['id']}.json)" if "id" in record else ""
             b.errors.append(f"{label} failed: {short_message(record['message'])}{where}")
@@ -283,6 +331,17 @@ def model_bounds(
             f"adversarial example {attack} found, so {certifier} is unsound on this model; its radii are not used"
         )
     return b
+
+
+def counterexample_label(certifier: str) -> str:
+    """How a complete verifier's counterexamples appear among the empirical radii."""
+    return f"{certifier} counterexamples"
+
+
+def counterexamples(record: dict) -> np.ndarray:
+    """A complete verifier's record: per example, its smallest verified counterexample's
+    distance (inf where it found none)."""
+    return np.array([np.inf if d is None else d for d in record["details"]["counterexample"]], dtype=np.float64)
 
 
 def _accuracy(radius: np.ndarray, correct: np.ndarray, eps: float) -> float:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from advbench.results.data import Results
 from advbench.results.statistics import CONFIDENCE
 
-FORMAT = "advbench-leaderboard/3"
+FORMAT = "advbench-leaderboard/4"
 
 
 class _Model(BaseModel):
@@ -48,6 +48,19 @@ class Budget(_Model):
     )
 
 
+class CompleteVerification(_Model):
+    exact: int = Field(
+        description="Correctly classified examples whose robust radius is known (certified within the tolerance of an adversarial example)."
+    )
+    correct: int = Field(description="Correctly classified examples.")
+    unknown: list[int] = Field(
+        description="Per budget of the threat model: correctly classified examples neither certified nor broken."
+    )
+    undecided: int = Field(description="Examples where some step of the radius search ended undecided (a budget ran out).")
+    subdomains: float = Field(description="Median subdomains bounded per correctly classified example.")
+    seconds: float = Field(description="Mean seconds per example.")
+
+
 class Entry(_Model):
     model: str
     defense: str
@@ -67,6 +80,9 @@ class Entry(_Model):
         "incomplete_optimization, transfer_failure, unconstrained_failure, unavailable_gradients, "
         "unstable_predictions): the share of the correctly classified examples each affects; null where it does not "
         "apply to the attack (advbench.kit.checks.INDICATORS says how each is measured)."
+    )
+    complete: dict[str, CompleteVerification] = Field(
+        default_factory=dict, description="Per complete verifier (bab), what it settled (empty without one)."
     )
     errors: list[str]
     notes: list[str]
@@ -107,7 +123,7 @@ class Cost(_Model):
 
 
 class Leaderboard(_Model):
-    format: Literal["advbench-leaderboard/3"] = FORMAT
+    format: Literal["advbench-leaderboard/4"] = FORMAT
     name: str
     dataset: dict
     seed: int
@@ -164,6 +180,7 @@ def leaderboard_document(results: Results, rank_by: str = "certified") -> dict:
                     empirical_sources=dict(b.source_shares()) if b.empirical and b.correct.any() else {},
                     flags=list(b.flags),
                     indicators=b.indicators,
+                    complete={label: b.complete_summary(label) for label in b.complete},
                     errors=list(b.errors),
                     notes=list(b.notes),
                     unsound_certifiers=sorted(b.unsound),

@@ -13,7 +13,7 @@ from pathlib import Path
 from advbench.kit.checks import explain_flag, triggered
 from advbench.results.data import Bounds, Results, load_results
 from advbench.results.plots import examples_figure, plot
-from advbench.results.table import format_eps, percent, ranked, table, with_interval
+from advbench.results.table import COMPLETE_LEGEND, format_eps, percent, ranked, table, with_interval
 from advbench.runs.jobs import job_id
 from advbench.text import markdown, markdown_code
 
@@ -62,6 +62,7 @@ def render_markdown(
         lines += ["| " + " | ".join(markdown(cell) for cell in row.cells) + " |" for row in shown.rows]
         lines += [""] + shown.notes + [""]
         lines += _per_method(bounds, rank_by, threat["eps"])
+        lines += _complete(bounds, rank_by, threat["eps"])
         lines += _indicators(bounds, rank_by)
         lines += _sources(bounds, rank_by)
         ceiling = results.robustness_limit(threat["eps"])
@@ -211,6 +212,32 @@ def _per_method(bounds: list[Bounds], rank_by: str, eps_list: list[float]) -> li
     if flagged:
         lines += ["", "⚑: an indicator of attack failure triggered on this evaluation (see below): its number may be too high."]
     return lines + [""]
+
+
+def _complete(bounds: list[Bounds], rank_by: str, eps_list: list[float]) -> list[str]:
+    """Per model and complete verifier (``bab``): the examples whose robust radius is known
+    exactly, those still unknown at each eps, and what it cost."""
+    rows = []
+    for b in ranked(bounds, rank_by):
+        for label in b.complete:
+            c = b.complete_summary(label)
+            rows.append(
+                f"| {markdown(b.model)} | {markdown(label)} | {c['exact']} of {c['correct']} "
+                f"({percent(c['exact'] / max(1, c['correct']))}%) | "
+                + " | ".join(map(str, c["unknown"]))
+                + f" | {c['undecided']} | {c['subdomains']:,.0f} | {c['seconds']:.2f} |"
+            )
+    if not rows:
+        return []
+    eps_cells = " | ".join(f"unknown ε={format_eps(e)}" for e in eps_list)
+    return [
+        COMPLETE_LEGEND,
+        "",
+        f"| model | verifier | exact | {eps_cells} | undecided | subdomains (median) | s per example |",
+        "|---|---|---:|" + "---:|" * len(eps_list) + "---:|---:|---:|",
+        *rows,
+        "",
+    ]
 
 
 def _indicators(bounds: list[Bounds], rank_by: str) -> list[str]:

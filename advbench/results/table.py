@@ -203,3 +203,13 @@ def format_eps(eps: float) -> str:
     if k and k / 255 == eps:
         return f"{k}/255"
     return f"{eps:.4g}"
+
+
+COMPLETE_LEGEND = (
+    "Complete verification: 'exact' counts the correctly classified examples whose robust radius is known, the "
+    "certified radius within the verifier's bisection tolerance of a verified adversarial example (an attack's or the "
+    "verifier's own counterexample); 'unknown' at ε those neither certified nor broken there; 'undecided' those "
+    "where some step of the verifier's radius search ended undecided (its subdomain or time budget ran out, or a "
+    "subdomain with every ReLU split stayed unproven without a counterexample), so their radius may be larger."
+)
+"""The legend of the complete-verification table (markdown and site)."""

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from advbench.kit.checks import explain_flag
 from advbench.results.data import Results, load_results
-from advbench.results.table import format_eps, rank_text, shown_flags
+from advbench.results.table import COMPLETE_LEGEND, format_eps, rank_text, shown_flags
 from advbench.runs.store import write_atomic
 
 SITE_FORMATS = ("png", "svg")
@@ -262,6 +262,20 @@ def _model_page(document: dict, results: Results, model: str) -> str:
                 + "".join(
                     f"<tr><td>{_e(a)}</td>" + "".join(f"<td>{_share(found.get(n))}</td>" for n in names) + "</tr>"
                     for a, found in entry["indicators"].items()
+                )
+                + "</tbody></table>"
+            )
+        if entry.get("complete"):
+            body.append(
+                f"<h3>Complete verification</h3><p>{_e(COMPLETE_LEGEND)}</p>"
+                '<table class="complete"><thead><tr><th>verifier</th><th>exact</th>'
+                + "".join(f"<th>unknown ε={_e(b['eps_text'])}</th>" for b in entry["budgets"])
+                + "<th>undecided</th><th>subdomains (median)</th><th>s per example</th></tr></thead><tbody>"
+                + "".join(
+                    f"<tr><td>{_e(label)}</td><td>{c['exact']} of {c['correct']}</td>"
+                    + "".join(f"<td>{n}</td>" for n in c["unknown"])
+                    + f"<td>{c['undecided']}</td><td>{c['subdomains']:,.0f}</td><td>{c['seconds']:.2f}</td></tr>"
+                    for label, c in entry["complete"].items()
                 )
                 + "</tbody></table>"
             )

@@ -186,6 +186,7 @@ def method_record(
             radius=radius.tolist(),
             probabilistic=method.probabilistic,
             certifies_smoothed=method.certifies_smoothed,
+            tolerance=getattr(method.params, "tolerance", None),
             details=details,
             evaluations=target.evaluations(),
         )

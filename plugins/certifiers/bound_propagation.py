@@ -162,11 +162,22 @@ class BranchAndBound(AlphaCROWN):
     `alpha_crown`, so never below it), then, between it and the box diameter, a bisection
     whose every step attacks what the root bounds leave (PGD; a verified counterexample
     at distance d caps the bracket at d) and branches on the rest.  Per example the
-    record keeps the smallest counterexample distance found (``bab_upper``; the radius is
+    record keeps the smallest counterexample distance found (``counterexample``; the radius is
     exact, within the tolerance, where it is at most radius * (1 + tolerance)), whether
-    some step ran out of budget (``bab_unknown``), and the subdomains and seconds spent."""
+    some step ended undecided (``undecided``: a budget ran out, or a fully split subdomain
+    stayed unproven with no counterexample), and the ``subdomains`` and
+    ``seconds`` spent; the leaderboard reads them (complete verification)."""
 
     Params = BaBParams
+
+    def check(self, target):
+        from advbench.kit.bounds import read_graph
+        from advbench.kit.bounds.operators import ReLU
+
+        reason = super().check(target)
+        if reason is None and not any(isinstance(node, ReLU) for node in read_graph(target.model)):
+            return "branch and bound splits ReLUs, and this model has none (alpha_crown gives the same bound)"
+        return reason
 
     def _splitter(self, target, norm):
         def build():
@@ -253,10 +264,10 @@ class BranchAndBound(AlphaCROWN):
             todo = todo & (high > low * (1 + p.tolerance)) & splits
             step += 1
         details = {
-            "bab_upper": [None if np.isinf(u) else float(u) for u in upper],
-            "bab_unknown": unknown,
-            "bab_domains": domains,
-            "bab_seconds": seconds,
+            "counterexample": [None if np.isinf(u) else float(u) for u in upper],
+            "undecided": unknown,
+            "subdomains": domains,
+            "seconds": seconds,
         }
         return low, details
 

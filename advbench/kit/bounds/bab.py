@@ -166,6 +166,8 @@ def branching_scores(lower, upper, lam, unproven):
 def choose_neurons(lower: np.ndarray, upper: np.ndarray, score: np.ndarray) -> np.ndarray:
     """Per subdomain, the neuron to split (-1 where none is unstable): the highest score,
     or the widest relaxation (largest ``-u l / (u - l)``) where every score is 0."""
+    if not lower.shape[1]:  # no ReLU
+        return np.full(len(lower), -1)
     unstable = (lower < 0) & (upper > 0)
     width = np.where(unstable, -upper * lower / np.maximum(upper - lower, 1e-12), -1.0)
     ranked = np.where(unstable, score, -1.0)
