@@ -36,6 +36,7 @@ import io
 import time
 
 import numpy as np
+from torch_copy import to_torch
 
 METHODS = (("ibp", "IBP"), ("crown", "CROWN"), ("alpha_crown", "alpha-CROWN"))
 
@@ -66,48 +67,6 @@ def networks():
         return keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(h)), name="cnn-maxpool")
 
     return [mlp(), cnn(), cnn_maxpool()]
-
-
-def to_torch(model):
-    """The same network in PyTorch (NCHW), the weights copied: a keras Flatten reads
-    (h, w, c), so the torch network returns to that layout before flattening."""
-    import torch
-    from torch import nn
-
-    layers: list = []
-    for layer in model.layers[1:]:
-        kind = type(layer).__name__
-        if kind == "Conv2D":
-            kernel, bias = (np.asarray(w) for w in layer.get_weights())
-            stride, size = layer.strides[0], kernel.shape[0]
-            assert layer.padding == "valid" or (stride == 1 and size % 2), "symmetric padding only"
-            padding = 0 if layer.padding == "valid" else size // 2
-            conv = nn.Conv2d(kernel.shape[2], kernel.shape[3], size, stride=stride, padding=padding)
-            conv.weight.data = torch.tensor(kernel.transpose(3, 2, 0, 1))
-            conv.bias.data = torch.tensor(bias)
-            layers += [conv, nn.ReLU()]
-        elif kind == "MaxPooling2D":
-            layers.append(nn.MaxPool2d(layer.pool_size[0], layer.strides[0]))
-        elif kind == "Flatten":
-            layers += [Nhwc(), nn.Flatten()]
-        elif kind == "Dense":
-            kernel, bias = (np.asarray(w) for w in layer.get_weights())
-            dense = nn.Linear(kernel.shape[0], kernel.shape[1])
-            dense.weight.data, dense.bias.data = torch.tensor(kernel.T.copy()), torch.tensor(bias)
-            layers.append(dense)
-            if layer.activation.__name__ == "relu":
-                layers.append(nn.ReLU())
-    return nn.Sequential(*layers).eval()
-
-
-def Nhwc():
-    from torch import nn
-
-    class Permute(nn.Module):
-        def forward(self, x):
-            return x.permute(0, 2, 3, 1)
-
-    return Permute()
 
 
 def main() -> None:

@@ -200,65 +200,70 @@ class BranchAndBound(AlphaCROWN):
 
         return self.per_target(target, ("bab", norm), build)
 
-    def certify(self, target, x, y, norm):
-        from advbench.contract.components import box_diameter
+    def decide(self, target, x, y, norm, eps, domains_left=None, seconds_left=None, seed: int = 0):
+        """Per example at its budget ``eps``: ``(status, subdomains, seconds, counterexample)``,
+        the status one of :mod:`advbench.kit.bounds.bab`'s VERIFIED, FALSIFIED, UNKNOWN, and
+        the distance of the smallest verified counterexample found (inf where none).  The
+        budgets default to the parameters' ``max_domains`` and ``timeout``."""
         from advbench.kit import lp
-        from advbench.kit.bounds.bab import UNKNOWN, VERIFIED, branch_and_bound
+        from advbench.kit.bounds.bab import branch_and_bound
         from advbench.kit.pgd import PGD, PGDParams
 
         p = self.params
-        low = np.asarray(super().certify(target, x, y, norm), np.float64)  # alpha-CROWN's radius
         compute, neurons, sub_batch = self._splitter(target, norm)
-        x = np.asarray(x, np.float32)
-        y = np.asarray(y, np.int32)
+        x, y, eps = np.asarray(x, np.float32), np.asarray(y, np.int32), np.asarray(eps, np.float32)
+        found = np.full(len(x), np.inf)
+        attack = PGD(PGDParams(steps=p.attack_steps, restarts=1)) if p.attack_steps else None
+
+        def bound(rows, signs):
+            parts = []
+            for start in range(0, len(rows), sub_batch):
+                chunk = rows[start : start + sub_batch]
+                parts.append(
+                    [backend.to_numpy(t) for t in compute(x[chunk], y[chunk], eps[chunk], signs[start : start + sub_batch])]
+                )
+            return [np.concatenate(columns) for columns in zip(*parts)]
+
+        def falsify(rows, points):
+            if points is None:  # the attack on the whole ball
+                if attack is None:
+                    return np.zeros(len(rows), bool)
+                points = attack.perturb(target, x[rows], y[rows], eps[rows], norm, seed=seed)
+            hit = target.adversarial(points, y[rows])
+            distance = lp.numpy_norm(points.astype(np.float64) - x[rows], norm)
+            found[rows[hit]] = np.minimum(found[rows[hit]], distance[hit])
+            return hit
+
+        domains_left = np.full(len(x), p.max_domains) if domains_left is None else domains_left
+        seconds_left = np.full(len(x), p.timeout) if seconds_left is None else seconds_left
+        status, domains, seconds = branch_and_bound(bound, neurons, len(x), falsify, domains_left, seconds_left, p.batch)
+        return status, domains, seconds, found
+
+    def certify(self, target, x, y, norm):
+        from advbench.contract.components import box_diameter
+        from advbench.kit.bounds.bab import UNKNOWN, VERIFIED
+
+        p = self.params
+        low = np.asarray(super().certify(target, x, y, norm), np.float64)  # alpha-CROWN's radius
         n = len(x)
         high = np.full(n, box_diameter(x.shape[1:], norm))
         upper = np.full(n, np.inf)  # the smallest verified counterexample's distance
-        domains_left = np.full(n, p.max_domains, np.int64)
-        seconds_left = np.full(n, p.timeout)
         domains, seconds, unknown = np.zeros(n, np.int64), np.zeros(n), np.zeros(n, bool)
-        attack = PGD(PGDParams(steps=p.attack_steps, restarts=1)) if p.attack_steps else None
         todo = (low > 0) & (low < high)
         step = 0
         while todo.any():
             index = np.flatnonzero(todo)
-            middle = np.sqrt(low[index] * high[index]).astype(np.float32)
-
-            def bound(rows, signs):
-                parts = []
-                for start in range(0, len(rows), sub_batch):
-                    chunk = index[rows[start : start + sub_batch]]
-                    eps = middle[rows[start : start + sub_batch]]
-                    result = compute(x[chunk], y[chunk], eps, signs[start : start + sub_batch])
-                    parts.append([backend.to_numpy(t) for t in result])
-                return [np.concatenate(columns) for columns in zip(*parts)]
-
-            def falsify(rows, points):
-                chunk = index[rows]
-                if points is None:  # the attack on the whole ball
-                    if attack is None:
-                        return np.zeros(len(rows), bool)
-                    points = attack.perturb(target, x[chunk], y[chunk], middle[rows], norm, seed=step)
-                hit = target.adversarial(points, y[chunk])
-                distance = lp.numpy_norm(points.astype(np.float64) - x[chunk], norm)
-                upper[chunk[hit]] = np.minimum(upper[chunk[hit]], distance[hit])
-                return hit
-
-            status, bounded, spent = branch_and_bound(
-                bound,
-                neurons,
-                len(index),
-                falsify,
-                domains_left[index] - domains[index],
-                seconds_left[index] - seconds[index],
-                p.batch,
+            middle = np.sqrt(low[index] * high[index])
+            status, bounded, spent, found = self.decide(
+                target, x[index], y[index], norm, middle, p.max_domains - domains[index], p.timeout - seconds[index], seed=step
             )
             domains[index] += bounded
             seconds[index] += spent
+            upper[index] = np.minimum(upper[index], found)
             unknown[index[status == UNKNOWN]] = True
             proven = status == VERIFIED
-            low[index[proven]] = middle[proven]
-            high[index[~proven]] = np.minimum(middle[~proven], upper[index[~proven]])
+            low[index[proven]] = np.float32(middle[proven])  # the eps the bounds were computed at
+            high[index[~proven]] = np.minimum(np.float32(middle[~proven]), upper[index[~proven]])
             split = np.sqrt(low * high)
             splits = (np.float32(split) > np.float32(low)) & (np.float32(split) < np.float32(high))
             todo = todo & (high > low * (1 + p.tolerance)) & splits
