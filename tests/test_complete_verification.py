@@ -117,6 +117,8 @@ def test_bab_through_the_cli_settles_radii_and_reports_them(tmp_path):
     result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "-o", "-", "--format", "json"])
     document = Leaderboard.model_validate(json.loads(result.stdout))
     assert all("bab" in entry.complete for table in document.threat_models for entry in table.entries)
+    table = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "-o", "-"])
+    assert "attack:bab counterexamples" in table.stdout.splitlines()[0]
     site = CliRunner().invoke(app, ["leaderboard", str(tmp_path / "run"), "--format", "html", "-o", str(tmp_path / "site")])
     assert site.exit_code == 0, site.output
     assert "Complete verification" in (tmp_path / "site" / "models" / "relu.html").read_text()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from advbench.results.data import Results, load_results
+from advbench.results.data import Results, counterexample_label, load_results
 
 
 def export_csv(run_dir: str | Path, output) -> tuple[int, Results]:
@@ -26,6 +26,8 @@ def export_csv(run_dir: str | Path, output) -> tuple[int, Results]:
     certifiers = [m.get("label", m["name"]) for m in results.spec["certifiers"]]
     certifiers = [c for c in certifiers if c not in smoothed]
     attacks = [m.get("label", m["name"]) for m in results.spec["attacks"]]
+    # complete verifiers' counterexamples: among the empirical radii, in columns of their own
+    attacks += [counterexample_label(c) for c in certifiers if any(c in b.complete for b in results.bounds)]
     header = ["model", "norm", "index", "label", "predicted", "certified_radius", "empirical_radius", "empirical_by"]
     header += [f"cert:{c}" for c in certifiers] + [f"attack:{a}" for a in attacks]
     header += [column for s in smoothed for column in (f"smoothed:{s}", f"smoothed:{s}:prediction")]
