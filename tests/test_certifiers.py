@@ -368,21 +368,26 @@ x = load_dataset("digits").x_test[:16]
 target = Target(model, num_classes=10)
 predicted = target.predict(x)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-crown = registry.get("certifier", "crown")
-certified_radii(crown(crown.Params(memory_mb=int(sys.argv[1]), tolerance=0.05)), target, x, predicted, predicted, "linf", 16)
+name, extra = sys.argv[2], {"bab": {"max_domains": 24, "attack_steps": 0}}.get(sys.argv[2], {})
+cls = registry.get("certifier", name)
+certified_radii(cls(cls.Params(memory_mb=int(sys.argv[1]), tolerance=0.05, **extra)), target, x, predicted, predicted, "linf", 16)
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
 """
 
 
-def test_crown_memory_budget_bounds_the_memory_it_adds():
+@pytest.mark.parametrize("name", ["crown", "bab"])
+def test_memory_budget_bounds_the_memory_it_adds(name):
     """Raising memory_mb from 16 to 512 may add at most 512 MB to the process's peak (the
     framework's fixed overhead is the same in both): CROWN's intermediate bounds on a
-    small CNN take far more per example than the widest layer suggests."""
+    small CNN take far more per example than the widest layer suggests, and branch and
+    bound's batches of subdomains are sized by the same budget."""
     import subprocess
     import sys
 
     def growth(memory_mb):
-        result = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(memory_mb)], capture_output=True, text=True, timeout=600)
+        result = subprocess.run(
+            [sys.executable, "-c", MEMORY_PROBE, str(memory_mb), name], capture_output=True, text=True, timeout=600
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         return float(result.stdout.split()[-1])
 
