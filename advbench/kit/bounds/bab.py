@@ -85,7 +85,10 @@ class SplitCrown(AlphaCrown):
             start[key] = ops.zeros(rows + self.shape(self.nodes[k].inputs[0]))
             scales[key] = self.beta_learning_rate / self.learning_rate
             ceilings[key] = None
-        margins, last = self.ascend(start, scales, ceilings)
+        if start:
+            margins, last = self.ascend(start, scales, ceilings)
+        else:  # nothing to optimize (no ReLU, no max-pool): CROWN's bound, computed below
+            margins, last = ops.full(rows, -np.inf), None
         self.recorded = {}
         final = self.lower_bound(len(self.nodes) - 1, C, last)
         recorded, self.recorded = self.recorded, None
