@@ -122,3 +122,14 @@ def test_bab_through_the_cli_settles_radii_and_reports_them(tmp_path):
     site = CliRunner().invoke(app, ["leaderboard", str(tmp_path / "run"), "--format", "html", "-o", str(tmp_path / "site")])
     assert site.exit_code == 0, site.output
     assert "Complete verification" in (tmp_path / "site" / "models" / "relu.html").read_text()
+
+
+def test_bab_out_of_time_keeps_alpha_crowns_radius_and_says_so(relu_mlp, radii):
+    """With no time to branch, bab is alpha-CROWN plus what its root bounds and attacks settle,
+    and the record says which radii the wall-clock budget cut short."""
+    _, target, x, y = relu_mlp
+    alpha, bab, _, _ = radii
+    hurried, details = certified_radii(certifier("bab", tolerance=TOLERANCE, timeout=1e-9), target, x, y, y, "linf", 64)
+    assert np.all(hurried >= alpha) and np.all(hurried <= bab * (1 + TOLERANCE))
+    timed_out = np.asarray(details["timed_out"])
+    assert timed_out.any() and np.all(np.asarray(details["undecided"])[timed_out])

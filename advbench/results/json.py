@@ -57,6 +57,7 @@ class CompleteVerification(_Model):
         description="Per budget of the threat model: correctly classified examples neither certified nor broken."
     )
     undecided: int = Field(description="Examples where some step of the radius search ended undecided (a budget ran out).")
+    timed_out: int = Field(0, description="Of them, those whose time budget ran out (their radius depends on the machine).")
     subdomains: float = Field(description="Median subdomains bounded per correctly classified example.")
     seconds: float = Field(description="Mean seconds per example.")
 

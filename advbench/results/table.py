@@ -213,3 +213,9 @@ COMPLETE_LEGEND = (
     "subdomain with every ReLU split stayed unproven without a counterexample), so their radius may be larger."
 )
 """The legend of the complete-verification table (markdown and site)."""
+
+
+def undecided_text(summary: dict) -> str:
+    """A complete verifier's undecided count, with how many of them timed out."""
+    timed_out = summary.get("timed_out", 0)
+    return f"{summary['undecided']}" + (f" ({timed_out} timed out)" if timed_out else "")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from advbench.kit.checks import explain_flag
 from advbench.results.data import Results, load_results
-from advbench.results.table import COMPLETE_LEGEND, format_eps, rank_text, shown_flags
+from advbench.results.table import COMPLETE_LEGEND, format_eps, rank_text, shown_flags, undecided_text
 from advbench.runs.store import write_atomic
 
 SITE_FORMATS = ("png", "svg")
@@ -274,7 +274,7 @@ def _model_page(document: dict, results: Results, model: str) -> str:
                 + "".join(
                     f"<tr><td>{_e(label)}</td><td>{c['exact']} of {c['correct']}</td>"
                     + "".join(f"<td>{n}</td>" for n in c["unknown"])
-                    + f"<td>{c['undecided']}</td><td>{c['subdomains']:,.0f}</td><td>{c['seconds']:.2f}</td></tr>"
+                    + f"<td>{_e(undecided_text(c))}</td><td>{c['subdomains']:,.0f}</td><td>{c['seconds']:.2f}</td></tr>"
                     for label, c in entry["complete"].items()
                 )
                 + "</tbody></table>"

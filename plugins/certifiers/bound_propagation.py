@@ -142,7 +142,7 @@ class BaBParams(AlphaCrownParams):
     timeout: float = Field(
         60.0,
         gt=0,
-        description="Seconds of branch and bound per example over its whole radius search (a safety net: the result then depends on the machine; the record says where it bound).",
+        description="Seconds of branch and bound per example over its whole radius search (a safety net: where it binds the result depends on the machine; the record's timed_out says where).",
     )
     batch: int = Field(256, ge=2, description="Subdomains bounded in one call at most (fewer where memory_mb says so).")
     beta_learning_rate: float = Field(
@@ -271,6 +271,7 @@ class BranchAndBound(AlphaCROWN):
         details = {
             "counterexample": [None if np.isinf(u) else float(u) for u in upper],
             "undecided": unknown,
+            "timed_out": seconds >= p.timeout,  # the wall-clock budget bound: this radius depends on the machine
             "subdomains": domains,
             "seconds": seconds,
         }
