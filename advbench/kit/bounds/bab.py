@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from advbench.kit.bounds.crown import AlphaCrown
-from advbench.kit.bounds.operators import MaxPooling2D, ReLU
+from advbench.kit.bounds.operators import ReLU
 from advbench.kit.bounds.sets import input_box, l2_norm
 from advbench.lazy import keras
 
@@ -75,9 +75,7 @@ class SplitCrown(AlphaCrown):
             part = signs[:, offset : offset + self.sizes[source]]
             self.signs[source] = ops.reshape(part, (batch,) + self.shape(source))
         start = self.start_slopes()
-        scales = {
-            k: self.pool_learning_rate / self.learning_rate if isinstance(self.nodes[k], MaxPooling2D) else 1.0 for k in start
-        }
+        scales = self.slope_scales(start)
         ceilings = {k: 1.0 for k in start}
         rows = (batch, C.shape[1])
         for k in self.relus:

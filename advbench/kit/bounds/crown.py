@@ -155,10 +155,13 @@ class AlphaCrown(Crown):
         start = self.start_slopes()
         if not start:  # nothing to optimize: CROWN
             return self.lower_bound(len(self.nodes) - 1, C)
-        scales = {
+        return self.ascend(start, self.slope_scales(start), {k: 1.0 for k in start})[0]
+
+    def slope_scales(self, start: dict) -> dict:
+        """Each slope's step scale: max-pool weights take ``pool_learning_rate``'s share."""
+        return {
             k: self.pool_learning_rate / self.learning_rate if isinstance(self.nodes[k], MaxPooling2D) else 1.0 for k in start
         }
-        return self.ascend(start, scales, {k: 1.0 for k in start})[0]
 
     def start_slopes(self) -> dict:
         """CROWN's choices, per margin row: the ReLUs' lower slopes and the max-pool windows'
