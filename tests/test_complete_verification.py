@@ -133,3 +133,19 @@ def test_bab_out_of_time_keeps_alpha_crowns_radius_and_says_so(relu_mlp, radii):
     assert np.all(hurried >= alpha) and np.all(hurried <= bab * (1 + TOLERANCE))
     timed_out = np.asarray(details["timed_out"])
     assert timed_out.any() and np.all(np.asarray(details["undecided"])[timed_out])
+
+
+def test_bab_capped_at_a_budget_decides_exactly_there_for_less(relu_mlp, radii):
+    """With ``max_radius`` the search decides that budget first and stops there: the
+    certified accuracy at it is the exact one (the MILP's), the radii stay sound and never
+    below alpha-CROWN's, the capped examples are recorded, and it bounds fewer subdomains."""
+    _, target, x, y = relu_mlp
+    alpha, _, details, exact = radii
+    cap = float(np.median(exact))
+    capped, capped_details = certified_radii(certifier("bab", tolerance=TOLERANCE, max_radius=cap), target, x, y, y, "linf", 64)
+    assert np.all(capped <= exact * (1 + 1e-5)) and np.all(capped >= alpha)
+    assert np.all(capped <= np.maximum(alpha, np.float32(cap)))
+    clear = np.abs(exact / cap - 1) > 1e-4  # not on the budget itself, where float32 decides
+    np.testing.assert_array_equal((capped >= np.float32(cap))[clear], (exact >= cap)[clear])
+    assert 0 < np.sum(capped_details["capped"]) == np.sum(capped >= np.float32(cap))
+    assert np.sum(capped_details["subdomains"]) < np.sum(details["subdomains"])

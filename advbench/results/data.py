@@ -179,7 +179,8 @@ class Bounds:
         """What complete verifier ``label`` settled: ``exact`` of the ``correct`` examples
         (:meth:`settled`), ``unknown`` per eps of :attr:`eps`, ``undecided`` (examples where
         some step of its radius search ended undecided; ``timed_out``: of them, those whose
-        time budget ran out, so their radius depends on the machine), the median ``subdomains`` per
+        time budget ran out, so their radius depends on the machine), ``capped`` (verified
+        at its ``max_radius``, their radius not searched beyond), the median ``subdomains`` per
         correctly classified example and the mean ``seconds`` per example."""
         details = self.certifier_records[label]["details"]
         correct = self.correct
@@ -196,6 +197,7 @@ class Bounds:
             "unknown": [self.unknown(label, e) for e in self.eps],
             "undecided": int(np.sum(column("undecided", bool) & correct)),
             "timed_out": int(np.sum(column("timed_out", bool) & correct)),
+            "capped": int(np.sum(column("capped", bool) & correct)),
             "subdomains": float(np.median(column("subdomains", float)[correct])) if correct.any() else 0.0,
             "seconds": float(np.mean(column("seconds", float))) if len(correct) else 0.0,
         }

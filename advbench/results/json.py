@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from advbench.results.data import Results
 from advbench.results.statistics import CONFIDENCE
 
-FORMAT = "advbench-leaderboard/4"
+FORMAT = "advbench-leaderboard/5"
 
 
 class _Model(BaseModel):
@@ -58,6 +58,9 @@ class CompleteVerification(_Model):
     )
     undecided: int = Field(description="Examples where some step of the radius search ended undecided (a budget ran out).")
     timed_out: int = Field(0, description="Of them, those whose time budget ran out (their radius depends on the machine).")
+    capped: int = Field(
+        0, description="Correctly classified examples verified at the verifier's max_radius, not searched beyond."
+    )
     subdomains: float = Field(description="Median subdomains bounded per correctly classified example.")
     seconds: float = Field(description="Mean seconds per example.")
 
@@ -124,7 +127,7 @@ class Cost(_Model):
 
 
 class Leaderboard(_Model):
-    format: Literal["advbench-leaderboard/4"] = FORMAT
+    format: Literal["advbench-leaderboard/5"] = FORMAT
     name: str
     dataset: dict
     seed: int

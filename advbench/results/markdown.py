@@ -13,7 +13,7 @@ from pathlib import Path
 from advbench.kit.checks import explain_flag, triggered
 from advbench.results.data import Bounds, Results, load_results
 from advbench.results.plots import examples_figure, plot
-from advbench.results.table import COMPLETE_LEGEND, format_eps, percent, ranked, table, undecided_text, with_interval
+from advbench.results.table import COMPLETE_LEGEND, exact_text, format_eps, percent, ranked, table, undecided_text, with_interval
 from advbench.runs.jobs import job_id
 from advbench.text import markdown, markdown_code
 
@@ -222,8 +222,7 @@ def _complete(bounds: list[Bounds], rank_by: str, eps_list: list[float]) -> list
         for label in b.complete:
             c = b.complete_summary(label)
             rows.append(
-                f"| {markdown(b.model)} | {markdown(label)} | {c['exact']} of {c['correct']} "
-                f"({percent(c['exact'] / max(1, c['correct']))}%) | "
+                f"| {markdown(b.model)} | {markdown(label)} | {exact_text(c)} | "
                 + " | ".join(map(str, c["unknown"]))
                 + f" | {undecided_text(c)} | {c['subdomains']:,.0f} | {c['seconds']:.2f} |"
             )

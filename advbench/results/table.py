@@ -210,9 +210,17 @@ COMPLETE_LEGEND = (
     "certified radius within the verifier's bisection tolerance of a verified adversarial example (an attack's or the "
     "verifier's own counterexample); 'unknown' at ε those neither certified nor broken there; 'undecided' those "
     "where some step of the verifier's radius search ended undecided (its subdomain or time budget ran out, or a "
-    "subdomain with every ReLU split stayed unproven without a counterexample), so their radius may be larger."
+    "subdomain with every ReLU split stayed unproven without a counterexample), so their radius may be larger; "
+    "'capped' those verified at the verifier's max_radius, where its search stops (their radius is at least that)."
 )
 """The legend of the complete-verification table (markdown and site)."""
+
+
+def exact_text(summary: dict) -> str:
+    """A complete verifier's exact count of the correctly classified, with those capped."""
+    capped = summary.get("capped", 0)
+    share = f"{percent(summary['exact'] / max(1, summary['correct']))}%"
+    return f"{summary['exact']} of {summary['correct']} ({share}" + (f"; {capped} capped)" if capped else ")")
 
 
 def undecided_text(summary: dict) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from advbench.kit.checks import explain_flag
 from advbench.results.data import Results, load_results
-from advbench.results.table import COMPLETE_LEGEND, format_eps, rank_text, shown_flags, undecided_text
+from advbench.results.table import COMPLETE_LEGEND, exact_text, format_eps, rank_text, shown_flags, undecided_text
 from advbench.runs.store import write_atomic
 
 SITE_FORMATS = ("png", "svg")
@@ -272,7 +272,7 @@ def _model_page(document: dict, results: Results, model: str) -> str:
                 + "".join(f"<th>unknown ε={_e(b['eps_text'])}</th>" for b in entry["budgets"])
                 + "<th>undecided</th><th>subdomains (median)</th><th>s per example</th></tr></thead><tbody>"
                 + "".join(
-                    f"<tr><td>{_e(label)}</td><td>{c['exact']} of {c['correct']}</td>"
+                    f"<tr><td>{_e(label)}</td><td>{_e(exact_text(c))}</td>"
                     + "".join(f"<td>{n}</td>" for n in c["unknown"])
                     + f"<td>{_e(undecided_text(c))}</td><td>{c['subdomains']:,.0f}</td><td>{c['seconds']:.2f}</td></tr>"
                     for label, c in entry["complete"].items()
