@@ -14,7 +14,8 @@ margins' bound through a Lagrange multiplier ``beta >= 0`` (``min g >= min g - b
 on the subdomain), optimized with alpha-CROWN's slopes by projected gradient ascent.
 Any ``beta >= 0`` is sound; once every unstable neuron is split the subdomain's problem
 is a linear program, whose dual this is, so optimized multipliers make the bound exact
-there (infeasible subdomains, where clamped bounds cross, are dropped as verified).
+there (infeasible subdomains, where a split contradicts the neuron's bounds, are dropped as
+verified; :func:`contradicted`).
 
 Branching (:func:`branching_scores`): the intercept score of BaBSR (Bunel et al. 2020),
 how much of the margins' bound a neuron's upper-line intercept costs, ``-min(lam, 0) *
@@ -96,9 +97,12 @@ class SplitCrown(AlphaCrown):
         empty = ops.zeros((batch,), "bool")
         unproven = ops.cast(margins <= 0, x.dtype)  # (B, S)
         for k in self.relus:
-            lower, upper = self.pre_bounds(self.nodes[k].inputs[0])
+            source = self.nodes[k].inputs[0]
+            lower, upper = self.pre_bounds(source)
             flat_lower, flat_upper = ops.reshape(lower, (batch, -1)), ops.reshape(upper, (batch, -1))
-            empty = ops.logical_or(empty, ops.any(flat_lower > flat_upper, axis=1))
+            empty = ops.logical_or(
+                empty, ops.any(contradicted(flat_lower, flat_upper, ops.reshape(self.signs[source], (batch, -1))), axis=1)
+            )
             lam = ops.reshape(recorded[k], (batch, C.shape[1], -1))
             scores.append(branching_scores(flat_lower, flat_upper, lam, unproven))
             lowers.append(flat_lower)
@@ -151,6 +155,22 @@ class SplitCrown(AlphaCrown):
             signs = self.signs[self.nodes[k].inputs[0]]
             contributions = [contributions[0] - beta * signs[:, None]]
         return contributions, offset
+
+
+EMPTY_SLACK = 1e-5
+"""How far past 0 (relative to the bounds' size) a split neuron's other bound must lie
+for its subdomain to count as empty: float32 rounding moves bounds by about 1e-7 of their size."""
+
+
+def contradicted(lower, upper, signs):
+    """Per neuron, whether its split contradicts its bounds, so the subdomain holds no input:
+    split active (``signs`` > 0) with an upper bound below 0, or inactive with a lower bound
+    above 0, by more than :data:`EMPTY_SLACK`.  Only a split can empty a subdomain: an
+    unsplit neuron's bounds cross only through rounding (IBP's and CROWN's bounds of a neuron
+    that is nearly constant on the input set), which says nothing about the input set."""
+    ops = keras.ops
+    slack = EMPTY_SLACK * (1.0 + ops.maximum(ops.abs(lower), ops.abs(upper)))
+    return ((signs > 0) & (upper < -slack)) | ((signs < 0) & (lower > slack))
 
 
 def branching_scores(lower, upper, lam, unproven):
