@@ -149,3 +149,45 @@ def test_bab_capped_at_a_budget_decides_exactly_there_for_less(relu_mlp, radii):
     np.testing.assert_array_equal((capped >= np.float32(cap))[clear], (exact >= cap)[clear])
     assert 0 < np.sum(capped_details["capped"]) == np.sum(capped >= np.float32(cap))
     assert np.sum(capped_details["subdomains"]) < np.sum(details["subdomains"])
+
+
+def test_bab_is_not_fooled_by_rounding_in_nearly_constant_neurons():
+    """A neuron nearly constant on the input set (its inputs' ranges below float32's
+    rounding, as in IBP-trained networks) gets IBP and CROWN bounds that cross by rounding.
+    That says nothing about the input set: bab stays at or below the exact radius (a
+    subdomain is empty only where a split contradicts a neuron's bounds)."""
+    import keras
+
+    from advbench.kit.bounds import SplitCrown, margin_matrix, read_graph
+    from advbench.kit.bounds.bab import contradicted
+
+    x = load_dataset("digits").x_test[:8].astype(np.float32)
+    keras.utils.set_random_seed(0)
+    layers = [keras.layers.Dense(16, activation="relu"), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(10)]
+    model = keras.Sequential([keras.Input(x.shape[1:]), keras.layers.Flatten(), *layers])
+    rng = np.random.default_rng(0)
+    first, first_bias = layers[0].get_weights()
+    first[:, :8], first_bias[:8] = rng.normal(size=(64, 8)) * 1e-9, rng.uniform(0.2, 0.6, size=8)  # 8 constant units
+    second, second_bias = layers[1].get_weights()
+    second[:8, :8], second[8:, :8], second_bias[:8] = rng.normal(size=(8, 8)), 0.0, 3.0  # 8 units fed by them alone
+    third, third_bias = layers[2].get_weights()
+    third[:8] *= 0.01  # the logits depend on the input through the other units
+    for layer, weights in zip(layers, [(first, first_bias), (second, second_bias), (third, third_bias)]):
+        layer.set_weights(list(weights))
+    target = Target(model, num_classes=10)
+    y = target.predict(x)
+
+    engine = SplitCrown(read_graph(model), 512, 5)
+    _, lower, upper, _, _ = engine.bound(
+        x, margin_matrix(y, 10), np.full(len(x), 0.05, np.float32), "linf", np.zeros((len(x), engine.neurons), np.float32)
+    )
+    assert np.any(np.asarray(lower) > np.asarray(upper))  # the rounding this test is about happens
+    bab = certified_radii(certifier("bab", tolerance=TOLERANCE), target, x, y, y, "linf", 8)[0]
+    exact = np.array([exact_linf_radius_relu(model, x[i], y[i]) for i in range(len(x))])
+    assert np.all(bab <= exact * (1 + 1e-5)), (bab, exact)  # before the fix: every radius about 0.99
+    # the values of the neuron that showed it on certified-mnist's IBP model: unsplit, no contradiction
+    bounds = np.array([[1.845727562904358, -0.5, -1e-9, 0.3]], np.float32), np.array([[1.8457273244857788, -0.5, -1e-9, 0.3]])
+    signs = np.array([[0.0, 1.0, 1.0, -1.0]], np.float32)
+    np.testing.assert_array_equal(
+        np.asarray(contradicted(bounds[0], bounds[1].astype(np.float32), signs)), [[False, True, False, True]]
+    )
