@@ -148,6 +148,7 @@ def test_bab_capped_at_a_budget_decides_exactly_there_for_less(relu_mlp, radii):
     clear = np.abs(exact / cap - 1) > 1e-4  # not on the budget itself, where float32 decides
     np.testing.assert_array_equal((capped >= np.float32(cap))[clear], (exact >= cap)[clear])
     assert 0 < np.sum(capped_details["capped"]) == np.sum(capped >= np.float32(cap))
+    assert not np.any(details["capped"])  # without a cap, nothing is capped
     assert np.sum(capped_details["subdomains"]) < np.sum(details["subdomains"])
 
 
@@ -186,8 +187,8 @@ def test_bab_is_not_fooled_by_rounding_in_nearly_constant_neurons():
     exact = np.array([exact_linf_radius_relu(model, x[i], y[i]) for i in range(len(x))])
     assert np.all(bab <= exact * (1 + 1e-5)), (bab, exact)  # before the fix: every radius about 0.99
     # the values of the neuron that showed it on certified-mnist's IBP model: unsplit, no contradiction
-    bounds = np.array([[1.845727562904358, -0.5, -1e-9, 0.3]], np.float32), np.array([[1.8457273244857788, -0.5, -1e-9, 0.3]])
+    # and split neurons: active below 0 (empty), active at -1e-9 (rounding: not empty), inactive above 0 (empty)
+    lower = np.array([[1.845727562904358, -0.5, -1e-9, 0.3]], np.float32)
+    upper = np.array([[1.8457273244857788, -0.5, -1e-9, 0.3]], np.float32)
     signs = np.array([[0.0, 1.0, 1.0, -1.0]], np.float32)
-    np.testing.assert_array_equal(
-        np.asarray(contradicted(bounds[0], bounds[1].astype(np.float32), signs)), [[False, True, False, True]]
-    )
+    np.testing.assert_array_equal(np.asarray(contradicted(lower, upper, signs)), [[False, True, False, True]])

@@ -283,7 +283,7 @@ class BranchAndBound(AlphaCROWN):
             "counterexample": [None if np.isinf(u) else float(u) for u in upper],
             "undecided": unknown,
             "timed_out": seconds >= p.timeout,  # the wall-clock budget bound: this radius depends on the machine
-            "capped": low >= np.float32(top),  # verified at max_radius, not searched beyond
+            "capped": (low >= np.float32(top)) & (p.max_radius is not None),  # verified at max_radius, not searched beyond
             "subdomains": domains,
             "seconds": seconds,
         }
