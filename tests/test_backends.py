@@ -174,3 +174,23 @@ def test_a_pytorch_module_is_evaluated_as_is_on_the_torch_backend(tmp_path):
     radius = np.array([float(r["attack:pgd"]) for r in exported])
     assert np.isfinite(radius[direct == data.y_test[index]]).mean() > 0.5  # attacked through torch's autograd
     assert "crown" in (tmp_path / "run" / "leaderboard.md").read_text()  # refused by name, not crashed
+
+
+def test_the_recorded_device_names_the_cpu_and_its_vector_instructions(tmp_path):
+    """The CPU kernels pick their code by the instruction set, so two machines round
+    differently: every record names the processor and its widest vector set."""
+    from advbench.kit import backend
+
+    intel = tmp_path / "intel"
+    intel.write_text(
+        "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+        "flags\t\t: fpu sse sse2 sse4_2 avx avx2 avx512f avx512bw\n\n"
+        "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu\n"
+    )
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm crc32\nCPU part\t: 0xd0c\n")
+    assert backend.cpu(str(intel)) == "Intel(R) Xeon(R) Platinum 8480+, avx512f"
+    assert backend.cpu(str(arm)).endswith(", asimd")
+    assert backend.cpu(str(tmp_path / "missing")) != ""
+    described = backend.describe()["device"]
+    assert described == f"cpu: {backend.cpu()}" or described.startswith("gpu")

@@ -328,7 +328,7 @@ def _provenance(results: Results) -> list[str]:
         )
     environments = sorted({(e["backend"], e["device"], e["precision"]) for e in (r.get("environment") for r in records) if e})
     if environments:
-        lines.append("- computed with " + markdown("; ".join(f"Keras on {b} ({d}, {p})" for b, d, p in environments)))
+        lines.append("- computed with " + markdown("; ".join(f"Keras on {b} ({d}; {p})" for b, d, p in environments)))
     if versions:
         lines.append("- versions: " + markdown(", ".join(f"{k} {v}" for k, v in sorted(versions.items()))))
     lines.append(f"- generated {dt.date.today().isoformat()} by `advbench leaderboard`")

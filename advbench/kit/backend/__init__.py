@@ -125,8 +125,41 @@ def name() -> str:
 
 
 def device() -> str:
-    """Where compiled code runs: ``cpu``, or the accelerator's name (``gpu: NVIDIA H100 ...``)."""
-    return _framework().device()
+    """Where compiled code runs: the accelerator's name (``gpu: NVIDIA H100 ...``), or the
+    processor with the widest vector instructions it has (``cpu: AMD EPYC, avx2``).
+
+    The instruction set is part of a result's provenance: the CPU kernels (oneDNN, XLA)
+    choose their code by it at run time, so the same code, data and seed give the same
+    bits on one instruction set and rounding-level differences on another, which a long
+    training grows into a different model."""
+    where = _framework().device()
+    return f"cpu: {cpu()}" if where == "cpu" else where
+
+
+_VECTOR_SETS = ("avx512f", "avx2", "avx", "sse4_2", "asimd", "neon")
+"""Vector instruction sets, widest first, as Linux names them in ``/proc/cpuinfo``."""
+
+
+def cpu(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The processor's model name and its widest vector instruction set (``/proc/cpuinfo``
+    on Linux; the machine type where that is not readable)."""
+    import platform
+
+    model, flags = "", set()
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                if key in ("model name", "hardware", "cpu model") and not model:
+                    model = value.strip()
+                elif key in ("flags", "features") and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    widest = next((name for name in _VECTOR_SETS if name in flags), None)
+    described = model or platform.machine() or "unknown"
+    return f"{described}, {widest}" if widest else described
 
 
 def identity() -> dict[str, str]:
