@@ -4,8 +4,9 @@ For each evaluated example, the guarantee (plugins/certifiers/hein2017.py) is
 ``min_j R_j`` with ``R_j (a_j + b_j R_j) = g_j``: the margin ``g_j = f_c - f_j``, the
 gradient norm ``a_j = ||grad g_j(x)||_2`` and the curvature constant ``b_j`` of ``grad g_j``.
 This script prints, per model, the medians over the correctly classified examples of the
-three terms at the class j that binds, and the median over hidden units of ``||u_l||_2``,
-whose square ``b_j`` grows with.  ``g`` and ``a`` come from Keras (autodiff, float32), ``b``
+three terms at the class j that binds, the median over hidden units of ``||u_l||_2``,
+whose square ``b_j`` grows with, and the mean slope ``sigma'`` of the hidden units at the
+data (0 where a unit is off, 1 where it is linear).  ``g`` and ``a`` come from Keras (autodiff, float32), ``b``
 from the certifier itself, and the radii they give are checked against the published ones
 (last column), so the table explains the published numbers and nothing else.
 
@@ -50,9 +51,9 @@ def main(run: str, exported: str) -> None:
     rows = list(csv.DictReader(open(exported)))
     data = MNIST().load()
     print(
-        "| model | clean | g | a | b | R (their guarantee) | sqrt(g / b) | certified at 0.5 | hidden ||u_l||_2 | max abs R - published |"
+        "| model | clean | g | a | b | R (their guarantee) | sqrt(g / b) | certified at 0.5 | hidden ||u_l||_2 | mean sigma' | max abs R - published |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in dict.fromkeys(r["model"] for r in rows if r["norm"] == "l2"):
         mine = [r for r in rows if r["model"] == name and r["norm"] == "l2"]
         index = np.array([int(r["index"]) for r in mine])
@@ -71,11 +72,14 @@ def main(run: str, exported: str) -> None:
         correct = predicted == y
         radius = np.where(correct, R[at, binding], 0.0)
         g, a, b = (t[at, binding][correct] for t in (g, a, b))
-        hidden = np.linalg.norm(OneHiddenLayer(model).U.numpy(), axis=0)  # ||u_l||_2 per hidden unit
+        net = OneHiddenLayer(model)
+        hidden = np.linalg.norm(net.U.numpy(), axis=0)  # ||u_l||_2 per hidden unit
+        z = x.reshape(len(x), -1) @ net.U.numpy() + net.b.numpy()
+        slope = 1 / (1 + np.exp(-net.alpha * z[correct]))  # sigma'(z): 0 where a unit is off, 1 where linear
         print(
             f"| {name} | {correct.mean():.1%} | {np.median(g):.2f} | {np.median(a):.2f} | {np.median(b):.1f} | {np.median(radius):.3f} "
             f"| {np.median(np.sqrt(g / b)):.3f} | {np.mean(radius >= 0.5):.1%} "
-            f"| {np.median(hidden):.2f} | {np.max(np.abs(radius - published)):.1e} |",
+            f"| {np.median(hidden):.2f} | {slope.mean():.3f} | {np.max(np.abs(radius - published)):.1e} |",
             flush=True,
         )
 
