@@ -44,3 +44,33 @@ def test_the_index_lists_exactly_the_published_leaderboards():
     listed = set(re.findall(r"^\| \[([^\]]+)\]\(([^)]+)\.md\)", index, flags=re.MULTILINE))
     assert all(name == link for name, link in listed), listed
     assert {name for name, _ in listed} == {board.stem for board in BOARDS}
+
+
+def job_seconds(board: Path) -> float:
+    """The run's job time, as its leaderboard's Cost section measured it."""
+    found = re.search(r"^The run: ([\d,]+) s of job time in all", board.read_text(encoding="utf-8"), flags=re.MULTILINE)
+    assert found, f"{board.name} states no job time in its Cost section"
+    return float(found.group(1).replace(",", ""))
+
+
+@pytest.mark.parametrize("board", BOARDS, ids=lambda p: p.stem)
+def test_the_times_quoted_for_a_run_are_its_measured_job_time(board):
+    """The index row and the spec's comment quote the time the leaderboard measured,
+    rounded (a regenerated leaderboard with a stale time beside it fails)."""
+    seconds = job_seconds(board)
+    index = (ROOT / "leaderboards" / "README.md").read_text(encoding="utf-8")
+    [row] = [line for line in index.splitlines() if line.startswith(f"| [{board.stem}](")]
+    quoted = re.match(r"(\d+) min", row.rstrip(" |").rsplit("|", 1)[-1].strip())
+    assert quoted, f"the index row of {board.stem} ends with no time in minutes"
+    assert int(quoted.group(1)) == max(1, round(seconds / 60)), (
+        f"the index quotes {quoted.group(0)}, the run took {seconds:.0f} s"
+    )
+    comment = "\n".join(
+        line for line in (ROOT / "specs" / f"{board.stem}.yaml").read_text(encoding="utf-8").splitlines() if line.startswith("#")
+    )
+    stated = re.search(r"([\d.,]+) (minutes|s) of job time", " ".join(comment.replace("#", " ").split()))
+    if stated is None:  # a spec that quotes no time (quickstart: "about a minute") has nothing to hold
+        return
+    value = float(stated.group(1).replace(",", ""))
+    measured = seconds / 60 if stated.group(2) == "minutes" else seconds
+    assert abs(value - measured) <= 0.5 + 1e-9, f"specs/{board.stem}.yaml says {stated.group(0)}, the run took {seconds:.0f} s"
