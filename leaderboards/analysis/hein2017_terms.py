@@ -4,11 +4,12 @@ For each evaluated example, the guarantee (plugins/certifiers/hein2017.py) is
 ``min_j R_j`` with ``R_j (a_j + b_j R_j) = g_j``: the margin ``g_j = f_c - f_j``, the
 gradient norm ``a_j = ||grad g_j(x)||_2`` and the curvature constant ``b_j`` of ``grad g_j``.
 This script prints, per model, the medians over the correctly classified examples of the
-three terms at the class j that binds, the median over hidden units of ``||u_l||_2``,
-whose square ``b_j`` grows with, and the mean slope ``sigma'`` of the hidden units at the
-data (0 where a unit is off, 1 where it is linear).  ``g`` and ``a`` come from Keras (autodiff, float32), ``b``
-from the certifier itself, and the radii they give are checked against the published ones
-(last column), so the table explains the published numbers and nothing else.
+three terms at the class j that binds, the median over hidden units of ``||u_l||_2``
+(``b_j`` grows with its square), and the mean slope ``sigma'`` of the hidden units at the
+data (0 where a unit is off, 1 where it is linear).  ``g`` and ``a`` come from Keras
+(autodiff, float32, not the certifier's closed form), ``b`` from the certifier itself, and
+the radii they give are checked against the published ones (last column), so the table
+explains the published numbers and nothing else.
 
     ADVBENCH_DATA=../shared/data advbench export runs/hein2017-mnist --format csv -o hein.csv
     ADVBENCH_DATA=../shared/data python leaderboards/analysis/hein2017_terms.py runs/hein2017-mnist hein.csv
@@ -28,6 +29,7 @@ def terms(model, x):
     """Margins g (B, K), gradient norms a (B, K) and curvature b (B, K) at the predicted class."""
     import tensorflow as tf
 
+    from advbench.kit.target import Target
     from advbench_plugins.certifiers.hein2017 import Hein2017
 
     inputs = tf.constant(x)
@@ -38,8 +40,7 @@ def terms(model, x):
         margins = tf.gather(logits, predicted, batch_dims=1)[:, None] - logits
         per_class = [margins[:, j] for j in range(logits.shape[1])]
     a = np.stack([np.linalg.norm(tape.gradient(m, inputs).numpy().reshape(len(x), -1), axis=1) for m in per_class], 1)
-    target = type("Target", (), {"model": model})()
-    _, _, curvature = Hein2017()._curvature(target, "l2")
+    _, _, curvature = Hein2017()._curvature(Target(model, num_classes=logits.shape[1]), "l2")
     return margins.numpy().astype(np.float64), a.astype(np.float64), curvature[predicted.numpy()], predicted.numpy()
 
 
