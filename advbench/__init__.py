@@ -36,6 +36,7 @@ from advbench.contract.components import (  # noqa: E402
     DatasetParams,
     Defense,
     Params,
+    budget_allowance,
 )
 from advbench.contract.hookspecs import hookimpl  # noqa: E402
 from advbench.errors import AdvbenchError  # noqa: E402
@@ -78,6 +79,7 @@ __all__ = [
     "Params",
     "Target",
     "__version__",
+    "budget_allowance",
     "evaluate",
     "hookimpl",
     "load_dataset",

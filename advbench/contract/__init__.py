@@ -25,6 +25,7 @@ from advbench.contract.components import (
     DefenseStack,
     Params,
     box_diameter,
+    budget_allowance,
 )
 
 __all__ = [
@@ -46,4 +47,5 @@ __all__ = [
     "DefenseStack",
     "Params",
     "box_diameter",
+    "budget_allowance",
 ]

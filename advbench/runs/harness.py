@@ -20,8 +20,9 @@
 * A certifier's radius is taken as returned.
 
 Misclassified clean examples have radius 0 on both sides and are not attacked.
-Every attack output is checked against its budget and the [0, 1] box; a violation is
-an error of the attack, never silently repaired.
+Every attack output is checked against its budget (allowing for the rounding of its float32
+coordinates, :func:`~advbench.contract.components.budget_allowance`) and the [0, 1] box; a
+violation is an error of the attack, never silently repaired.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Callable
 
 import numpy as np
 
-from advbench.contract.components import BUDGET_RTOL
+from advbench.contract.components import BUDGET_RTOL, budget_allowance
 from advbench.errors import AdvbenchError
 from advbench.kit import lp
 
@@ -206,8 +207,8 @@ class _RadiusSearch:
         if not np.all(np.isfinite(adv)) or adv.min() < 0 or adv.max() > 1:
             raise AttackContractError(f"attack {name!r} returned points outside the [0, 1] box")
         if eps is not None:
-            size = lp.numpy_norm(adv - self.x[index], self.norm)
-            over = size > eps * (1 + BUDGET_RTOL) + 1e-7
+            size = _distance(adv, self.x[index], self.norm)
+            over = size > budget_allowance(adv, eps, self.norm)
             if np.any(over):
                 k = np.flatnonzero(over)[0]
                 raise AttackContractError(f"attack {name!r} left its budget: {self.norm} norm {size[k]:.6g} > eps {eps[k]:.6g}")
@@ -215,13 +216,19 @@ class _RadiusSearch:
     def _record(self, index, adv, found_by=None) -> np.ndarray:
         # verified anew (not in the attack's batch): only a point that holds up counts
         success = self.target.adversarial(adv, self.y[index])
-        size = lp.numpy_norm(adv - self.x[index], self.norm)
+        size = _distance(adv, self.x[index], self.norm)
         better = success & (size < self.best_norm[index])
         self.best_norm[index[better]] = size[better]
         self.best_adv[index[better]] = adv[better]
         if found_by is not None:
             self.found_by[index[better]] = np.asarray(found_by, dtype=object)[better]
         return success
+
+
+def _distance(adv, x, p: str) -> np.ndarray:
+    """Per example, the p-distance between two float32 batches, the difference taken in
+    float64 (exact), not rounded to float32 first."""
+    return lp.numpy_norm(np.asarray(adv, np.float64) - np.asarray(x, np.float64), p)
 
 
 def certified_radii(
