@@ -65,6 +65,9 @@ def main() -> None:
     plain = speeds["none"][0]
     print(f"{args.architecture} on {backend.name()}, batch {args.batch_size}, {args.batches} batches")
     for name, (speed, passes) in speeds.items():
+        if passes is None:  # no fixed number of passes to compare with (CROWN-IBP's backward bound pass)
+            print(f"  {name:14s} {speed:8.1f} examples/s; plain / this: {plain / speed:.1f}")
+            continue
         print(
             f"  {name:14s} {speed:8.1f} examples/s; ideal plain/{passes} = {plain / passes:7.1f}: {speed / (plain / passes):.2f} of it"
         )

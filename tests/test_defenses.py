@@ -261,3 +261,30 @@ def test_hein_training_points_lie_past_the_runner_up_boundary_and_training_raise
         outcome = attack_radii(build("attack", "deepfool"), target, x, y, target.predict(x), "l2", [0.5], 0.05, 0, 100)
         medians[name] = np.median(outcome.radius)
     assert medians["hein_training"] > 1.2 * medians["none"], medians
+
+
+def test_crown_ibp_training_gradient_is_the_same_bits_on_every_call():
+    """CROWN-IBP's loss sums four gradient contributions to the first dense kernel; in a
+    compiled TensorFlow step an AddN summed them in an order set by the thread schedule, so
+    two trainings of one spec on one machine drifted apart (about 1 call in 10 differed at
+    the 7th digit).  With determinism enabled, as every run has it, every call agrees."""
+    backend.enable_determinism()
+    keras.utils.set_random_seed(0)
+    model = build("architecture", "ibp_small").build((28, 28, 1), 10)
+    defense = build("defense", "crown_ibp_training", eps=0.4, warmup_epochs=0, ramp_epochs=2)
+    defense.on_train_begin(epochs=1, steps_per_epoch=1)
+    defense.variables[0].assign(2.0)  # halfway up the ramp: CROWN-IBP and IBP bounds blended
+    rng = np.random.default_rng(0)
+    x = rng.random((100, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 100)
+
+    def gradient(x, y):
+        def loss():
+            logits = model(x)
+            return defense.regularizer(model, x, y, logits), None
+
+        return backend.variable_grad(loss, model.trainable_variables)[2]
+
+    step = backend.compile(gradient, state=[model, defense], batch_args=(0, 1))
+    calls = {b"".join(backend.to_numpy(g).tobytes() for g in step(x, y)) for _ in range(40)}
+    assert len(calls) == 1, f"{len(calls)} different gradients in 40 calls"
