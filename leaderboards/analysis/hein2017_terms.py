@@ -18,7 +18,7 @@ explains the published numbers and nothing else.
 from __future__ import annotations
 
 import csv
-import re
+import json
 import sys
 from pathlib import Path
 
@@ -59,9 +59,9 @@ def main(run: str, exported: str) -> None:
         mine = [r for r in rows if r["model"] == name and r["norm"] == "l2"]
         index = np.array([int(r["index"]) for r in mine])
         published = np.array([float(r["cert:hein2017"] or 0) for r in mine])
-        [path] = [
-            p for p in Path(run, "models").glob("*.keras") if re.fullmatch(re.escape(name) + r"-[0-9a-f]{12}\.keras", p.name)
-        ]
+        # the model this run trained (its store keeps the models of earlier code too)
+        key = json.loads(Path(run, "jobs", name, "train.json").read_text())["key"]
+        path = Path(run, "models", f"{name}-{key[:12]}.keras")
         model = load_model(path)
         x, y = data.x_test[index], data.y_test[index]
         g, a, b, predicted = terms(model, x)
