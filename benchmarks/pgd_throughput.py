@@ -151,6 +151,7 @@ def main() -> None:
     from advbench.kit.pgd import PGD
     from advbench.kit.target import Target
 
+    backend.enable_determinism()  # what every run asks for (the peers run under it too, in this process)
     x_train, y_train, x, y, source = mnist(args.images)
     model = madry_cnn(x_train, y_train)
     target = Target(model, num_classes=10, batch_size=args.batch_size)
