@@ -18,9 +18,7 @@ explains the published numbers and nothing else.
 from __future__ import annotations
 
 import csv
-import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -47,7 +45,10 @@ def terms(model, x):
 def main(run: str, exported: str) -> None:
     from advbench.api import load_model
     from advbench.kit.structure import OneHiddenLayer
+    from advbench.runs.store import RunStore
     from advbench_plugins.datasets.mnist import MNIST
+
+    store = RunStore.open(run)
 
     rows = list(csv.DictReader(open(exported)))
     data = MNIST().load()
@@ -60,9 +61,7 @@ def main(run: str, exported: str) -> None:
         index = np.array([int(r["index"]) for r in mine])
         published = np.array([float(r["cert:hein2017"] or 0) for r in mine])
         # the model this run trained (its store keeps the models of earlier code too)
-        key = json.loads(Path(run, "jobs", name, "train.json").read_text())["key"]
-        path = Path(run, "models", f"{name}-{key[:12]}.keras")
-        model = load_model(path)
+        model = load_model(store.model_path(name, store.job_record(f"{name}/train")["key"]))
         x, y = data.x_test[index], data.y_test[index]
         g, a, b, predicted = terms(model, x)
         with np.errstate(divide="ignore", invalid="ignore"):
