@@ -28,7 +28,6 @@ from advbench.contract.components import (  # noqa: E402
     SPEC_FOLDER,
     Architecture,
     Attack,
-    BisectionCertifier,
     Budget,
     Certifier,
     Dataset,
@@ -40,6 +39,7 @@ from advbench.contract.components import (  # noqa: E402
 )
 from advbench.contract.hookspecs import hookimpl  # noqa: E402
 from advbench.errors import AdvbenchError  # noqa: E402
+from advbench.kit.search import BisectionCertifier  # noqa: E402
 
 _LAZY = {
     "evaluate": "advbench.api",

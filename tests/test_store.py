@@ -1,10 +1,12 @@
 """Never stale, never misranked, never a traceback: the run directory under damaged
 records, changed code and data, concurrent runs and unsound certificates."""
 
+import os
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -292,3 +294,65 @@ def test_the_backend_read_without_keras_is_the_one_keras_runs_on(tmp_path, confi
     """)
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=300, env=environment)
     assert result.returncode == 0 and "same:" in result.stdout, result.stderr[-3000:]
+
+
+def test_editing_renderers_or_the_cli_reuses_every_job_and_editing_the_kit_redoes_them(tmp_path):
+    """A job's key covers advbench's record-making code only (RECORD_MAKING): a copy of the
+    package whose results/ and cli/ were edited reuses a finished run; one whose kit was
+    edited recomputes every job."""
+    import shutil
+
+    import advbench
+
+    source = tmp_path / "src"
+    shutil.copytree(Path(advbench.__file__).parent, source / "advbench", ignore=shutil.ignore_patterns("__pycache__"))
+    spec = tiny_spec(tmp_path, **SMALL)
+    environment = {**os.environ, "PYTHONPATH": str(source)}
+
+    def run() -> str:
+        script = f"from advbench.cli import main; import sys; sys.argv = ['advbench', 'run', {str(spec)!r}, '--out', {str(tmp_path / 'run')!r}]; main()"
+        result = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=environment, cwd=tmp_path
+        )
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+        assert (
+            str(source)
+            in subprocess.run(
+                [sys.executable, "-c", "import advbench; print(advbench.__file__)"],
+                capture_output=True,
+                text=True,
+                env=environment,
+                cwd=tmp_path,
+            ).stdout
+        )  # the copy is what runs
+        return result.stdout
+
+    run()
+    for renderer in ("results/markdown.py", "results/website.py", "cli/app.py", "api.py"):
+        with open(source / "advbench" / renderer, "a") as file:
+            file.write("\n# an edit that computes nothing\n")
+    assert "nothing left to do" in run()
+    with open(source / "advbench" / "kit" / "lp.py", "a") as file:
+        file.write("\n# an edit of the kit: it could change any number\n")
+    output = run()
+    assert "nothing left to do" not in output and "0 already done" in output, output
+
+
+def test_the_record_making_digest_covers_exactly_the_record_making_modules(tmp_path):
+    import shutil
+
+    import advbench
+    from advbench.contract.plugins import RECORD_MAKING, record_code_digest
+
+    copy = tmp_path / "advbench"
+    shutil.copytree(Path(advbench.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    before = record_code_digest(copy)
+    assert before == record_code_digest()  # the copy is the installed code
+    for path in sorted(copy.rglob("*.py")):
+        name = path.relative_to(copy).as_posix()
+        original = path.read_bytes()
+        path.write_bytes(original + b"\n# edited\n")
+        keyed = name in RECORD_MAKING or any(name.startswith(part) for part in RECORD_MAKING if part.endswith("/"))
+        assert (record_code_digest(copy) != before) == keyed, name
+        path.write_bytes(original)
+    assert not any(name.startswith(("results/", "cli/")) for name in RECORD_MAKING) and "api.py" not in RECORD_MAKING

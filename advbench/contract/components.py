@@ -417,38 +417,6 @@ class Certifier(Component):
         raise NotImplementedError
 
 
-class BisectionCertifier(Certifier):
-    """A certifier that answers "is every example certified at its eps?"; advbench turns
-    that into a radius by bisection on a log scale between ``diameter / 2**12`` and the
-    box diameter (the largest possible budget), keeping the last certified eps, to the
-    relative ``tolerance`` of the parameters (default 1e-3)."""
-
-    def certified(self, target, x, y, norm: str, eps: np.ndarray) -> np.ndarray:
-        """Boolean per example: certified at ``eps`` (one budget per example)."""
-        raise NotImplementedError
-
-    def certify(self, target, x, y, norm):
-        tolerance = getattr(self.params, "tolerance", 1e-3)
-        diameter = box_diameter(x.shape[1:], norm)
-        low = np.full(len(x), diameter / 2**12)
-        ok = self.certified(target, x, y, norm, low)
-        high = np.full(len(x), diameter)
-        top = self.certified(target, x, y, norm, high)
-        low = np.where(top, high, low)
-        todo = ok & ~top
-        # Every step queries the whole batch (converged examples at their certified eps), so
-        # compiled bound computations see one shape and are not traced again.
-        while todo.any():
-            middle = np.where(todo, np.sqrt(low * high), low)
-            hit = self.certified(target, x, y, norm, middle)
-            low = np.where(todo & hit, middle, low)
-            high = np.where(todo & ~hit, middle, high)
-            # stop at the tolerance, or where float32 (what bounds are computed in) cannot split the bracket
-            splits = (np.float32(np.sqrt(low * high)) > np.float32(low)) & (np.float32(np.sqrt(low * high)) < np.float32(high))
-            todo = todo & (high > low * (1 + tolerance)) & splits
-        return np.where(ok, low, 0.0)
-
-
 KINDS: dict[str, type[Component]] = {
     "dataset": Dataset,
     "architecture": Architecture,

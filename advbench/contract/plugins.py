@@ -176,26 +176,62 @@ class PluginHost:
         warnings.warn(f"plugin {info.name!r} ({info.source}) was not loaded: {message}", PluginWarning, stacklevel=3)
 
 
+RECORD_MAKING = ("__init__.py", "errors.py", "lazy.py", "text.py", "contract/", "kit/", "spec/", "runs/")
+"""The parts of advbench's own source (paths inside the package) that can change a record:
+the plugin contract, the kit plugins compute with, the spec's resolution into parameters
+and the run machinery that calls plugins and writes records.  A job's key covers them
+(with the plugin's own code); ``results/`` (renderers), ``cli/``, ``api.py`` and
+``testing.py`` only read or present records, so editing them reuses every finished job."""
+
+
 def _fingerprint(info: PluginInfo) -> str:
     if info.version == "local file":
         return "sha256:" + hashlib.sha256(Path(info.source).read_bytes()).hexdigest()[:16]
-    # The packages its entry points come from (advbench's own: the host package as well,
-    # since it runs every job), by their source: an editable install, or a reinstall of
-    # a changed checkout, changes the code under the same version.
-    packages = {module.split(".")[0] for module in info.modules}
+    # The packages its entry points come from, by their source: an editable install, or a
+    # reinstall of a changed checkout, changes the code under the same version.  advbench's
+    # own built-ins run on the host's record-making code as well.
+    packages = sorted({module.split(".")[0] for module in info.modules})
+    digest = _source_digest(packages)
     if info.source == "advbench":
-        packages.add("advbench")
-    return f"{info.source}=={info.version}+source:{_source_digest(sorted(packages))}"
+        digest = hashlib.sha256(f"{digest}+{record_code_digest()}".encode()).hexdigest()[:16]
+    return f"{info.source}=={info.version}+source:{digest}"
+
+
+def record_fingerprint() -> str:
+    """advbench's record-making code (:data:`RECORD_MAKING`): its version and the SHA-256 of
+    those source files.  Part of every job's key."""
+    from advbench import __version__
+
+    return f"advbench=={__version__}+source:{record_code_digest()}"
 
 
 def host_fingerprint() -> str:
-    """advbench's own code: its version and the SHA-256 of its source (the host runs every job)."""
+    """All of advbench's code: its version and the SHA-256 of its whole source (what drew a
+    leaderboard: a changed renderer redraws it, while the jobs' records stay valid)."""
     from advbench import __version__
 
     return f"advbench=={__version__}+source:{_source_digest(['advbench'])}"
 
 
 _SOURCE_DIGESTS: dict[tuple, str] = {}
+
+
+def record_code_digest(folder: Path | None = None) -> str:
+    """SHA-256 over the files of :data:`RECORD_MAKING` in advbench's package folder (or in
+    ``folder``, a copy of it)."""
+    if folder is None:
+        key = ("advbench", RECORD_MAKING)
+        if key not in _SOURCE_DIGESTS:
+            spec = importlib.util.find_spec("advbench")
+            _SOURCE_DIGESTS[key] = record_code_digest(Path(next(iter(spec.submodule_search_locations))))
+        return _SOURCE_DIGESTS[key]
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).rglob("*.py")):
+        name = path.relative_to(folder).as_posix()
+        if name in RECORD_MAKING or name.startswith(tuple(part for part in RECORD_MAKING if part.endswith("/"))):
+            digest.update(f"advbench:{name}".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _source_digest(packages: list[str]) -> str:

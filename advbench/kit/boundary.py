@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from advbench.kit import backend
+from advbench.kit import backend, search
 
 
 def input_gradients(target, x: np.ndarray, y: np.ndarray):
@@ -58,6 +58,5 @@ def shrink_to_boundary(target, x: np.ndarray, y: np.ndarray, adversarial: np.nda
         candidate = np.clip(x + middle[:, None, None, None] * delta, 0, 1).astype(np.float32)
         success = broken & target.adversarial(candidate, y)
         best[success] = candidate[success]
-        high = np.where(success, middle, high)
-        low = np.where(success, low, middle)
+        low, high = search.narrow(middle, success, low, high)
     return best

@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import Field
 
 from advbench.contract import Attack, Params
-from advbench.kit import backend, lp, rng
+from advbench.kit import backend, lp, rng, search
 from advbench.kit.losses import LOSSES, misclassified
 from advbench.lazy import keras
 
@@ -35,10 +35,8 @@ def pgd_steps(loss_and_gradient, x, y, eps, norm, delta, *, steps, step_size, st
     found = x
 
     def keep_smaller_adversarial(delta, logits, found_norm, found):
-        size = lp.norm(delta, norm)
-        better = misclassified(logits, y) & (size < found_norm)
         point = ops.clip(x + delta, 0.0, 1.0)  # guards against float rounding only
-        return ops.where(better, size, found_norm), ops.where(lp.broadcast(better, x), point, found)
+        return search.keep_smaller(misclassified(logits, y), lp.norm(delta, norm), point, found_norm, found)
 
     def step(i, delta, found_norm, found):
         _, grad, logits = loss_and_gradient(x + delta, y)
@@ -168,9 +166,7 @@ class PGD(Attack):
                 )
                 done += n
                 hit = np.isfinite(found_norm)
-                better = hit & (found_norm < smallest[active])
-                result[active[better]] = found[better]
-                smallest[active[better]] = found_norm[better]
+                search.keep_smaller_rows(active, hit, found_norm, found, smallest, result)
                 broken[active[hit]] = True
                 if settings["early_stop"]:
                     active, delta = active[~hit], delta[~hit]
@@ -219,7 +215,7 @@ class PGD(Attack):
 
 class _Progress:
     """Per example, the attack loss at the start of a restart and after each chunk of steps:
-    whether its running best still rose by more than :data:`STILL_RISING` of its range over
+    whether its running best still rose by more than :data:`advbench.kit.search.STILL_RISING` of its range over
     the last chunk (the last ten steps), Pintor et al.'s incomplete optimization.  Measured
     only with more than one chunk of steps."""
 
@@ -238,10 +234,4 @@ class _Progress:
         self.lowest[index] = np.minimum(self.lowest[index], loss)
 
     def still_rising(self) -> np.ndarray:
-        span = self.best - self.lowest
-        with np.errstate(invalid="ignore"):
-            return np.isfinite(span) & (self.best - self.before_last > STILL_RISING * np.maximum(span, 1e-12))
-
-
-STILL_RISING = 0.05
-"""Pintor et al.'s threshold: the running best loss rose by more than 5% of its range over the last ten steps."""
+        return search.still_rising(self.best, self.before_last, self.lowest)

@@ -34,7 +34,7 @@ import numpy as np
 
 from advbench.contract.components import BUDGET_RTOL, budget_allowance
 from advbench.errors import AdvbenchError
-from advbench.kit import lp
+from advbench.kit import lp, search
 
 KEEP_ADVERSARIAL = 16
 """Adversarial examples kept per job (the first examples), for figures."""
@@ -87,17 +87,17 @@ def attack_radii(
         index = np.arange(start, min(n, start + batch_size))
         index = index[predicted[index] == y[index]]
         if len(index):
-            search = _RadiusSearch(attack, target, x[index], y[index], norm, seed + start)
+            radii = _RadiusSearch(attack, target, x[index], y[index], norm, seed + start)
             if attack.minimal_norm or attack.minimal_stage:
-                search.minimal()
+                radii.minimal()
             if not attack.minimal_norm:
-                fixed[:, index] = search.fixed_budget(eps_list, tolerance)
-            radius[index] = search.best_norm
-            adversarial[index] = search.best_adv
-            found_by[index] = search.found_by
-            for name, values in search.evidence.items():
+                fixed[:, index] = radii.fixed_budget(eps_list, tolerance)
+            radius[index] = radii.best_norm
+            adversarial[index] = radii.best_adv
+            found_by[index] = radii.found_by
+            for name, values in radii.evidence.items():
                 evidence.setdefault(name, np.zeros(n, dtype=bool))[index] = values
-            calls += search.calls
+            calls += radii.calls
         advance(min(n, start + batch_size) - start)
     success = radius[None, :] <= np.asarray(eps_list)[:, None] * (1 + BUDGET_RTOL)
     labels = found_by.tolist() if any(f is not None for f in found_by) else None
@@ -139,27 +139,16 @@ class _RadiusSearch:
                 if k == len(eps_list) - 1:
                     self._keep_evidence(everyone)
         # Grow the budget for examples still unbroken, up to the box diameter.
-        eps = float(max(eps_list))
-        while eps < self.cap:
-            eps = min(2 * eps, self.cap)
-            todo = np.flatnonzero(np.isinf(self.best_norm))
-            if not len(todo):
-                break
-            self._attempt(todo, np.full(len(todo), eps), lower)
+        search.grow(lambda index, eps: self._attempt(index, eps, lower), lambda: np.isinf(self.best_norm), max(eps_list), self.cap)
+
         # Bisect each finite bracket [lower, best_norm] to the relative tolerance, or until
         # float32 (what attacks receive) cannot split it, or a step does not shrink it.
-        stalled = np.zeros(n, dtype=bool)
-        while True:
-            middle = (lower + self.best_norm) / 2
-            splits = (np.float32(middle) > np.float32(lower)) & (np.float32(middle) < np.float32(self.best_norm))
-            todo = np.flatnonzero(
-                np.isfinite(self.best_norm) & (self.best_norm - lower > tolerance * self.best_norm) & splits & ~stalled
-            )
-            if not len(todo):
-                break
-            bracket = (lower[todo].copy(), self.best_norm[todo].copy())
-            self._attempt(todo, middle[todo], lower)
-            stalled[todo] = (lower[todo] == bracket[0]) & (self.best_norm[todo] == bracket[1])
+        def step(index, eps):
+            success = self._attempt(index, eps, lower)
+            return success, lower[index], self.best_norm[index]
+
+        todo = search.still_open(lower, self.best_norm, tolerance, geometric=False)
+        search.bisect(step, lower, self.best_norm, todo, tolerance=tolerance, geometric=False)
         return fixed
 
     def _cascade(self, eps_list, fixed, lower) -> None:
@@ -217,9 +206,7 @@ class _RadiusSearch:
         # verified anew (not in the attack's batch): only a point that holds up counts
         success = self.target.adversarial(adv, self.y[index])
         size = _distance(adv, self.x[index], self.norm)
-        better = success & (size < self.best_norm[index])
-        self.best_norm[index[better]] = size[better]
-        self.best_adv[index[better]] = adv[better]
+        better = search.keep_smaller_rows(index, success, size, adv, self.best_norm, self.best_adv)
         if found_by is not None:
             self.found_by[index[better]] = np.asarray(found_by, dtype=object)[better]
         return success

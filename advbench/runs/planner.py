@@ -14,7 +14,7 @@ import platform
 from importlib import metadata
 
 import advbench
-from advbench.contract.plugins import host_fingerprint
+from advbench.contract.plugins import record_fingerprint
 from advbench.kit import backend
 from advbench.kit.data import Subsets, load_arrays, make_subsets
 from advbench.kit.datafiles import file_digest
@@ -84,7 +84,7 @@ class Planner:
         """Each model's training key (loads the data: its content is part of the key)."""
         if self._model_keys is None:
             data = self.load_data()
-            self.code = {"advbench": host_fingerprint(), "dataset": self._plugin(self.spec.dataset), "data": data.fingerprint}
+            self.code = {"advbench": record_fingerprint(), "dataset": self._plugin(self.spec.dataset), "data": data.fingerprint}
             self._model_keys = {}
             for plan in self.spec.models:
                 components = [ref for ref in [plan.architecture, *plan.defense.refs] if ref is not None]
@@ -126,7 +126,7 @@ class Planner:
         """Every plugin a job of this spec uses, with its version or source fingerprint (the provenance)."""
         refs = [self.spec.dataset, *self.spec.attacks, *self.spec.certifiers]
         refs += [ref for plan in self.spec.models for ref in [plan.architecture, *plan.defense.refs] if ref is not None]
-        used = {"advbench (host)": host_fingerprint()}
+        used = {"advbench (host)": record_fingerprint()}
         for ref in refs:
             info = self.spec.host.plugins.get(ref.plugin)
             used[ref.plugin if info is None else f"{info.name} ({info.source})"] = self._plugin(ref)

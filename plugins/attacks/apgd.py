@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import Field
 
 from advbench import Attack, Params, hookimpl
-from advbench.kit import backend, lp, rng
+from advbench.kit import backend, lp, rng, search
 from advbench.kit.losses import cross_entropy, true_and_best_other
 from advbench.lazy import keras
 
@@ -95,9 +95,7 @@ def apgd_search(loss_and_gradient, x, y, eps, norm, seed, *, steps, random_start
             wrong = predicted != ops.cast(y, "int32")
         else:
             wrong = predicted == ops.cast(target_class, "int32")
-        size = lp.norm(point - x, norm)
-        better = wrong & (size < found_norm)
-        return ops.where(better, size, found_norm), ops.where(rows(better), point, found)
+        return search.keep_smaller(wrong, lp.norm(point - x, norm), point, found_norm, found)
 
     start = x + lp.random_in_ball(ops.shape(x), eps, norm, seed) if random_start else x
     start = ops.clip(start, 0.0, 1.0)
@@ -166,8 +164,7 @@ def apgd_search(loss_and_gradient, x, y, eps, norm, seed, *, steps, random_start
     _, final = backend.while_loop(keep_going, body, (1, state))
     loss, _, logits = loss_and_gradient(final["current"], y)
     found_norm, found = adversarial(final["current"], logits, final["found_norm"], final["found"])
-    span = ops.maximum(final["best_loss"] - final["lowest"], 1e-12)
-    rising = final["best_loss"] - final["tail_best"] > 0.05 * span
+    rising = search.still_rising(final["best_loss"], final["tail_best"], final["lowest"], xp=ops)
     return found_norm, found, final["best"], rising
 
 

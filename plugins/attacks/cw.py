@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import Field
 
 from advbench import Attack, Params, hookimpl
-from advbench.kit import backend, lp
+from advbench.kit import backend, lp, search
 from advbench.kit.adam import adam_direction
 from advbench.kit.losses import cw_margin, misclassified
 from advbench.lazy import keras
@@ -69,15 +69,14 @@ class CarliniWagnerL2(Attack):
                 def body(i, x_prime, m, v, best_norm, best):
                     margin, grad_margin, logits = target.loss_and_gradient(margin_to, x_prime, y)
                     size = lp.norm(x_prime - x, "l2")
-                    better = misclassified(logits, y) & (size < best_norm)
-                    best = ops.where(lp.broadcast(better, x), x_prime, best)
+                    best_norm, best = search.keep_smaller(misclassified(logits, y), size, x_prime, best_norm, best)
                     active = ops.cast(margin > -p.confidence, x.dtype)  # hinge: max(margin + kappa, 0)
                     grad = 2 * (x_prime - x) + lp.broadcast(const * active, x) * grad_margin
                     direction, m, v = adam_direction(grad, m, v, ops.cast(i + 1, x.dtype))
                     # cosine decay of the step to 1/100: the last steps settle on the minimum
                     rate = p.learning_rate * (0.01 + 0.99 * (1 + ops.cos(np.pi * ops.cast(i, x.dtype) / p.steps)) / 2)
                     x_prime = x_prime - rate * direction
-                    return i + 1, ops.clip(x_prime, 0.0, 1.0), m, v, ops.where(better, size, best_norm), best
+                    return i + 1, ops.clip(x_prime, 0.0, 1.0), m, v, best_norm, best
 
                 zeros = ops.zeros_like(x)
                 start = (0, x, zeros, zeros, ops.full((ops.shape(x)[0],), float("inf")), x)
@@ -100,11 +99,9 @@ class CarliniWagnerL2(Attack):
             for _ in range(self.params.search_steps):
                 norms, points = (backend.to_numpy(t) for t in run(x, y, const, goal))
                 found = np.isfinite(norms)
-                better = found & (norms < best_norm)
-                best[better], best_norm[better] = points[better], norms[better]
-                upper = np.where(found, np.minimum(upper, const), upper)
-                lower = np.where(found, lower, np.maximum(lower, const))
-                const = np.where(np.isinf(upper), const * 10, (lower + upper) / 2).astype(np.float32)
+                search.keep_smaller_rows(np.arange(len(x)), found, norms, points, best_norm, best)
+                lower, upper = search.narrow(const, found, lower, upper)
+                const = search.next_guess(const, lower, upper, factor=10).astype(np.float32)
         return shrink_to_boundary(target, x, y, best.astype(np.float32))
 
     def _goals(self, target, x, y) -> list[np.ndarray]:

@@ -50,7 +50,7 @@ class Ensemble(Attack):
     def minimize(self, target, x, y, norm, seed):
         """The minimal-norm stage: per example, the smallest adversarial example any of the
         minimal-norm members found, and which one (``None`` where none did)."""
-        from advbench.kit import lp
+        from advbench.kit import lp, search
 
         x, y = np.asarray(x, np.float32), np.asarray(y)
         best, size = x.copy(), np.full(len(x), np.inf)
@@ -59,9 +59,11 @@ class Ensemble(Attack):
             if norm not in attack.norms:
                 continue
             candidate = np.asarray(attack.minimize(target, x, y, norm, seed + 100 + k), np.float32)
-            candidate_size = np.where(target.adversarial(candidate, y), lp.numpy_norm(candidate - x, norm), np.inf)
-            better = candidate_size < size
-            best[better], size[better], found_by[better] = candidate[better], candidate_size[better], label
+            everyone = np.arange(len(x))
+            better = search.keep_smaller_rows(
+                everyone, target.adversarial(candidate, y), lp.numpy_norm(candidate - x, norm), candidate, size, best
+            )
+            found_by[better] = label
         return best, found_by
 
     def perturb(self, target, x, y, eps, norm, seed):

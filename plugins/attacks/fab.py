@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import Field
 
 from advbench import Attack, Params, hookimpl
-from advbench.kit import backend, lp, rng
+from advbench.kit import backend, lp, rng, search
 from advbench.kit.losses import misclassified
 from advbench.lazy import keras
 
@@ -77,10 +77,7 @@ def fab_search(linearize, logits_of, x, y, start, norm, *, steps, alpha_max, eta
         weight = lp.broadcast(weight, x)
         following = ops.clip((1 - weight) * (current + eta * delta_here) + weight * (x + eta * delta_origin), 0.0, 1.0)
         adversarial = misclassified(logits_of(following), labels)
-        size = lp.norm(following - x, norm)
-        better = adversarial & (size < best_norm)
-        best_norm = ops.where(better, size, best_norm)
-        best = ops.where(lp.broadcast(better, x), following, best)
+        best_norm, best = search.keep_smaller(adversarial, lp.norm(following - x, norm), following, best_norm, best)
         following = ops.where(lp.broadcast(adversarial, x), x + beta * (following - x), following)
         return i + 1, following, best_norm, best
 
@@ -130,8 +127,7 @@ class FAB(Attack):
                 offset = backend.to_numpy(lp.random_in_ball(x.shape, backend.to_tensor(radius), norm, rng.seed(seed, restart)))
                 start = np.clip(x + offset, 0.0, 1.0).astype(np.float32)
             norms, points = (backend.to_numpy(t) for t in run(x, y, start))
-            better = norms < best_norm
-            best[better], best_norm[better] = points[better], norms[better]
+            search.keep_smaller_rows(np.arange(len(x)), np.isfinite(norms), norms, points, best_norm, best)
         return shrink_to_boundary(target, x, y, best.astype(np.float32))
 
 

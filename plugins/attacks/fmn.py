@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import Field
 
 from advbench import Attack, Params, hookimpl
-from advbench.kit import backend, lp
+from advbench.kit import backend, lp, search
 from advbench.kit.losses import cw_margin, misclassified
 from advbench.lazy import keras
 
@@ -51,9 +51,7 @@ def fmn_search(loss_and_gradient, x, y, norm, *, steps, alpha_init, alpha_final,
         size = lp.norm(delta, norm)
         loss, grad, logits = loss_and_gradient(x + delta, y)
         adversarial = misclassified(logits, y)
-        better = adversarial & (size < best_norm)
-        best_norm = ops.where(better, size, best_norm)
-        best = ops.where(lp.broadcast(better, x), x + delta, best)
+        best_norm, best = search.keep_smaller(adversarial, size, x + delta, best_norm, best)
         found_any = found_any | adversarial
         cosine = (1 + ops.cos(math.pi * ops.cast(i, "float32") / steps)) / 2
         alpha = alpha_final + (alpha_init - alpha_final) * cosine

@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import Field
 
 from advbench import Attack, Params, hookimpl
-from advbench.kit import backend, lp
+from advbench.kit import backend, lp, search
 
 
 class HeinBoundaryParams(Params):
@@ -60,9 +60,7 @@ class HeinBoundary(Attack):
             rows = index
             delta = self.boundary_point(target, x[index], y[index], gradients[rows, t[index]], margins[rows, t[index]])
             size = lp.numpy_norm(delta, "l2")
-            found = np.isfinite(size) & (size < best_norm[index])
-            best_norm[index[found]] = size[found]
-            best[index[found]] = np.clip(x[index[found]] + delta[found], 0, 1)
+            search.keep_smaller_rows(index, np.isfinite(size), size, np.clip(x[index] + delta, 0, 1), best_norm, best)
         return best
 
     def boundary_point(self, target, x, y, v, margin):
@@ -79,19 +77,10 @@ class HeinBoundary(Attack):
             delta, feasible = candidate(scale)
             return target.adversarial(np.clip(x + delta, 0, 1).astype(np.float32), y), delta
 
-        low, high = np.zeros(len(x)), np.ones(len(x))
-        success, _ = crosses(high)
-        for _ in range(self.params.growth_steps):
-            if success.all():
-                break
-            low = np.where(success, low, high)
-            high = np.where(success, high, 2 * high)
-            success, _ = crosses(high)
-        for _ in range(self.params.bisection_steps):
-            middle = (low + high) / 2
-            hit, _ = crosses(middle)
-            high = np.where(success & hit, middle, high)
-            low = np.where(success & ~hit, middle, low)
+        p = self.params
+        success, _, high = search.grow_then_bisect(
+            lambda scale: crosses(scale)[0], np.zeros(len(x)), np.ones(len(x)), p.growth_steps, p.bisection_steps
+        )
         hit, delta = crosses(high)
         delta[~(success & hit)] = np.inf
         return delta

@@ -12,7 +12,7 @@ import numpy as np
 from pydantic import Field
 
 from advbench import BisectionCertifier, Params, hookimpl
-from advbench.kit import backend
+from advbench.kit import backend, lp, search
 from advbench.kit.structure import UnsupportedModel
 
 
@@ -249,36 +249,40 @@ class BranchAndBound(AlphaCROWN):
         return status, domains, seconds, found
 
     def certify(self, target, x, y, norm):
-        from advbench.contract.components import box_diameter
         from advbench.kit.bounds.bab import UNKNOWN, VERIFIED
 
         p = self.params
         low = np.asarray(super().certify(target, x, y, norm), np.float64)  # alpha-CROWN's radius
         n = len(x)
-        top = box_diameter(x.shape[1:], norm) if p.max_radius is None else p.max_radius
+        top = lp.box_diameter(x.shape[1:], norm) if p.max_radius is None else p.max_radius
         high = np.full(n, top)
         upper = np.full(n, np.inf)  # the smallest verified counterexample's distance
         domains, seconds, unknown = np.zeros(n, np.int64), np.zeros(n), np.zeros(n, bool)
-        todo = (low > 0) & (low < high)
-        step = 0
-        while todo.any():
-            index = np.flatnonzero(todo)
-            # with a cap, its budget first: one step settles what is verified or broken there
-            middle = high[index] if step == 0 and p.max_radius is not None else np.sqrt(low[index] * high[index])
+        calls = [0]
+
+        def step(index, middle):
             status, bounded, spent, found = self.decide(
-                target, x[index], y[index], norm, middle, p.max_domains - domains[index], p.timeout - seconds[index], seed=step
+                target,
+                x[index],
+                y[index],
+                norm,
+                middle,
+                p.max_domains - domains[index],
+                p.timeout - seconds[index],
+                seed=calls[0],
             )
+            calls[0] += 1
             domains[index] += bounded
             seconds[index] += spent
             upper[index] = np.minimum(upper[index], found)
             unknown[index[status == UNKNOWN]] = True
-            proven = status == VERIFIED
-            low[index[proven]] = np.float32(middle[proven])  # the eps the bounds were computed at
-            high[index[~proven]] = np.minimum(np.float32(middle[~proven]), upper[index[~proven]])
-            split = np.sqrt(low * high)
-            splits = (np.float32(split) > np.float32(low)) & (np.float32(split) < np.float32(high))
-            todo = todo & (high > low * (1 + p.tolerance)) & splits
-            step += 1
+            computed_at = np.float32(middle)  # the eps the bounds were computed at
+            # not verified: a verified counterexample bounds the radius too
+            return status != VERIFIED, computed_at, np.minimum(computed_at, upper[index])
+
+        # with a cap, its budget first: one step settles what is verified or broken there
+        first = high if p.max_radius is not None else None
+        low, high = search.bisect(step, low, high, (low > 0) & (low < high), tolerance=p.tolerance, geometric=True, first=first)
         details = {
             "counterexample": [None if np.isinf(u) else float(u) for u in upper],
             "undecided": unknown,

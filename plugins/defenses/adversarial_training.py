@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field
 
 from advbench import Budget, Defense, Params, hookimpl
-from advbench.kit import backend, lp, rng
+from advbench.kit import backend, lp, rng, search
 from advbench.lazy import keras
 
 
@@ -214,17 +214,9 @@ def runner_up_boundary_points(model, x, y, growth_steps, bisection_steps, max_no
         predicted = ops.cast(ops.argmax(model(x + delta, training=False), axis=1), "int32")
         return feasible & (predicted != y), delta
 
-    low, high = ops.zeros_like(margin), ops.ones_like(margin)
-    success, _ = crosses(high)
-    for _ in range(growth_steps):
-        low = ops.where(success, low, high)
-        high = ops.where(success, high, 2 * high)
-        success, _ = crosses(high)
-    for _ in range(bisection_steps):
-        middle = (low + high) / 2
-        hit, _ = crosses(middle)
-        high = ops.where(success & hit, middle, high)
-        low = ops.where(success & ~hit, middle, low)
+    success, _, high = search.grow_then_bisect(
+        lambda scale: crosses(scale)[0], ops.zeros_like(margin), ops.ones_like(margin), growth_steps, bisection_steps, xp=ops
+    )
     hit, delta = crosses(high)
     keep = success & hit
     if max_norm is not None:
