@@ -211,52 +211,53 @@ def schema(
         console.print_json(json.dumps(spec_schema(load_plugins(strict=strict).registry)))
 
 
+def _format_option(command: str, default: str):
+    from advbench.results.renderers import RENDERERS, formats
+
+    names = formats(command)
+    listing = "; ".join(f"{name}: {RENDERERS[name].help}" for name in names)
+    return Annotated[str, typer.Option("--format", help=f"{listing}.", metavar=f"<{'|'.join(names)}>")]
+
+
+def _renderer(command: str, name: str):
+    from advbench.results.renderers import RENDERERS, formats
+
+    if name not in formats(command):
+        raise UsageError(f"--format {name}: expected one of {', '.join(formats(command))}")
+    return RENDERERS[name]
+
+
 @app.command()
 def export(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="A run directory.")],
     output: Annotated[str, typer.Option("--output", "-o", metavar="FILE", help="The file to write; - for standard output.")],
-    format_: Annotated[
-        Literal["csv", "json"],
-        typer.Option(
-            "--format",
-            help="csv: one row per (model, norm, test example) with every radius; json: the leaderboard, every "
-            "number with its interval (schema: advbench schema --leaderboard).",
-        ),
-    ] = "csv",
+    format_: _format_option("export", "csv") = "csv",
     rank_by: RankBy = "certified",
 ) -> None:
     """Write the results for other tools: per-example radii (CSV) or the leaderboard (JSON)."""
     with reported():
+        from advbench.results.renderers import RenderOptions
+
+        renderer = _renderer("export", format_)
         to_stdout = output == "-"
         if not to_stdout and Path(output).is_dir():
             raise UsageError(f"--output {output}: is a directory; give the file to write")
-        import io
-
-        from advbench.results.csv import export_csv
-        from advbench.results.data import load_results
-
-        stream = io.StringIO()
-        if format_ == "csv":
-            rows, results = export_csv(run_dir, stream)
-            what = f"{rows} rows"
-        else:
-            from advbench.results.json import leaderboard_document
-
-            results = load_results(run_dir)
-            stream.write(json.dumps(leaderboard_document(results, rank_by), indent=1, ensure_ascii=False) + "\n")
-            what = "the leaderboard"
-        _warn_damaged(results)
-        if to_stdout:
-            sys.stdout.write(stream.getvalue())
+        rendered = renderer([run_dir], None if to_stdout else Path(output), RenderOptions(rank_by=rank_by))
+        for results in rendered.results:
+            _warn_damaged(results)
+        if rendered.text is None:
+            console.print(f"{rendered.what} written to {rendered.path}", highlight=False)
+        elif to_stdout:
+            sys.stdout.write(rendered.text)
             sys.stdout.flush()
         else:
             from advbench.runs.store import write_atomic
 
             try:
-                write_atomic(Path(output), stream.getvalue().encode())
+                write_atomic(Path(output), rendered.text.encode())
             except OSError as exc:
                 raise UsageError(f"--output {output}: cannot write it ({exc.strerror or exc})") from None
-            console.print(f"{what} written to {output}", highlight=False)
+            console.print(f"{rendered.what} written to {output}", highlight=False)
 
 
 @app.command()
@@ -271,9 +272,7 @@ def leaderboard(
             help="markdown: the file (default: <run_dir>/leaderboard.md), figures beside it; html: the site's folder.",
         ),
     ] = None,
-    format_: Annotated[
-        Literal["markdown", "html"], typer.Option("--format", help="markdown (a page beside the run) or html (a static site).")
-    ] = "markdown",
+    format_: _format_option("leaderboard", "markdown") = "markdown",
     figure_format: Annotated[
         str, typer.Option("--figure-format", help="png, pdf or svg (a site: png or svg).", metavar="<png|pdf|svg>")
     ] = "png",
@@ -284,33 +283,39 @@ def leaderboard(
     from disk."""
     with reported():
         from advbench.results.plots import FIGURE_FORMATS
+        from advbench.results.renderers import RenderOptions
 
+        renderer = _renderer("leaderboard", format_)
         if figure_format not in FIGURE_FORMATS:
             raise UsageError(f"--figure-format: expected one of {', '.join(FIGURE_FORMATS)}, got {figure_format!r}")
         if format_ == "html":
-            _site(run_dirs, output, rank_by, figure_format)
-            return
-        if len(run_dirs) != 1:
+            _check_site(output, figure_format)
+        elif len(run_dirs) != 1 and not renderer.several_runs:
             raise UsageError(
-                f"{len(run_dirs)} run directories: a markdown leaderboard is of one run (a site, --format html, of several)"
+                f"{len(run_dirs)} run directories: a {format_} leaderboard is of one run (a site, --format html, of several)"
             )
-        run_dir = run_dirs[0]
-        from advbench.results.markdown import write_leaderboard
-
-        if output is not None and output.is_dir():
-            raise UsageError(f"--output {output}: is a directory; give the markdown file to write")
+        elif output is not None and output.is_dir():
+            raise UsageError(f"--output {output}: is a directory; give the {format_} file to write")
         try:
-            path, results = write_leaderboard(run_dir, output, rank_by, figure_format)
+            rendered = renderer(run_dirs, output, RenderOptions(rank_by=rank_by, figure_format=figure_format))
         except OSError as exc:
-            where = output if output is not None else Path(run_dir) / "leaderboard.md"
-            raise UsageError(f"--output {where}: cannot write the leaderboard ({exc.strerror or exc})") from None
-        _warn_damaged(results)
-        _print_tables(results, rank_by)
-        console.print(f"Leaderboard: [bold]{escape(str(path))}[/]", highlight=False)
+            where = output if output is not None else Path(run_dirs[0]) / "leaderboard.md"
+            raise UsageError(f"--output {where}: cannot write the {format_} leaderboard ({exc.strerror or exc})") from None
+        for results in rendered.results:
+            _warn_damaged(results)
+            _print_tables(results, rank_by)
+        if rendered.text is not None:
+            sys.stdout.write(rendered.text)
+        elif format_ == "html":
+            console.print(
+                f"Site: [bold]{escape(str(rendered.path))}[/] (open it in a browser; it needs no server)", highlight=False
+            )
+        else:
+            console.print(f"{rendered.what}: [bold]{escape(str(rendered.path))}[/]", highlight=False)
 
 
-def _site(run_dirs: list[Path], output: Path | None, rank_by: str, figure_format: str) -> None:
-    from advbench.results.website import SITE_FORMATS, write_site
+def _check_site(output: Path | None, figure_format: str) -> None:
+    from advbench.results.website import SITE_FORMATS
 
     if output is None:
         raise UsageError("--format html needs --output DIR: the folder the site is written to")
@@ -320,11 +325,6 @@ def _site(run_dirs: list[Path], output: Path | None, rank_by: str, figure_format
         raise UsageError(
             f"--figure-format {figure_format}: a site shows {' or '.join(SITE_FORMATS)} (a browser does not show a PDF inline)"
         )
-    try:
-        index = write_site(run_dirs, output, rank_by, figure_format)
-    except OSError as exc:
-        raise UsageError(f"--output {output}: cannot write the site ({exc.strerror or exc})") from None
-    console.print(f"Site: [bold]{escape(str(index))}[/] (open it in a browser; it needs no server)", highlight=False)
 
 
 @app.command()

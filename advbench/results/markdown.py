@@ -11,6 +11,7 @@ import datetime as dt
 from pathlib import Path
 
 from advbench.kit.checks import explain_flag, triggered
+from advbench.results import formats
 from advbench.results.data import Bounds, Results, load_results
 from advbench.results.plots import examples_figure, plot
 from advbench.results.table import COMPLETE_LEGEND, exact_text, format_eps, percent, ranked, table, undecided_text, with_interval
@@ -170,8 +171,7 @@ def _cost(results: Results) -> list[str]:
     return lines
 
 
-def _seconds(value: float) -> str:
-    return f"{value:,.0f} s" if value >= 10 else f"{value:.1f} s"
+_seconds = formats.seconds
 
 
 def _per_method(bounds: list[Bounds], rank_by: str, eps_list: list[float]) -> list[str]:

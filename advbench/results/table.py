@@ -4,12 +4,10 @@ say how to read them."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from advbench.results.data import Bounds
+from advbench.results.formats import format_eps, percent, radius_column  # noqa: F401 (the formatters every format shares)
 from advbench.results.statistics import rank_ranges
 
 RANK_KEYS = ("certified", "empirical", "clean")
@@ -179,30 +177,6 @@ def _listed(models: list[str]) -> str:
 
 def _names(models: list[str]) -> str:
     return _listed(models) + (" is" if len(models) == 1 else " are")
-
-
-def percent(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}"
-
-
-def radius_column(values: list[float | None]) -> list[str]:
-    """Radii of one column in one format: fixed decimals, enough for three significant digits
-    of the column's typical (median nonzero) value (so 0.993, 1.000 and 0.000, never 1.94e-07)."""
-    finite = [abs(v) for v in values if v is not None and math.isfinite(v) and v != 0]
-    decimals = min(6, max(0, 2 - math.floor(math.log10(float(np.median(finite)))))) if finite else 0
-    return ["—" if v is None else "∞" if math.isinf(v) else f"{v:.{decimals}f}" for v in values]
-
-
-def format_eps(eps: float) -> str:
-    """A budget as people write it: a short decimal (0.1, 0.25, 1.5), else k/255 when it is
-    exactly that fraction (8/255, as image budgets are given), else four significant digits."""
-    short = f"{eps:.3g}"
-    if float(short) == eps:
-        return short
-    k = round(eps * 255)
-    if k and k / 255 == eps:
-        return f"{k}/255"
-    return f"{eps:.4g}"
 
 
 COMPLETE_LEGEND = (

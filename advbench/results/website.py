@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 
 from advbench.kit.checks import explain_flag
+from advbench.results import formats
 from advbench.results.data import Results, load_results
 from advbench.results.table import COMPLETE_LEGEND, exact_text, format_eps, rank_text, shown_flags, undecided_text
 from advbench.runs.store import write_atomic
@@ -365,7 +366,7 @@ def _radius_cell(radius) -> str:
         return '<td data-value="-1">—</td>'
     if radius == "inf":
         return '<td data-value="Infinity">∞</td>'
-    return f'<td data-value="{radius}">{radius:.4g}</td>'
+    return f'<td data-value="{radius}">{formats.radius(radius)}</td>'
 
 
 def _sort_value(value) -> str:
@@ -378,19 +379,10 @@ def _percent(accuracy: dict | None) -> str:
     if accuracy is None:
         return "—"
     value, lower, upper = accuracy["value"], accuracy["lower"], accuracy["upper"]
-    return f"{100 * value:.1f}% [{100 * lower:.1f}, {100 * upper:.1f}]"
+    return f"{formats.percent(value)}% [{formats.percent(lower)}, {formats.percent(upper)}]"
 
 
-def _share(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}%"
-
-
-def _count(value: int | None) -> str:
-    return "—" if value is None else f"{value:,}"
-
-
-def _radius(value) -> str:
-    return "—" if value is None else "∞" if value == "inf" else f"{value:.4g}"
+_share, _count, _radius = formats.share, formats.count, formats.radius
 
 
 def _eps(eps: float) -> str:

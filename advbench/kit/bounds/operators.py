@@ -3,7 +3,7 @@
 for affine operators), how interval bounds pass through it (:meth:`Operator.interval`)
 and how CROWN's linear bounds pass back through it (:meth:`Operator.backward`).  The
 graph walkers (:mod:`.interval`, :mod:`.crown`) know nothing of any operator; adding a
-layer kind is one class here and one line in :data:`OPERATORS`.
+layer kind is one class (here, or in a plugin) and one :func:`.graph.register_bound_rule`.
 """
 
 from __future__ import annotations
@@ -402,20 +402,3 @@ class MaxPooling2D(Operator):
             new = ops.reshape(back, (batch, size) + tuple(lower.shape[1:]))
         offset = ops.sum(ops.reshape(negative * (1 - exact) * out_upper[:, None], (batch, size, -1)), axis=2)
         return [new], offset
-
-
-OPERATORS: dict[str, type[Operator]] = {
-    "Dense": Dense,
-    "Conv2D": Conv2D,
-    "Rescaling": Rescaling,
-    "BatchNormalization": BatchNormalization,
-    "Add": Add,
-    "Flatten": Reshape,
-    "Reshape": Reshape,
-    "Dropout": Reshape,
-    "AveragePooling2D": Pooling,
-    "GlobalAveragePooling2D": Pooling,
-    "ZeroPadding2D": Pooling,
-}
-"""The affine Keras layers bound propagation reads, by class name (the nonlinear ones,
-ReLU, softplus, max-pooling and activations, are recognised in :func:`.graph.read_graph`)."""
