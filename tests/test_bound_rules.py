@@ -1,47 +1,23 @@
 """The bound engine's open table of rules: a plugin registers a rule for its own layer
 (one Operator class, one register_bound_rule call) and every bound certifier reads it."""
 
-import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from advbench.testing import run_spec, tiny_spec
 
-PLUGIN = textwrap.dedent('''
-    """A toy layer (y = 2x) and its bound rule, registered from outside advbench."""
-    import keras
-    from advbench import hookimpl, Architecture
-    from advbench.kit.bounds import register_bound_rule
-    from advbench.kit.bounds.operators import Rescaling
 
-    class Double(keras.layers.Layer):
-        def call(self, x):
-            return 2.0 * x
-
-    class DoubleRule(Rescaling):
-        """y = 2x: Rescaling's rules with a scale of 2 and no offset."""
-        def __init__(self, layer, inputs):
-            super().__init__(keras.layers.Rescaling(2.0, 0.0), inputs)
-
-    register_bound_rule(Double, DoubleRule, replace=True)
-
-    class Doubled(Architecture):
-        """Flatten, Double, Dense 16 ReLU, Dense logits."""
-        def build(self, input_shape, num_classes):
-            inputs = keras.Input(input_shape)
-            z = Double()(keras.layers.Flatten()(inputs))
-            z = keras.layers.Dense(16, activation="relu")(z)
-            return keras.Model(inputs, keras.layers.Dense(num_classes)(z))
-
-    @hookimpl
-    def advbench_register_architectures(register):
-        register("doubled", Doubled)
-''')
+def doc_plugin() -> str:
+    """The example of docs/bound-rules.md, run exactly as the page shows it."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "bound-rules.md").read_text()
+    start = page.index("```python\n") + len("```python\n")
+    return page[start : page.index("```", start)]
 
 
 def test_a_plugin_registers_a_bound_rule_for_its_layer_and_certifiers_use_it(tmp_path, clean_sys_path):
-    (tmp_path / "double.py").write_text(PLUGIN)
+    (tmp_path / "double.py").write_text(doc_plugin())
     spec = tiny_spec(
         tmp_path,
         plugins=["double.py"],

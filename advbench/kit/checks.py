@@ -317,3 +317,26 @@ def explain_flag(flag: str) -> list[str]:
     if "randomized" in flag and len(meanings) > 1:
         meanings = [m for m in meanings if not m.startswith("The model's outputs are random")]
     return meanings or ["See the notes of this model."]
+
+
+def checks_page() -> str:
+    """docs/checks.md: every flag a leaderboard can raise and what it means, from
+    :data:`FLAG_MEANINGS` (``python -m advbench.kit.checks > docs/checks.md``; a test
+    checks that the page is current)."""
+    lines = [
+        "# The leaderboard's flags",
+        "",
+        "<!-- generated from advbench/kit/checks.py (FLAG_MEANINGS): python -m advbench.kit.checks > docs/checks.md -->",
+        "",
+        "A flag says why an evaluation may not be believed as it stands. Each is raised where its",
+        "evidence is made (a job) or read (the results), and shown beside the model it concerns.",
+        "",
+        "| flag (contains) | what it means |",
+        "| --- | --- |",
+    ]
+    lines += [f"| {phrase} | {meaning} |" for phrase, meaning in FLAG_MEANINGS]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(checks_page(), end="")
