@@ -57,8 +57,8 @@ def evaluate(
     """
     from advbench.contract import Defense
     from advbench.contract.plugins import load_plugins
+    from advbench.core.checks import gradient_check, unstable_predictions
     from advbench.kit import backend
-    from advbench.kit.checks import gradient_check, unstable_predictions
     from advbench.results.data import model_bounds
     from advbench.results.evaluation import Evaluation
     from advbench.runs.context import Components, make_target
@@ -190,7 +190,7 @@ def load_model(path):
     plugin are made known to Keras first (``keras.saving.load_model`` alone does not know
     them).  Not compiled; it outputs logits."""
     from advbench.contract.plugins import load_plugins
-    from advbench.kit.models import load_keras_model
+    from advbench.core.models import load_keras_model
 
     load_plugins()  # a plugin's layers register themselves when it is imported
     return load_keras_model(Path(path))
@@ -324,7 +324,7 @@ def _keras_model(model, x, layout: str):
 
 
 def _classes(model, x, y) -> int:
-    from advbench.kit.checks import final_activation, outputs_probabilities
+    from advbench.core.checks import final_activation, outputs_probabilities
 
     shape = tuple(model.input_shape[1:]) if getattr(model, "input_shape", None) is not None else None
     if shape is not None and None not in shape and shape != tuple(x.shape[1:]):

@@ -31,8 +31,8 @@ def main() -> None:
     import keras
 
     from advbench.contract.plugins import load_plugins
+    from advbench.core.training import train_model
     from advbench.kit import backend
-    from advbench.kit.training import train_model
     from advbench.spec import TrainingSpec
 
     backend.enable_determinism()  # what every run asks for, so the benchmark measures what runs do

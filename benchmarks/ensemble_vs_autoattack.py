@@ -157,8 +157,8 @@ def main() -> None:
     import torch
 
     from advbench import load_dataset
-    from advbench.kit.data import stratified_indices
-    from advbench.kit.models import load_keras_model
+    from advbench.core.data import stratified_indices
+    from advbench.core.models import load_keras_model
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     data = load_dataset("mnist")

@@ -65,8 +65,8 @@ def madry_cnn(x_train=None, y_train=None):
     import keras
 
     from advbench.contract.plugins import load_plugins
+    from advbench.core.training import initialize
     from advbench.kit import backend
-    from advbench.kit.training import initialize
 
     backend.set_seed(0)
     model = load_plugins().registry.get("architecture", "madry_cnn")().build((28, 28, 1), 10)

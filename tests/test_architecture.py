@@ -11,6 +11,7 @@ FLOORS = [
     ("ground", ("advbench.errors", "advbench.lazy", "advbench.text")),
     ("contract", ("advbench.contract",)),
     ("kit", ("advbench.kit",)),
+    ("core", ("advbench.core",)),
     ("spec", ("advbench.spec",)),
     ("runs", ("advbench.runs",)),
     ("results", ("advbench.results",)),

@@ -335,8 +335,8 @@ def test_the_leaderboard_says_which_member_of_the_ensemble_gave_each_radius(tmp_
 
 def test_eot_breaks_random_resize_and_pad_that_looks_robust_to_plain_pgd():
     from advbench import load_dataset
-    from advbench.kit.data import make_subsets
-    from advbench.kit.training import train_model
+    from advbench.core.data import make_subsets
+    from advbench.core.training import train_model
     from advbench.spec import TrainingSpec
 
     data = make_subsets(load_dataset("digits"), 1000, 300, 200, 0)

@@ -84,8 +84,8 @@ def test_a_pretrained_model_that_outputs_probabilities_is_refused_unless_the_spe
     spec = tiny_spec(tmp_path, models=[{"name": "m", "path": "softmax.keras", "outputs": "probabilities"}])
     run = run_spec(spec, tmp_path / "run")
     assert run.exit_code == 0, run.output
+    from advbench.core.models import load_keras_model
     from advbench.kit import backend
-    from advbench.kit.models import load_keras_model
 
     stored = load_keras_model(next((tmp_path / "run" / "models").glob("m-*.keras")))
     x = np.random.default_rng(0).uniform(size=(4, 8, 8, 1)).astype(np.float32)

@@ -358,7 +358,7 @@ from advbench import load_dataset
 from advbench.runs.harness import certified_radii
 from advbench.contract.plugins import load_plugins
 from advbench.kit.target import Target
-from advbench.kit.training import initialize
+from advbench.core.training import initialize
 
 registry = load_plugins(strict=True).registry
 cnn = registry.get("architecture", "cnn")

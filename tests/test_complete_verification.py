@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from advbench import load_dataset
+from advbench.core.training import initialize
 from advbench.kit import lp
 from advbench.kit.target import Target
-from advbench.kit.training import initialize
 from advbench.runs.harness import attack_radii, certified_radii
 from helpers import REGISTRY, attack, certifier, exact_linf_radius_relu, trained_mlp
 

@@ -109,8 +109,8 @@ def test_crown_is_exact_where_the_network_is_linear_and_alpha_crown_is_sound_and
     corner that the linearization points to (before the max-pool relaxation used the
     window's largest upper bound as a constant, and missed by 4 times the whole eps term).  At larger eps, alpha-CROWN's margins are at least
     CROWN's, larger somewhere, and below the margins at those corners (sound)."""
+    from advbench.core.training import initialize
     from advbench.kit.bounds import AlphaCrown, Crown, margin_matrix, read_graph
-    from advbench.kit.training import initialize
 
     model = build("architecture", "cnn", filters=[8, 8], hidden=16).build((8, 8, 1), 10)
     initialize(model, 0)
@@ -145,8 +145,8 @@ def test_alpha_crown_optimizes_max_pool_lower_lines_soundly():
     on some margin and stay below the margins at every sampled point of the ball."""
     import keras
 
+    from advbench.core.training import initialize
     from advbench.kit.bounds import AlphaCrown, Crown, margin_matrix, read_graph
-    from advbench.kit.training import initialize
 
     inputs = keras.Input((6, 6, 1))
     h = keras.layers.MaxPooling2D(2)(keras.layers.Conv2D(4, 3, padding="same")(inputs))
@@ -183,7 +183,7 @@ def digits():
 
 @pytest.mark.parametrize("name", REGISTRY.names("defense"))
 def test_every_defense_trains_one_step_and_predicts(digits, name):
-    from advbench.kit.training import initialize, train_model
+    from advbench.core.training import initialize, train_model
     from advbench.spec import TrainingSpec
 
     backend.set_seed(0)
@@ -201,7 +201,7 @@ def test_every_defense_trains_one_step_and_predicts(digits, name):
 
 
 def test_gradients_agree_with_finite_differences():
-    from advbench.kit.training import initialize
+    from advbench.core.training import initialize
 
     model = build("architecture", "mlp", hidden=8).build((2, 2, 1), 3)
     initialize(model, 0)
@@ -238,8 +238,8 @@ def test_gradients_agree_with_finite_differences():
 def test_certified_training_bounds_have_the_weight_gradient_of_finite_differences(bounds, norm):
     """Certified training descends the certifiers' bounds: their gradient with respect to
     the weights (through convolutions, max-pooling and ReLU relaxations) must be right."""
+    from advbench.core.training import initialize
     from advbench.kit.bounds import Crown, ibp_margins, margin_matrix, read_graph
-    from advbench.kit.training import initialize
     from advbench.lazy import keras
 
     model = build("architecture", "cnn", filters=[3], hidden=6).build((6, 6, 1), 4)

@@ -15,8 +15,8 @@ from conftest import SHARED_DATA
 from typer.testing import CliRunner
 
 from advbench import load_dataset
+from advbench.core.data import make_subsets, stratified_indices
 from advbench.errors import DataError
-from advbench.kit.data import make_subsets, stratified_indices
 from advbench.kit.datafiles import Remote, fetch
 
 

@@ -5,9 +5,9 @@ are detected as randomized."""
 import numpy as np
 import pytest
 
+from advbench.core.training import train_model
 from advbench.kit import backend
 from advbench.kit.target import Target
-from advbench.kit.training import train_model
 from advbench.lazy import keras
 from advbench.spec import AugmentationSpec, TrainingSpec
 from helpers import REGISTRY, build
@@ -23,7 +23,7 @@ def test_every_architecture_outputs_logits(name):
 @pytest.fixture(scope="module")
 def digits():
     from advbench import load_dataset
-    from advbench.kit.data import make_subsets
+    from advbench.core.data import make_subsets
 
     return make_subsets(load_dataset("digits"), 600, 200, 100, seed=0)
 

@@ -37,7 +37,7 @@ def test_no_page_points_outside_the_repository_and_every_link_resolves(page):
 
 
 def test_the_flags_page_is_generated_from_the_flag_meanings():
-    from advbench.kit.checks import checks_page
+    from advbench.core.checks import checks_page
 
     assert (ROOT / "docs" / "checks.md").read_text(encoding="utf-8") == checks_page()
 

@@ -6,8 +6,8 @@ adversarial example stays misclassified when reloaded and predicted in any batch
 import numpy as np
 import pytest
 
+from advbench.core.models import load_keras_model
 from advbench.kit.lp import numpy_norm
-from advbench.kit.models import load_keras_model
 from advbench.kit.target import MARGIN_RTOL, Target, adversarial_margin
 from advbench.runs.store import RunStore
 from advbench.testing import run_spec, tiny_spec
@@ -195,7 +195,7 @@ def test_each_indicator_triggers_where_it_should_and_stays_quiet_where_it_should
 
 
 def test_zero_gradients_and_unstable_predictions_are_the_models_and_apply_to_every_gradient_attack():
-    from advbench.kit.checks import attack_indicators
+    from advbench.core.checks import attack_indicators
     from advbench.results.data import Bounds
 
     b = Bounds(

@@ -378,7 +378,7 @@ class Attack(Component):
 
     def evidence(self) -> dict[str, np.ndarray]:
         """What the last :meth:`perturb` or :meth:`minimize` call saw, per example, for the
-        indicators of attack failure (Pintor et al. 2022; see :mod:`advbench.kit.checks`):
+        indicators of attack failure (Pintor et al. 2022; see :mod:`advbench.core.checks`):
         ``incomplete_optimization`` (the loss was still rising at the last steps) and
         ``transfer_failure`` (the point fooled the model it was crafted on), as boolean
         arrays.  Default: nothing measured."""

@@ -176,10 +176,11 @@ class PluginHost:
         warnings.warn(f"plugin {info.name!r} ({info.source}) was not loaded: {message}", PluginWarning, stacklevel=3)
 
 
-RECORD_MAKING = ("__init__.py", "errors.py", "lazy.py", "text.py", "contract/", "kit/", "spec/", "runs/")
+RECORD_MAKING = ("__init__.py", "errors.py", "lazy.py", "text.py", "contract/", "kit/", "core/", "spec/", "runs/")
 """The parts of advbench's own source (paths inside the package) that can change a record:
-the plugin contract, the kit plugins compute with, the spec's resolution into parameters
-and the run machinery that calls plugins and writes records.  A job's key covers them
+the plugin contract, the kit plugins compute with, the core's data subsets, model loading,
+training loop and trust checks, the spec's resolution into parameters and the run
+machinery that calls plugins and writes records.  A job's key covers them
 (with the plugin's own code); ``results/`` (renderers), ``cli/``, ``api.py`` and
 ``testing.py`` only read or present records, so editing them reuses every finished job."""
 

@@ -128,7 +128,7 @@ def locate(data_dir: str | None, folder: str, marker) -> Path:
 
 def ensure_files(folder: Path, remotes: list[Remote], download: bool, present: bool) -> None:
     """Download the ``remotes`` into ``folder`` unless ``present``; explain what is missing otherwise
-    (the caller names the dataset: :func:`advbench.kit.data.load_arrays`)."""
+    (the caller names the dataset: :func:`advbench.core.data.load_arrays`)."""
     if present:
         return
     hint = (

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from advbench.contract.components import BUDGET_RTOL
+from advbench.core.checks import attack_indicators, clean_flags, indicator_flags, masking_flags
 from advbench.errors import AdvbenchError
-from advbench.kit.checks import attack_indicators, clean_flags, indicator_flags, masking_flags
 from advbench.runs.jobs import job_id
 from advbench.runs.store import RunStore
 from advbench.text import short_message

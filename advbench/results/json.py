@@ -83,7 +83,7 @@ class Entry(_Model):
         description="Per attack, Pintor et al.'s (2022) indicators of attack failure (silent_success, "
         "incomplete_optimization, transfer_failure, unconstrained_failure, unavailable_gradients, "
         "unstable_predictions): the share of the correctly classified examples each affects; null where it does not "
-        "apply to the attack (advbench.kit.checks.INDICATORS says how each is measured)."
+        "apply to the attack (advbench.core.checks.INDICATORS says how each is measured)."
     )
     complete: dict[str, CompleteVerification] = Field(
         default_factory=dict, description="Per complete verifier (bab), what it settled (empty without one)."

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from advbench.kit.checks import explain_flag, triggered
+from advbench.core.checks import explain_flag, triggered
 from advbench.results import formats
 from advbench.results.data import Bounds, Results, load_results
 from advbench.results.plots import examples_figure, plot

@@ -20,7 +20,7 @@ import math
 import re
 from pathlib import Path
 
-from advbench.kit.checks import explain_flag
+from advbench.core.checks import explain_flag
 from advbench.results import formats
 from advbench.results.data import Results, load_results
 from advbench.results.table import COMPLETE_LEGEND, exact_text, format_eps, rank_text, shown_flags, undecided_text

@@ -6,8 +6,8 @@ and the ``context`` an attack's ``prepare`` receives: another model of the spec
 from __future__ import annotations
 
 from advbench.errors import AdvbenchError
-from advbench.kit.checks import observed_randomness
-from advbench.kit.models import load_keras_model, pretrained_model
+from advbench.core.checks import observed_randomness
+from advbench.core.models import load_keras_model, pretrained_model
 from advbench.kit.target import Target
 
 

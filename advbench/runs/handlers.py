@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from advbench.kit.checks import gradient_check, near_chance, unstable_predictions
+from advbench.core.checks import gradient_check, near_chance, unstable_predictions
 from advbench.kit.datafiles import file_digest
-from advbench.kit.training import initialize, train_model
+from advbench.core.training import initialize, train_model
 from advbench.runs.context import build_model, make_target, pretrained
 from advbench.runs.harness import KEEP_ADVERSARIAL, attack_radii, certified_radii
 
@@ -32,7 +32,7 @@ class Handler:
         raise NotImplementedError
 
 
-class Train(Handler):
+class TrainHandler(Handler):
     """Train the model (or load the pretrained file), measure its test accuracy, save it."""
 
     kind = "train"
@@ -79,7 +79,7 @@ class Train(Handler):
         return record, {"train_index": data.train_index, "test_index": data.test_index}
 
 
-class Clean(Handler):
+class CleanHandler(Handler):
     """Clean predictions on the evaluated examples, the gradient and randomness checks, and
     the defense's own diagnostics."""
 
@@ -113,7 +113,7 @@ class Clean(Handler):
         }, None
 
 
-class _Method(Handler):
+class _MethodHandler(Handler):
     """An attack or certifier under one threat model (:func:`method_record`)."""
 
     def run(self, job, advance):
@@ -136,13 +136,13 @@ class _Method(Handler):
         )
 
 
-class Certify(_Method):
+class CertifyHandler(_MethodHandler):
     """Certified radii of every evaluated example."""
 
     kind = "certify"
 
 
-class Attack(_Method):
+class AttackHandler(_MethodHandler):
     """Empirical radii of every evaluated example, and the first adversarial examples."""
 
     kind = "attack"
@@ -231,5 +231,5 @@ def method_record(
     }
 
 
-HANDLERS: dict[str, type[Handler]] = {handler.kind: handler for handler in (Train, Clean, Attack, Certify)}
+HANDLERS: dict[str, type[Handler]] = {handler.kind: handler for handler in (TrainHandler, CleanHandler, AttackHandler, CertifyHandler)}
 """The handler of each job kind."""

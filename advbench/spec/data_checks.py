@@ -17,8 +17,8 @@ def data_problems(spec, locator) -> list[Problem]:
     budgets beyond the input box, pretrained models that do not fit the data or do not
     output logits.  Loads the dataset once and keeps it in ``spec.loaded`` for the run."""
     from advbench.contract.components import box_diameter
+    from advbench.core.data import load_arrays, make_subsets
     from advbench.errors import DataError
-    from advbench.kit.data import load_arrays, make_subsets
 
     ref = spec.dataset
     try:
@@ -65,9 +65,9 @@ def data_problems(spec, locator) -> list[Problem]:
 
 
 def _pretrained_problems(spec, locator, index, plan) -> list[Problem]:
+    from advbench.core.checks import final_activation, outputs_probabilities
+    from advbench.core.models import pretrained_model
     from advbench.kit import backend
-    from advbench.kit.checks import final_activation, outputs_probabilities
-    from advbench.kit.models import pretrained_model
 
     data = spec.loaded.data
     where = ("models", index, "path" if plan.path is not None else "torch")

@@ -137,7 +137,7 @@ class Spec:
     host: Any  # advbench.contract.plugins.PluginHost
     model_index: list[int] = field(default_factory=list)  # position of each model in the file (a partial spec skips some)
     threat_index: list[int] = field(default_factory=list)
-    loaded: Any = None  # the data subsets, once the data checks loaded them (advbench.kit.data.Subsets)
+    loaded: Any = None  # the data subsets, once the data checks loaded them (advbench.core.data.Subsets)
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)  # where jobs run, not what they compute
     locator: Any = None  # the file's field-to-line map (advbench.spec.loading.Locator), for later checks' messages
 

@@ -321,12 +321,12 @@ def explain_flag(flag: str) -> list[str]:
 
 def checks_page() -> str:
     """docs/checks.md: every flag a leaderboard can raise and what it means, from
-    :data:`FLAG_MEANINGS` (``python -m advbench.kit.checks > docs/checks.md``; a test
+    :data:`FLAG_MEANINGS` (``python -m advbench.core.checks > docs/checks.md``; a test
     checks that the page is current)."""
     lines = [
         "# The leaderboard's flags",
         "",
-        "<!-- generated from advbench/kit/checks.py (FLAG_MEANINGS): python -m advbench.kit.checks > docs/checks.md -->",
+        "<!-- generated from advbench/core/checks.py (FLAG_MEANINGS): python -m advbench.core.checks > docs/checks.md -->",
         "",
         "A flag says why an evaluation may not be believed as it stands. Each is raised where its",
         "evidence is made (a job) or read (the results), and shown beside the model it concerns.",
