@@ -42,8 +42,10 @@ def evaluate(
 ):
     """Attack and certify ``model`` on the examples ``x, y`` under one threat model.
 
-    :param model: a Keras model mapping inputs in [0, 1] to logits (or, on the torch
-        backend, a ``torch.nn.Module``, fed NHWC images transposed to ``layout``).
+    :param model: a Keras model mapping inputs in [0, 1] to logits, the path of an ONNX
+        network (imported and checked against onnxruntime, see :mod:`advbench.core.onnx`)
+        or, on the torch backend, a ``torch.nn.Module``, fed NHWC images transposed to
+        ``layout``.
     :param x: NumPy array of images in [0, 1], shape (n, height, width, channels).
     :param y: NumPy array of n integer labels.
     :param norm: ``linf`` or ``l2``.
@@ -184,14 +186,31 @@ class RunResults(dict):
 # -- validation of the arguments ---------------------------------------------------------
 
 
-def load_model(path):
-    """A model advbench saved (``<run>/models/<name>-<key>.keras``) as a Keras model,
-    in a fresh process and on any backend: advbench's layers and those of every installed
-    plugin are made known to Keras first (``keras.saving.load_model`` alone does not know
-    them).  Not compiled; it outputs logits."""
+def load_model(path, input_shape=None):
+    """A model from a file, as a Keras model that outputs logits (not compiled), in a fresh
+    process and on any backend: a model advbench saved (``<run>/models/<name>-<key>.keras``;
+    advbench's layers and those of every installed plugin are made known to Keras first,
+    which ``keras.saving.load_model`` alone does not do), or an ONNX network (``.onnx``,
+    ``.onnx.gz``) imported for NHWC images of ``input_shape`` (height, width, channels;
+    read from the network when it takes NCHW images) and checked against onnxruntime."""
     from advbench.contract.plugins import load_plugins
-    from advbench.core.models import load_keras_model
+    from advbench.core.models import is_onnx, load_keras_model
 
+    if is_onnx(path):
+        from advbench.core.onnx import load_onnx, read_proto
+
+        if input_shape is None:
+            proto = read_proto(path)
+            constants = {init.name for init in proto.graph.initializer}
+            (first, *_) = [i for i in proto.graph.input if i.name not in constants] or [None]
+            dims = [d.dim_value for d in first.type.tensor_type.shape.dim] if first is not None else []
+            if len(dims) != 4 or not all(dims[1:]):
+                raise AdvbenchError(
+                    f"{API}: input_shape: {path} does not take NCHW images (its input is {dims}): "
+                    "give the images' (height, width, channels)"
+                )
+            input_shape = (dims[2], dims[3], dims[1])
+        return load_onnx(path, tuple(input_shape))
     load_plugins()  # a plugin's layers register themselves when it is imported
     return load_keras_model(Path(path))
 
@@ -302,6 +321,14 @@ def _keras_model(model, x, layout: str):
 
     if isinstance(model, keras.Model):
         return model
+    if isinstance(model, (str, Path)):
+        from advbench.core.models import is_onnx
+
+        if not is_onnx(model):
+            raise AdvbenchError(f"{API}: model: a file path is read as ONNX (.onnx or .onnx.gz), got {str(model)!r}")
+        from advbench.core.onnx import load_onnx
+
+        return load_onnx(model, tuple(x.shape[1:]))
     if type(model).__module__.startswith("torch") or hasattr(model, "state_dict"):
         if backend.name() != "torch":
             raise AdvbenchError(

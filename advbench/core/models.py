@@ -1,4 +1,5 @@
-"""Models from files: a saved Keras model, or a PyTorch ``nn.Module`` wrapped for Keras."""
+"""Models from files: a saved Keras model, an ONNX network (imported as Keras layers), or a
+PyTorch ``nn.Module`` wrapped for Keras."""
 
 from __future__ import annotations
 
@@ -52,11 +53,22 @@ def torch_model(file, attribute: str, arguments: dict, weights, layout: str, inp
     return keras.Model(inputs, logits, name=attribute)
 
 
+def is_onnx(path) -> bool:
+    """Whether ``path`` names an ONNX file (``.onnx``, or ``.onnx.gz`` as VNN-COMP ships them)."""
+    name = str(path).lower()
+    return name.endswith(".onnx") or name.endswith(".onnx.gz")
+
+
 def pretrained_model(path, torch, outputs: str, input_shape, num_classes: int, as_given: bool = False):
-    """A pretrained model: the Keras file ``path``, or the PyTorch module ``torch`` (with
+    """A pretrained model: the Keras file ``path`` or an ONNX file (imported, see
+    :mod:`advbench.core.onnx`), or the PyTorch module ``torch`` (with
     ``file``, ``attribute``, ``arguments``, ``weights`` and ``layout``); one that outputs
     probabilities (``outputs="probabilities"``) gets a log, its logits, unless ``as_given``."""
-    if path is not None:
+    if path is not None and is_onnx(path):
+        from advbench.core.onnx import load_onnx
+
+        model = load_onnx(path, input_shape)
+    elif path is not None:
         model = load_keras_model(path)
     else:
         model = torch_model(torch.file, torch.attribute, torch.arguments, torch.weights, torch.layout, input_shape, num_classes)
