@@ -194,7 +194,8 @@ def load_model(path, input_shape=None):
     ``.onnx.gz``) imported for NHWC images of ``input_shape`` (height, width, channels;
     read from the network when it takes NCHW images) and checked against onnxruntime."""
     from advbench.contract.plugins import load_plugins
-    from advbench.core.models import is_onnx, load_keras_model
+    from advbench.core.models import load_keras_model
+    from advbench.core.onnx import is_onnx
 
     if is_onnx(path):
         from advbench.core.onnx import load_onnx, read_proto
@@ -322,7 +323,7 @@ def _keras_model(model, x, layout: str):
     if isinstance(model, keras.Model):
         return model
     if isinstance(model, (str, Path)):
-        from advbench.core.models import is_onnx
+        from advbench.core.onnx import is_onnx
 
         if not is_onnx(model):
             raise AdvbenchError(f"{API}: model: a file path is read as ONNX (.onnx or .onnx.gz), got {str(model)!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from advbench.core.onnx import is_onnx
 from advbench.kit import backend
 from advbench.lazy import keras
 
@@ -51,12 +52,6 @@ def torch_model(file, attribute: str, arguments: dict, weights, layout: str, inp
     fed = keras.layers.Permute((3, 1, 2))(inputs) if layout == "NCHW" else inputs
     logits = keras.layers.TorchModuleWrapper(module, output_shape=(None, num_classes), name="torch_module")(fed)
     return keras.Model(inputs, logits, name=attribute)
-
-
-def is_onnx(path) -> bool:
-    """Whether ``path`` names an ONNX file (``.onnx``, or ``.onnx.gz`` as VNN-COMP ships them)."""
-    name = str(path).lower()
-    return name.endswith(".onnx") or name.endswith(".onnx.gz")
 
 
 def pretrained_model(path, torch, outputs: str, input_shape, num_classes: int, as_given: bool = False):

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from advbench.core.models import is_onnx  # noqa: F401 (where it is asked)
 from advbench.errors import AdvbenchError
 from advbench.lazy import keras
 
@@ -55,6 +54,12 @@ SUPPORTED = (
 
 TOLERANCE = 1e-5
 """The largest difference from onnxruntime's outputs, relative to their largest magnitude (at least 1)."""
+
+
+def is_onnx(path) -> bool:
+    """Whether ``path`` names an ONNX file (``.onnx``, or ``.onnx.gz`` as VNN-COMP ships them)."""
+    name = str(path).lower()
+    return name.endswith(".onnx") or name.endswith(".onnx.gz")
 
 
 def read_proto(path: str | Path):
