@@ -186,13 +186,15 @@ class RunResults(dict):
 # -- validation of the arguments ---------------------------------------------------------
 
 
-def load_model(path, input_shape=None):
+def load_model(path, input_shape=None, normalization=None):
     """A model from a file, as a Keras model that outputs logits (not compiled), in a fresh
     process and on any backend: a model advbench saved (``<run>/models/<name>-<key>.keras``;
     advbench's layers and those of every installed plugin are made known to Keras first,
     which ``keras.saving.load_model`` alone does not do), or an ONNX network (``.onnx``,
     ``.onnx.gz``) imported for NHWC images of ``input_shape`` (height, width, channels;
-    read from the network when it takes NCHW images) and checked against onnxruntime."""
+    read from the network when it takes NCHW images) and checked against onnxruntime;
+    ``normalization`` (``{"mean": [...], "std": [...]}``) is the input normalisation the
+    network expects, made its first layer."""
     from advbench.contract.plugins import load_plugins
     from advbench.core.models import load_keras_model
     from advbench.core.onnx import is_onnx
@@ -211,7 +213,9 @@ def load_model(path, input_shape=None):
                     "give the images' (height, width, channels)"
                 )
             input_shape = (dims[2], dims[3], dims[1])
-        return load_onnx(path, tuple(input_shape))
+        return load_onnx(path, tuple(input_shape), normalization=normalization)
+    if normalization is not None:
+        raise AdvbenchError(f"{API}: normalization: only for an ONNX network (a Keras model holds its own)")
     load_plugins()  # a plugin's layers register themselves when it is imported
     return load_keras_model(Path(path))
 

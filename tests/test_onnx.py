@@ -216,3 +216,30 @@ def test_the_vnncomp_networks_import_and_match_onnxruntime_on_1000_points(networ
 
     (path,) = VNNCOMP.glob(f"*/onnx/{network}")
     load_onnx(path, (28, 28, 1) if network.startswith("mnist") else (32, 32, 3), check_points=1000)
+
+
+def test_a_stated_normalization_becomes_the_first_layer_so_budgets_stay_in_pixel_space(tmp_path):
+    from advbench.core.onnx import load_onnx
+    from advbench.lazy import keras
+
+    path = residual_cnn(tmp_path)
+    model = load_onnx(path, (8, 8, 1), normalization={"mean": [0.5], "std": [0.25]})
+    assert model.layers[1].name == "onnx_normalization"
+    images = np.random.default_rng(1).uniform(0, 1, (50, 8, 8, 1)).astype(np.float32)
+    ours = np.asarray(keras.ops.convert_to_numpy(model(images)))
+    reference = onnxruntime_logits(path, (images - 0.5) / 0.25)
+    assert np.max(np.abs(ours - reference)) <= 1e-5 * max(1.0, np.max(np.abs(reference)))
+    with pytest.raises(AdvbenchError, match="normalization mean: 2 values for 1 channels"):
+        load_onnx(path, (8, 8, 1), normalization={"mean": [0.5, 0.4], "std": [0.25]})
+
+
+def test_normalization_is_refused_for_a_keras_model(tmp_path):
+    from typer.testing import CliRunner
+
+    from advbench.cli import app
+    from advbench.testing import tiny_spec
+
+    (tmp_path / "m.keras").write_bytes(b"x")
+    spec = tiny_spec(tmp_path, models=[{"name": "m", "path": "m.keras", "normalization": {"mean": [0.5], "std": [0.2]}}])
+    result = CliRunner().invoke(app, ["validate", str(spec)])
+    assert result.exit_code == 2 and "`normalization` is for an ONNX network" in result.output

@@ -54,7 +54,7 @@ def torch_model(file, attribute: str, arguments: dict, weights, layout: str, inp
     return keras.Model(inputs, logits, name=attribute)
 
 
-def pretrained_model(path, torch, outputs: str, input_shape, num_classes: int, as_given: bool = False):
+def pretrained_model(path, torch, outputs: str, input_shape, num_classes: int, as_given: bool = False, normalization=None):
     """A pretrained model: the Keras file ``path`` or an ONNX file (imported, see
     :mod:`advbench.core.onnx`), or the PyTorch module ``torch`` (with
     ``file``, ``attribute``, ``arguments``, ``weights`` and ``layout``); one that outputs
@@ -62,7 +62,7 @@ def pretrained_model(path, torch, outputs: str, input_shape, num_classes: int, a
     if path is not None and is_onnx(path):
         from advbench.core.onnx import load_onnx
 
-        model = load_onnx(path, input_shape)
+        model = load_onnx(path, input_shape, normalization=normalization)
     elif path is not None:
         model = load_keras_model(path)
     else:

@@ -96,20 +96,41 @@ class _Tensor:
     order: np.ndarray | None = None
 
 
-def load_onnx(path: str | Path, input_shape: tuple, check_points: int = 64, seed: int = 0):
+def load_onnx(path: str | Path, input_shape: tuple, check_points: int = 64, seed: int = 0, normalization: dict | None = None):
     """The ONNX network at ``path`` as a Keras model on NHWC images of ``input_shape`` in
-    [0, 1], checked against onnxruntime on ``check_points`` random images."""
+    [0, 1], checked against onnxruntime on ``check_points`` random images.
+    ``normalization`` (``{"mean": [...], "std": [...]}``, per channel or one value): the
+    network takes ``(x - mean) / std``; the model gets it as its first layer."""
     proto = read_proto(path)
-    model = _Importer(proto, Path(path), tuple(int(d) for d in input_shape)).build()
-    check_against_onnxruntime(proto, model, Path(path), tuple(input_shape), check_points, seed)
+    shape = tuple(int(d) for d in input_shape)
+    scale, offset = _normalization(Path(path), normalization, shape[-1])
+    model = _Importer(proto, Path(path), shape, scale, offset).build()
+    check_against_onnxruntime(proto, model, Path(path), shape, check_points, seed, scale, offset)
     return model
 
 
+def _normalization(path: Path, normalization: dict | None, channels: int):
+    """(scale, offset) per channel of x * scale + offset = (x - mean) / std, or (None, None)."""
+    if not normalization:
+        return None, None
+    mean, std = (np.asarray(normalization[k], np.float64).reshape(-1) for k in ("mean", "std"))
+    for name, values in (("mean", mean), ("std", std)):
+        if len(values) not in (1, channels):
+            raise AdvbenchError(
+                f"{path}: normalization {name}: {len(values)} values for {channels} channels (give 1 or {channels})"
+            )
+    if not np.all(std > 0):
+        raise AdvbenchError(f"{path}: normalization std: every value must be > 0")
+    scale = np.broadcast_to(1.0 / std, (channels,)).astype(np.float32)
+    return scale, np.broadcast_to(-mean / std, (channels,)).astype(np.float32)
+
+
 class _Importer:
-    def __init__(self, proto, path: Path, input_shape: tuple):
+    def __init__(self, proto, path: Path, input_shape: tuple, scale=None, offset=None):
         from onnx import numpy_helper
 
         self.proto, self.path, self.input_shape = proto, path, input_shape
+        self.scale, self.offset = scale, offset
         graph = proto.graph
         self.constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
         for name, array in self.constants.items():
@@ -147,13 +168,16 @@ class _Importer:
         dims = [d.dim_value if d.HasField("dim_value") else None for d in self.input.type.tensor_type.shape.dim]
         inputs = keras.Input(self.input_shape, name="image")
         height, width, channels = self.input_shape
+        image = inputs
+        if self.scale is not None:  # the stated normalisation, as the first layer
+            image = keras.layers.Rescaling(self.scale, self.offset, name="onnx_normalization")(inputs)
         if any(d is None or d <= 0 for d in dims[1:]):
             raise AdvbenchError(f"{self.path}: input {self.input.name!r} has a dynamic shape {dims}; advbench needs fixed sizes")
         shape = tuple(dims[1:])
         if shape == (channels, height, width):
-            self.tensors[self.input.name] = _Tensor(inputs, "nchw", shape)
+            self.tensors[self.input.name] = _Tensor(image, "nchw", shape)
         elif int(np.prod(shape)) == height * width * channels and (len(shape) < 3 or shape[0] == 1 or channels == 1):
-            flat = keras.layers.Flatten(name="onnx_input_flatten")(inputs)
+            flat = keras.layers.Flatten(name="onnx_input_flatten")(image)
             self.tensors[self.input.name] = _Tensor(flat, "flat", shape)
         else:
             raise AdvbenchError(
@@ -470,12 +494,15 @@ def run_onnxruntime(proto, images: np.ndarray) -> np.ndarray:
     return np.asarray(outputs).reshape(len(images), -1)
 
 
-def check_against_onnxruntime(proto, model, path: Path, input_shape: tuple, points: int, seed: int) -> None:
+def check_against_onnxruntime(
+    proto, model, path: Path, input_shape: tuple, points: int, seed: int, scale=None, offset=None
+) -> None:
     """Raise an :class:`AdvbenchError` unless ``model`` computes what onnxruntime computes on
-    ``points`` random images of [0, 1] (the logits; a final Softmax on both sides)."""
+    ``points`` random images of [0, 1] (the logits; a final Softmax on both sides; the
+    network fed the normalised images where a normalisation is stated)."""
     images = np.random.default_rng(seed).uniform(0, 1, (points,) + tuple(input_shape)).astype(np.float32)
     try:
-        reference = run_onnxruntime(proto, images)
+        reference = run_onnxruntime(proto, images if scale is None else (images * scale + offset).astype(np.float32))
     except AdvbenchError as exc:
         raise AdvbenchError(f"{path}: {exc}") from None
     logits = np.asarray(keras.ops.convert_to_numpy(model(images, training=False)), np.float64)

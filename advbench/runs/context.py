@@ -40,7 +40,9 @@ def build_model(plan, data, defense=None):
 
 def pretrained(plan, data):
     """The pretrained model ``plan`` names (a Keras file or a PyTorch module)."""
-    return pretrained_model(plan.path, plan.torch, plan.outputs, data.data.input_shape, data.data.num_classes)
+    return pretrained_model(
+        plan.path, plan.torch, plan.outputs, data.data.input_shape, data.data.num_classes, normalization=plan.normalization
+    )
 
 
 class Components:

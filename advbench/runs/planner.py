@@ -68,6 +68,8 @@ class Planner:
         what: dict = {"data": self.data_identity, "defense": plan.defense.identity(), "seed": plan.seed, "outputs": plan.outputs}
         if plan.path is not None:
             what["file"] = file_digest(plan.path)
+            if plan.normalization is not None:
+                what["normalization"] = plan.normalization
         elif plan.torch is not None:
             what["torch"] = {
                 **plan.torch.as_dict(),

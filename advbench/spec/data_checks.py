@@ -79,7 +79,15 @@ def _pretrained_problems(spec, locator, index, plan) -> list[Problem]:
             locator.problem(where, f"a PyTorch module needs the torch backend (run with --backend torch), not {backend.name()}")
         ]
     try:
-        model = pretrained_model(plan.path, plan.torch, plan.outputs, data.input_shape, data.num_classes, as_given=True)
+        model = pretrained_model(
+            plan.path,
+            plan.torch,
+            plan.outputs,
+            data.input_shape,
+            data.num_classes,
+            as_given=True,
+            normalization=plan.normalization,
+        )
     except Exception as exc:  # whatever a foreign file raises: say what, never a traceback
         message = str(exc).splitlines()[0][:300] if str(exc) else exc.__class__.__name__
         return [locator.problem(where, f"cannot load {plan.path or plan.torch.file}: {message}")]

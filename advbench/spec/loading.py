@@ -326,6 +326,7 @@ def _model_plan(m: "ModelSpec", i: int, resolver: "Resolver", path: Path) -> "Mo
         seed=m.seed,
         torch=_torch_module(path.parent, m.torch) if m.torch else None,
         outputs=m.outputs,
+        normalization=m.normalization.model_dump() if m.normalization is not None else None,
     )
     locate = resolver.locator.problem
     if plan.path is not None:

@@ -86,6 +86,7 @@ class ModelPlan:
     seed: int | None = None
     torch: "TorchModule | None" = None
     outputs: str = "logits"
+    normalization: dict | None = None  # {"mean": [...], "std": [...]} of an ONNX network
 
     def as_dict(self) -> dict:
         data: dict[str, Any] = {"name": self.name, "defense": self.defense.as_dict()}
@@ -95,6 +96,8 @@ class ModelPlan:
             data["torch"] = self.torch.as_dict()
         elif self.path is not None:
             data["path"] = str(self.path)
+            if self.normalization is not None:
+                data["normalization"] = self.normalization
         else:
             data["architecture"] = self.architecture.as_dict()
             data["training"] = self.training.model_dump(mode="json")

@@ -68,6 +68,18 @@ class TorchModuleSpec(_Strict):
     )
 
 
+class Normalization(_Strict):
+    mean: list[float] = Field(min_length=1, description="Per channel (or one for all): subtracted from the [0, 1] pixels.")
+    std: list[float] = Field(min_length=1, description="Per channel (or one for all), each > 0: the difference is divided by it.")
+
+    @field_validator("std")
+    @classmethod
+    def _positive(cls, std: list[float]) -> list[float]:
+        if not all(s > 0 and s != float("inf") for s in std):
+            raise ValueError("every std must be a finite number > 0")
+        return std
+
+
 class ModelSpec(_Strict):
     name: str = Field(pattern=NAME_PATTERN, description="Unique name of the model in this spec.")
     architecture: ComponentEntry | None = Field(None, description="Architecture to train (or give `path` or `torch`).")
@@ -77,7 +89,13 @@ class ModelSpec(_Strict):
     )
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     path: str | None = Field(
-        None, min_length=1, description="A pretrained Keras model (logits out, inputs in [0, 1]), relative to the spec."
+        None,
+        min_length=1,
+        description="A pretrained model, relative to the spec: a Keras file (logits out, inputs in [0, 1]) or an ONNX network (.onnx, .onnx.gz).",
+    )
+    normalization: Normalization | None = Field(
+        None,
+        description="An ONNX network's input normalisation (x - mean) / std, made its first layer: budgets stay in pixel space.",
     )
     outputs: Literal["logits", "probabilities"] = Field(
         "logits", description="What a pretrained model outputs; probabilities (a final softmax) are turned into logits by a log."
@@ -98,6 +116,8 @@ class ModelSpec(_Strict):
                 "give exactly one of `architecture` (train a model), `path` (load a pretrained Keras model) "
                 "or `torch` (load a pretrained PyTorch module)"
             )
+        if self.normalization is not None and not (self.path or "").lower().endswith((".onnx", ".onnx.gz")):
+            raise ValueError("`normalization` is for an ONNX network given as `path` (a Keras model holds its own)")
         return self
 
 
