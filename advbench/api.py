@@ -16,6 +16,7 @@ Arguments are validated as the CLI validates a spec: a bad one raises
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -141,6 +142,15 @@ def run(
     from advbench.spec.loading import check_data, load_spec, load_spec_data
     from advbench.spec.resolved import Spec
 
+    _check_type("advbench.run", "fresh", fresh, bool, "True or False")
+    _check_type("advbench.run", "strict", strict, bool, "True or False")
+    _check_type("advbench.run", "out", out, (str, os.PathLike, type(None)), "a directory path or None")
+    _check_type("advbench.run", "executor", executor, str, "'local' or 'ray'")
+    _check_type("advbench.run", "address", address, (str, type(None)), "a Ray address or None")
+    if reporter is not None:
+        from advbench.runs.reporting import Reporter
+
+        _check_type("advbench.run", "reporter", reporter, Reporter, "an advbench.runs.reporting.Reporter or None")
     chosen = make_executor(executor, address, strict)
     check_environment()
     if isinstance(spec, Spec):
@@ -199,6 +209,10 @@ def load_model(path, input_shape=None, normalization=None):
     from advbench.core.models import load_keras_model
     from advbench.core.onnx import is_onnx
 
+    _check_type("advbench.load_model", "path", path, (str, os.PathLike), "the path of a .keras or ONNX file")
+    if not Path(path).is_file():
+        what = "is a directory" if Path(path).is_dir() else "not found"
+        raise AdvbenchError(f"advbench.load_model: path: {path} {what}; expected a .keras or ONNX file")
     if is_onnx(path):
         from advbench.core.onnx import load_onnx, read_proto
 
@@ -217,7 +231,20 @@ def load_model(path, input_shape=None, normalization=None):
     if normalization is not None:
         raise AdvbenchError(f"{API}: normalization: only for an ONNX network (a Keras model holds its own)")
     load_plugins()  # a plugin's layers register themselves when it is imported
-    return load_keras_model(Path(path))
+    try:
+        return load_keras_model(Path(path))
+    except Exception as exc:  # Keras's ValueError on a foreign or damaged file, and others
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise AdvbenchError(f"advbench.load_model: {path}: not a Keras model file ({first})") from None
+
+
+def _check_type(where: str, name: str, value, types, expected: str) -> None:
+    """An argument of the wrong type is an :class:`AdvbenchError` naming it; a bool is not
+    taken for a number, nor a string like "no" for a bool."""
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise AdvbenchError(f"{where}: {name}: expected {expected}, got {value!r}")
+    if not isinstance(value, types):
+        raise AdvbenchError(f"{where}: {name}: expected {expected}, got {type(value).__name__} {value!r}"[:300])
 
 
 def _threat_model(norm, eps):

@@ -195,3 +195,32 @@ def test_a_model_advbench_trained_loads_in_a_fresh_process_with_load_model(tmp_p
         timeout=300,
     )
     assert plain.returncode != 0  # what the function is for: Keras alone does not know advbench's layers
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda a, tmp: a.run("specs/quickstart.yaml", out=tmp, fresh="no"), "fresh: expected True or False, got str 'no'"),
+        (lambda a, tmp: a.run("specs/quickstart.yaml", out=123), "out: expected a directory path or None"),
+        (
+            lambda a, tmp: a.run("specs/quickstart.yaml", out=tmp, reporter=5),
+            "reporter: expected an advbench.runs.reporting.Reporter",
+        ),
+        (lambda a, tmp: a.load_model(None), "load_model: path: expected the path of a .keras or ONNX file"),
+        (lambda a, tmp: a.load_model(tmp), "is a directory"),
+        (lambda a, tmp: a.load_model(tmp / "missing.keras"), "not found"),
+        (lambda a, tmp: a.load_model("pyproject.toml"), "not a Keras model file"),
+        (lambda a, tmp: a.load_dataset("nope"), "unknown dataset 'nope'"),
+        (lambda a, tmp: a.load_dataset("digits", train_size="many"), "digits: train_size:"),
+    ],
+)
+def test_api_arguments_of_the_wrong_type_raise_advbench_error_naming_them(tmp_path, call, message):
+    import advbench
+
+    finished = tmp_path / "run"
+    finished.mkdir()
+    (finished / "keep").write_text("a finished run's file")
+    with pytest.raises(advbench.AdvbenchError) as error:
+        call(advbench, finished)
+    assert message in str(error.value)
+    assert (finished / "keep").exists()  # nothing deleted by a wrong argument
