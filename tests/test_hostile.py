@@ -264,3 +264,31 @@ def test_unwritable_outputs_are_usage_errors(tmp_path):
         assert result.exit_code == 2 and "cannot write" in result.output, result.output
     result = invoke("run", spec, "--out", "/proc/advbench-cannot-write-here")
     assert result.exit_code == 2 and "cannot write the run directory" in result.output
+
+
+def test_markup_and_escape_sequences_in_a_run_directorys_spec_name_are_shown_as_text(tmp_path):
+    """A run directory made elsewhere: its spec.json names the run '[/x]\\x1b[2J'. The
+    terminal tables and compare show it as text; rich's markup never reads it."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from advbench.cli import app
+    from advbench.testing import run_spec, tiny_spec
+
+    spec = tiny_spec(tmp_path, threat_models=[{"norm": "linf", "eps": [0.1]}], attacks=[{"name": "fgsm"}], certifiers=[])
+    assert run_spec(spec, tmp_path / "run").exit_code == 0
+    stored = tmp_path / "run" / "spec.json"
+    data = json.loads(stored.read_text())
+    data["name"] = "[/x][bold]evil\x1b[2J"
+    stored.write_text(json.dumps(data))
+    for command in (
+        ["leaderboard", str(tmp_path / "run"), "-o", str(tmp_path / "board.md")],
+        ["compare", str(tmp_path / "run"), str(tmp_path / "run")],
+    ):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 0, result.output
+        assert "\x1b[2J" not in result.output
+    assert (
+        "[/x][bold]evil" in CliRunner().invoke(app, ["leaderboard", str(tmp_path / "run"), "-o", str(tmp_path / "b.md")]).output
+    )

@@ -83,8 +83,9 @@ def print_comparison(console, comparison: dict) -> None:
     from advbench.results.table import format_eps
     from advbench.text import terminal
 
-    table = Table(
-        title=f"{comparison['first']} → {comparison['second']}: second minus first, percentage points", title_justify="left"
+    table = Table(  # Text, not markup: run names come from disk
+        title=Text(terminal(f"{comparison['first']} → {comparison['second']}: second minus first, percentage points")),
+        title_justify="left",
     )
     for name in ("model", "norm", "ε", "clean", "certified", "empirical"):
         table.add_column(name, justify="left" if name in ("model", "norm") else "right")
@@ -97,8 +98,8 @@ def print_comparison(console, comparison: dict) -> None:
 
     for row in comparison["bounds"]:
         table.add_row(
-            Text(row["model"]),
-            row["norm"],
+            Text(terminal(row["model"])),
+            Text(terminal(row["norm"])),
             format_eps(row["eps"]),
             cell(row.get("clean")),
             cell(row.get("certified")),

@@ -40,7 +40,7 @@ def print_tables(console, results: Results, rank_by: str = "certified") -> None:
             title = f"{results.spec['name']}: {threat['norm']}, cert / emp robust accuracy (%)"
             if len(groups) > 1:
                 title += f" ({part + 1}/{len(groups)})"
-            rich_table = RichTable(title=title, title_justify="left")
+            rich_table = RichTable(title=Text(terminal(title)), title_justify="left")  # Text: no markup from disk
             for name in ("#", "model", "clean"):
                 rich_table.add_column(
                     name,
