@@ -292,3 +292,33 @@ def test_markup_and_escape_sequences_in_a_run_directorys_spec_name_are_shown_as_
     assert (
         "[/x][bold]evil" in CliRunner().invoke(app, ["leaderboard", str(tmp_path / "run"), "-o", str(tmp_path / "b.md")]).output
     )
+
+
+def test_names_planted_in_a_run_directory_never_make_a_path_outside_it(tmp_path):
+    """A record's diagnostics.figures and spec.json's norm are names advbench would build
+    file names from: a planted '../' or absolute name is reported, never followed."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from advbench.cli import app
+    from advbench.testing import run_spec, tiny_spec
+
+    work = tmp_path / "work"
+    spec = tiny_spec(work, threat_models=[{"norm": "linf", "eps": [0.1]}], attacks=[{"name": "fgsm"}], certifiers=[])
+    run = work / "run"
+    assert run_spec(spec, run).exit_code == 0
+    (run / "diagnostics").mkdir(exist_ok=True)
+    (tmp_path / "secret.png").write_bytes(b"not yours")
+    clean = next(run.glob("jobs/*/clean.json"))
+    record = json.loads(clean.read_text())
+    record["diagnostics"] = {"figures": ["x/../../../escaped.png", str(tmp_path / "secret.png"), "../secret.png"], "iou": 0.5}
+    clean.write_text(json.dumps(record))
+    stored = json.loads((run / "spec.json").read_text())
+    stored["threat_models"][0]["norm"] = "x/../../../planted"
+    (run / "spec.json").write_text(json.dumps(stored))
+    before = {p: sorted(x.name for x in p.iterdir()) for p in (tmp_path, work)}
+    result = CliRunner().invoke(app, ["leaderboard", str(run)])
+    assert result.exit_code in (0, 2) and "Traceback" not in result.output
+    assert {p: sorted(x.name for x in p.iterdir()) for p in (tmp_path, work)} == before  # nothing written outside
+    assert not any(run.rglob("*escaped*")) and not any(run.rglob("*planted*"))

@@ -391,6 +391,9 @@ def draw_figures(
     plots, figures = {}, {}
     for threat in results.spec["threat_models"]:
         norm = threat["norm"]
+        if not _safe_name(norm):  # a damaged or planted spec.json: never a path from it
+            results.damaged.setdefault("spec.json", f"threat_models: norm {str(norm)[:40]!r} is not a norm's name; not drawn")
+            continue
         if results.for_norm(norm):
             names = [f"{stem}-{norm}-overlay.{figure_format}", f"{stem}-{norm}.{figure_format}"]
             overlay(results, norm, folder / names[0], rank_by)
@@ -415,15 +418,30 @@ def _copy_diagnostics(results: Results, run_dir: Path, output: Path) -> dict[str
         if not isinstance(diagnostics, dict) or not diagnostics:
             continue
         figures = []
-        for name in diagnostics.get("figures", []):
+        for name in diagnostics.get("figures", []) if isinstance(diagnostics.get("figures"), list) else []:
+            if not _safe_name(name):  # a planted record: its names never leave the run directory
+                results.damaged.setdefault(
+                    job_id(model["name"], "clean"), f"diagnostics.figures: {str(name)[:40]!r} is not a file name; not copied"
+                )
+                continue
             source = run_dir / "diagnostics" / name
-            if source.is_file():
+            if source.is_file() and not source.is_symlink():
                 target = output.parent / f"{output.stem}-{name}"
                 if source.resolve() != target.resolve():
                     write_atomic(target, source.read_bytes())
                 figures.append(target.name)
         found[model["name"]] = {"values": {k: v for k, v in diagnostics.items() if k != "figures"}, "figures": figures}
     return found
+
+
+def _safe_name(name) -> bool:
+    """A name read from disk that may become part of a file name: 1 to 64 letters, digits,
+    `_`, `.` or `-`, starting with a letter or digit (no separator, no `..` of its own)."""
+    import re
+
+    from advbench.contract.components import NAME_PATTERN
+
+    return isinstance(name, str) and re.fullmatch(NAME_PATTERN, name) is not None and ".." not in name
 
 
 def _inline(data: dict) -> str:
