@@ -206,3 +206,21 @@ def test_plugins_name_lists_parameters_of_spec_local_plugins_and_suggests_names(
     assert builtin.exit_code == 0 and "restarts" in builtin.output and "Random restarts" in builtin.output
     wrong = runner.invoke(app, ["plugins", "pdg"])
     assert wrong.exit_code == 2 and "did you mean pgd" in wrong.output
+
+
+@pytest.mark.parametrize("damage", ["no name", "no module"])
+def test_a_broken_dist_info_is_one_plugins_failure_not_every_commands(tmp_path, clean_sys_path, damage):
+    site = tmp_path / "site"
+    entry_point_plugin(site, "fine_plugin", "", distribution="broken-dist")
+    info = next(site.glob("broken_dist-*.dist-info"))
+    if damage == "no name":
+        (info / "METADATA").write_text("Metadata-Version: 2.1\\nVersion: 1.0\\n")
+    else:
+        (info / "entry_points.txt").write_text("[advbench]\\nweird = :not a module\\n")
+    for command in (["plugins"], ["schema"]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 0, result.output
+        assert "Traceback" not in result.output
+    assert (
+        "builtin" in CliRunner().invoke(app, ["plugins"]).output.lower() or "fgsm" in CliRunner().invoke(app, ["plugins"]).output
+    )

@@ -84,13 +84,25 @@ class PluginHost:
         for entry_point in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=_builtin_first):
             if entry_point.name in disabled or entry_point.name in self.plugins:
                 continue
-            dist = getattr(entry_point, "dist", None)
-            info = PluginInfo(
-                name=entry_point.name,
-                source=dist.metadata["Name"] if dist else "?",
-                version=dist.version if dist else "?",
-                modules=[entry_point.module],
-            )
+            # An installed distribution's metadata is read inside the isolation too: a
+            # dist-info without a Name or an entry point that is no module reference is
+            # reported as that plugin's failure, never the end of every command.
+            try:
+                dist = getattr(entry_point, "dist", None)
+                info = PluginInfo(
+                    name=entry_point.name,
+                    source=str((dist.metadata["Name"] if dist else None) or "?"),
+                    version=str((dist.version if dist else None) or "?"),
+                    modules=[entry_point.module],
+                )
+                if not info.modules[0]:
+                    raise ValueError(f"entry point value {entry_point.value!r} names no module")
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
+                info = PluginInfo(name=str(entry_point.name), source="?", version="?")
+                self._fail(info, f"unreadable metadata: {_describe(exc)}", exc)
+                continue
             try:
                 module = entry_point.load()
             except KeyboardInterrupt:
@@ -254,9 +266,12 @@ def _source_digest(packages: list[str]) -> str:
 
 
 def _builtin_first(entry_point) -> tuple[int, str]:
-    dist = getattr(entry_point, "dist", None)
-    is_builtin = dist is not None and dist.metadata["Name"] == "advbench"
-    return (0 if is_builtin else 1, entry_point.name)
+    try:
+        dist = getattr(entry_point, "dist", None)
+        is_builtin = dist is not None and dist.metadata["Name"] == "advbench"
+    except Exception:  # damaged metadata: reported when the plugin loads
+        is_builtin = False
+    return (0 if is_builtin else 1, str(entry_point.name))
 
 
 def _describe(exc: BaseException) -> str:
