@@ -392,3 +392,20 @@ def test_memory_budget_bounds_the_memory_it_adds(name):
         return float(result.stdout.split()[-1])
 
     assert growth(512) - growth(16) <= 512
+
+
+def test_a_bound_computation_larger_than_the_memory_is_refused_with_its_estimate(monkeypatch):
+    """advbench's own estimate for one example is over the memory available: the job is
+    refused before allocating, with the estimate in the message (not killed by the OS)."""
+    import advbench
+    from advbench.kit.bounds import memory
+    from helpers import trained_mlp
+
+    model, data = trained_mlp(hidden=16, epochs=1, activation="relu")
+    monkeypatch.setattr(memory, "available_bytes", lambda: 1000)
+    with pytest.raises(
+        advbench.AdvbenchError, match=r"crown: one example needs about .* by advbench's estimate, and 1,000 bytes"
+    ):
+        advbench.evaluate(
+            model, data.x_test[:8], data.y_test[:8], norm="linf", eps=[0.05], attacks=["fgsm"], certifiers=["crown"]
+        )

@@ -60,7 +60,7 @@ class _Propagation(BisectionCertifier):
 
     def _function(self, target, norm):
         def build():
-            from advbench.kit.bounds import bytes_per_example, margin_matrix, read_graph
+            from advbench.kit.bounds import bytes_per_example, margin_matrix, read_graph, require_memory
 
             nodes = read_graph(target.model)
             margins = self.lower_margins(nodes, norm)
@@ -70,6 +70,7 @@ class _Propagation(BisectionCertifier):
                 return margins(x, margin_matrix(y, classes), eps)
 
             per_example = bytes_per_example(nodes, target.num_classes, self.crown_neurons(), self.optimized)
+            require_memory(per_example, self.name or type(self).__name__)
             fits = max(1, int(self.params.memory_mb * 2**20 // max(1, per_example)))
             sub_batch = 2 ** (fits.bit_length() - 1)
             # JAX pads a batch to a power of two, by default to at least 64 rows: not here,
@@ -190,7 +191,7 @@ class BranchAndBound(AlphaCROWN):
 
     def _splitter(self, target, norm):
         def build():
-            from advbench.kit.bounds import SplitCrown, bytes_per_example, margin_matrix, read_graph
+            from advbench.kit.bounds import SplitCrown, bytes_per_example, margin_matrix, read_graph, require_memory
 
             p = self.params
             nodes = read_graph(target.model)
@@ -203,6 +204,7 @@ class BranchAndBound(AlphaCROWN):
                 return engine.bound(x, margin_matrix(y, classes), eps, norm, signs)
 
             per_example = bytes_per_example(nodes, classes, p.max_neurons, optimized=True)
+            require_memory(per_example, self.name or "bab")
             fits = max(1, int(p.memory_mb * 2**20 // max(1, per_example)))
             sub_batch = min(p.batch, 2 ** (fits.bit_length() - 1))
             return target.compile(compute, batch_args=(0, 1, 2, 3), smallest_batch=1), engine.neurons, sub_batch

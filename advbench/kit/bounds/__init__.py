@@ -18,7 +18,7 @@ from advbench.kit.bounds.bab import SplitCrown, branch_and_bound
 from advbench.kit.bounds.crown import AlphaCrown, Crown
 from advbench.kit.bounds.graph import bound_rules, node_sizes, read_graph, register_bound_rule
 from advbench.kit.bounds.interval import fold_head, ibp, ibp_margins, margin_matrix
-from advbench.kit.bounds.memory import bytes_per_example
+from advbench.kit.bounds.memory import bytes_per_example, require_memory
 from advbench.kit.bounds.sets import input_box, l2_norm
 
 __all__ = [
@@ -37,4 +37,5 @@ __all__ = [
     "node_sizes",
     "read_graph",
     "register_bound_rule",
+    "require_memory",
 ]

@@ -28,3 +28,33 @@ def bytes_per_example(nodes, classes: int, crown_neurons: int | None, optimized:
         if crown.crown_bounded(k):
             passes.append(2 * sizes[k] * max(size for index, size in sizes.items() if index <= k))
     return 4 * LIVE_COPIES * max(passes)
+
+
+def available_bytes() -> int:
+    """The memory this machine has available now (Linux: MemAvailable), else its physical memory."""
+    import os
+
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def require_memory(per_example: int, what: str) -> None:
+    """Refuse, before allocating anything, a bound computation whose own estimate for one
+    example exceeds the memory available: the process would be killed without a word."""
+    from advbench.errors import AdvbenchError
+
+    def size(n: int) -> str:
+        return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n:,} bytes"
+
+    available = available_bytes()
+    if per_example > available:
+        raise AdvbenchError(
+            f"{what}: one example needs about {size(per_example)} by advbench's estimate, and {size(available)} "
+            "is available; lower max_neurons (CROWN-bounded layers) or use a smaller model"
+        )
