@@ -356,3 +356,25 @@ def test_the_record_making_digest_covers_exactly_the_record_making_modules(tmp_p
         assert (record_code_digest(copy) != before) == keyed, name
         path.write_bytes(original)
     assert not any(name.startswith(("results/", "cli/")) for name in RECORD_MAKING) and "api.py" not in RECORD_MAKING
+
+
+def test_a_leaderboard_is_current_by_the_content_of_its_records_not_by_file_times(finished):
+    """A record saved while the leaderboard was drawn (the race between run and
+    leaderboard): the page is newer than every record, yet stale; the next run redraws it."""
+    import json
+    import os
+
+    from advbench.results.markdown import leaderboard_is_current
+
+    spec, run = finished
+    board = run.run_dir / "leaderboard.md"
+    assert leaderboard_is_current(run.run_dir, board, "certified")
+    record_file = next(run.run_dir.glob("jobs/*/linf/attack-fgsm.json"))
+    record = json.loads(record_file.read_text())
+    record["attack_calls"] = record.get("attack_calls", 0) + 1  # what the saved job wrote after the page read it
+    when = board.stat().st_mtime - 60
+    record_file.write_text(json.dumps(record))
+    os.utime(record_file, (when, when))  # older than the page
+    assert not leaderboard_is_current(run.run_dir, board, "certified")
+    rerun = run_spec(spec, run.run_dir)
+    assert "nothing left to do" in rerun.output and leaderboard_is_current(run.run_dir, board, "certified")

@@ -336,15 +336,36 @@ def _provenance(results: Results) -> list[str]:
 
 
 def leaderboard_is_current(run_dir: str | Path, path: str | Path, rank_by: str) -> bool:
-    """Whether the leaderboard at ``path`` was written after every record of the run, ranked
-    by ``rank_by``: a rerun with nothing left to do need not draw it again."""
+    """Whether the leaderboard at ``path`` was drawn from exactly the run's records as they
+    are now (their content, not their file times), by this code and ranked by ``rank_by``:
+    a rerun with nothing left to do need not draw it again."""
     path, run_dir = Path(path), Path(run_dir)
     if not path.is_file():
         return False
-    newest = max(
-        (p.stat().st_mtime for p in [run_dir / "plan.json", *run_dir.joinpath("jobs").rglob("*")] if p.exists()), default=0
-    )
-    return path.stat().st_mtime >= newest and path.read_text().endswith(_drawn_by(rank_by))
+    try:
+        last = path.read_text(encoding="utf-8").rstrip("\n").rsplit("\n", 1)[-1] + "\n"
+    except (OSError, UnicodeDecodeError):
+        return False
+    return last == _drawn_by(rank_by, records_digest(run_dir))
+
+
+def records_digest(run_dir: str | Path) -> str:
+    """SHA-256 of what a leaderboard is drawn from: the plan and every job file (paths and
+    contents), so a record saved while a leaderboard was drawn makes it stale whatever the
+    file times say."""
+    import hashlib
+
+    run_dir = Path(run_dir)
+    digest = hashlib.sha256()
+    files = [run_dir / "plan.json", run_dir / "spec.json", *sorted(run_dir.joinpath("jobs").rglob("*"))]
+    for file in files:
+        if file.is_file() and not file.is_symlink():
+            digest.update(file.relative_to(run_dir).as_posix().encode() + b"\0")
+            try:
+                digest.update(file.read_bytes())
+            except OSError:
+                digest.update(b"unreadable")
+    return digest.hexdigest()[:16]
 
 
 def _image(caption: str, name: str) -> str:
@@ -352,12 +373,13 @@ def _image(caption: str, name: str) -> str:
     return f"[{caption} (PDF)]({name})" if name.endswith(".pdf") else f"![{caption}]({name})"
 
 
-def _drawn_by(rank_by: str) -> str:
-    """The leaderboard's last line, hidden in rendered markdown: the code that drew it and
-    its ranking, so a rerun redraws it when either changed."""
+def _drawn_by(rank_by: str, records: str) -> str:
+    """The leaderboard's last line, hidden in rendered markdown: the code that drew it, its
+    ranking and the digest of the records it was drawn from, so a rerun redraws it when any
+    of them changed."""
     from advbench.contract.plugins import host_fingerprint
 
-    return f"<!-- drawn by {host_fingerprint()}, ranked by {rank_by} -->\n"
+    return f"<!-- drawn by {host_fingerprint()}, ranked by {rank_by}, from records {records} -->\n"
 
 
 def write_leaderboard(
@@ -368,12 +390,13 @@ def write_leaderboard(
     overlaid on one axis, one panel per model, and the smallest adversarial examples."""
     from advbench.runs.store import write_atomic
 
+    records = records_digest(run_dir)  # before reading them: a record saved meanwhile makes the page stale
     results = load_results(run_dir)
     output = Path(output) if output else Path(run_dir) / "leaderboard.md"
     plots, figures = draw_figures(results, run_dir, output.parent, output.stem, rank_by, figure_format)
     diagnostics = _copy_diagnostics(results, Path(run_dir), output)
     text = render_markdown(results, rank_by, plots, figures, diagnostics)
-    write_atomic(output, (text + ("" if text.endswith("\n") else "\n") + "\n" + _drawn_by(rank_by)).encode())
+    write_atomic(output, (text + ("" if text.endswith("\n") else "\n") + "\n" + _drawn_by(rank_by, records)).encode())
     return output, results
 
 
