@@ -76,6 +76,15 @@ def evaluate(
     if not methods:
         raise AdvbenchError(f"{API}: give at least one attack or certifier")
     x, y = _examples(x, y)
+    from advbench.contract.components import box_diameter
+
+    diameter = box_diameter(x.shape[1:], threat.norm)
+    too_large = [e for e in threat.eps if e > diameter * (1 + 1e-9)]
+    if too_large:
+        raise AdvbenchError(
+            f"{API}: eps: {too_large[0]:g} is beyond the largest {threat.norm} distance in [0, 1]^d for these inputs "
+            f"({diameter:.6g}): every point would be in the ball"
+        )
     keras_model = _keras_model(model, x, layout)
     classes = _classes(keras_model, x, y)
     backend.enable_determinism()
@@ -392,6 +401,10 @@ def _classes(model, x, y) -> int:
     if logits.ndim != 2:
         raise AdvbenchError(f"{API}: model: expected logits of shape (n, classes), got shape {logits.shape}")
     classes = int(logits.shape[1])
+    if classes < 2:
+        raise AdvbenchError(
+            f"{API}: model: it has {classes} output; a classifier needs 2 or more (nothing could be misclassified)"
+        )
     if y.max() >= classes:
         raise AdvbenchError(f"{API}: y: label {int(y.max())} but the model has {classes} outputs")
     if final_activation(model) or outputs_probabilities(model, x[:64]):

@@ -224,3 +224,20 @@ def test_api_arguments_of_the_wrong_type_raise_advbench_error_naming_them(tmp_pa
         call(advbench, finished)
     assert message in str(error.value)
     assert (finished / "keep").exists()  # nothing deleted by a wrong argument
+
+
+def test_evaluate_refuses_what_a_spec_refuses(mlp):
+    """A budget beyond the inputs' box (every point in the ball) and a model with one output
+    (nothing can be misclassified) are refused, as a spec refuses them."""
+    import keras
+
+    import advbench
+
+    model, x, y = mlp
+    with pytest.raises(advbench.AdvbenchError, match="eps: 1.5 is beyond the largest linf distance"):
+        advbench.evaluate(model, x, y, norm="linf", eps=[0.1, 1.5], attacks=["fgsm"])
+    with pytest.raises(advbench.AdvbenchError, match="eps: 1e\\+30 is beyond the largest l2 distance"):
+        advbench.evaluate(model, x, y, norm="l2", eps=[1e30], attacks=["fgsm"])
+    single = keras.Sequential([keras.Input(x.shape[1:]), keras.layers.Flatten(), keras.layers.Dense(1)])
+    with pytest.raises(advbench.AdvbenchError, match="it has 1 output"):
+        advbench.evaluate(single, x, np.zeros(len(x), int), norm="linf", eps=[0.1], attacks=["fgsm"])

@@ -322,3 +322,30 @@ def test_names_planted_in_a_run_directory_never_make_a_path_outside_it(tmp_path)
     assert result.exit_code in (0, 2) and "Traceback" not in result.output
     assert {p: sorted(x.name for x in p.iterdir()) for p in (tmp_path, work)} == before  # nothing written outside
     assert not any(run.rglob("*escaped*")) and not any(run.rglob("*planted*"))
+
+
+def test_leaderboard_to_standard_output_is_refused_and_writes_nothing(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from advbench.cli import app
+    from advbench.testing import run_spec, tiny_spec
+
+    spec = tiny_spec(tmp_path, threat_models=[{"norm": "linf", "eps": [0.1]}], attacks=[{"name": "fgsm"}], certifiers=[])
+    assert run_spec(spec, tmp_path / "run").exit_code == 0
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = CliRunner().invoke(app, ["leaderboard", str(tmp_path / "run"), "-o", "-"])
+    assert result.exit_code == 2 and "--output -" in result.output
+    assert list(elsewhere.iterdir()) == []  # no file named '-' or '--linf.png'
+
+
+def test_bab_refuses_a_subdomain_budget_beyond_what_it_can_count(tmp_path):
+    from typer.testing import CliRunner
+
+    from advbench.cli import app
+    from advbench.testing import tiny_spec
+
+    spec = tiny_spec(tmp_path, certifiers=[{"name": "bab", "max_domains": 10**19}])
+    result = CliRunner().invoke(app, ["validate", str(spec)])
+    assert result.exit_code == 2 and "max_domains" in result.output and "Traceback" not in result.output

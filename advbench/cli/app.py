@@ -294,6 +294,10 @@ def leaderboard(
             raise UsageError(
                 f"{len(run_dirs)} run directories: a {format_} leaderboard is of one run (a site, --format html, of several)"
             )
+        elif output is not None and str(output) == "-":
+            raise UsageError(
+                f"--output -: a {format_} leaderboard is a file with figures beside it; give its path (export writes to standard output)"
+            )
         elif output is not None and output.is_dir():
             raise UsageError(f"--output {output}: is a directory; give the {format_} file to write")
         try:

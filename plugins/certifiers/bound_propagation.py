@@ -138,6 +138,7 @@ class BaBParams(AlphaCrownParams):
     max_domains: int = Field(
         2000,
         ge=1,
+        le=2**40,  # counted in int64 per example; far beyond what any machine bounds
         description="Subdomains bounded per example over its whole radius search; beyond it its radius is the last one verified.",
     )
     timeout: float = Field(
