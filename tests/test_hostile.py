@@ -349,3 +349,15 @@ def test_bab_refuses_a_subdomain_budget_beyond_what_it_can_count(tmp_path):
     spec = tiny_spec(tmp_path, certifiers=[{"name": "bab", "max_domains": 10**19}])
     result = CliRunner().invoke(app, ["validate", str(spec)])
     assert result.exit_code == 2 and "max_domains" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("content", [b"name: caf\xe9\n", b"plugins: " + b"[" * 3000 + b"]" * 3000 + b"\n"])
+def test_plugins_spec_reads_the_spec_through_the_loaders_guards(tmp_path, content):
+    from typer.testing import CliRunner
+
+    from advbench.cli import app
+
+    (tmp_path / "spec.yaml").write_bytes(content)
+    result = CliRunner().invoke(app, ["plugins", "--spec", str(tmp_path / "spec.yaml")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "not UTF-8" in result.output or "nested" in result.output

@@ -409,12 +409,13 @@ def plugins(
 
 def _spec_plugin_files(spec: Path) -> list[Path]:
     """The plugin files a spec names (relative to its folder), read without validating the rest."""
-    import yaml
+    from advbench.errors import SpecError
+    from advbench.spec.loading import read_spec_file
 
     try:
-        data = yaml.safe_load(spec.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise UsageError(f"--spec {spec}: cannot read it ({exc})") from None
+        data, _ = read_spec_file(spec)
+    except SpecError as exc:
+        raise UsageError(f"--spec {spec}: cannot read it: {exc}") from None
     entries = data.get("plugins") if isinstance(data, dict) else None
     if entries is None:
         return []

@@ -63,14 +63,10 @@ def _depth(data) -> int:
     return deepest
 
 
-def load_spec(path: str | Path, strict: bool = False, check_data: bool = False) -> Spec:
-    """Read, validate and resolve a spec file; raise :class:`SpecError` with every problem.
-
-    With ``check_data``, the spec is also checked against its data and pretrained models
-    (:mod:`advbench.spec.data_checks`), on every part that is valid on its own, so that
-    one pass reports every problem.
-    """
-
+def read_spec_file(path: Path):
+    """The YAML a spec file holds, and its node tree (for line numbers), read with every
+    guard (size, UTF-8, nesting, YAML syntax): a :class:`SpecError` otherwise, never a
+    traceback.  Every reader of a spec file goes through it."""
     path = Path(path)
     shown = str(path)
     if not path.exists():
@@ -120,6 +116,20 @@ def load_spec(path: str | Path, strict: bool = False, check_data: bool = False) 
     depth = _depth(data)
     if depth > MAX_DEPTH:
         raise SpecError([Problem(shown, "", f"nested {depth} levels deep; a spec nests at most {MAX_DEPTH}")])
+    return data, root
+
+
+def load_spec(path: str | Path, strict: bool = False, check_data: bool = False) -> Spec:
+    """Read, validate and resolve a spec file; raise :class:`SpecError` with every problem.
+
+    With ``check_data``, the spec is also checked against its data and pretrained models
+    (:mod:`advbench.spec.data_checks`), on every part that is valid on its own, so that
+    one pass reports every problem.
+    """
+
+    path = Path(path)
+    data, root = read_spec_file(path)
+    shown = str(path)
     locator = Locator(shown, root)
     problems = locator.duplicate_keys()
     if not isinstance(data, dict):
