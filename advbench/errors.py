@@ -52,3 +52,9 @@ class UsageError(AdvbenchError):
     """A command-line option the command cannot honour (exit code 2, like a bad spec)."""
 
     exit_code = 2
+
+
+class RunDirectoryError(AdvbenchError):
+    """A run directory that is not what a run writes (damaged, planted, or not one): bad input."""
+
+    exit_code = 2

@@ -361,3 +361,57 @@ def test_plugins_spec_reads_the_spec_through_the_loaders_guards(tmp_path, conten
     result = CliRunner().invoke(app, ["plugins", "--spec", str(tmp_path / "spec.yaml")])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "not UTF-8" in result.output or "nested" in result.output
+
+
+@pytest.mark.parametrize(
+    "file, change, expected",
+    [
+        ("spec.json", lambda data: {}, "spec.json: name: expected a string"),
+        ("spec.json", lambda data: {**data, "models": "abc"}, "spec.json: models: expected a list"),
+        ("spec.json", lambda data: {**data, "seed": "x"}, "spec.json: seed: expected an integer"),
+        ("plan.json", lambda data: {**data, "jobs": "abc"}, "plan.json: jobs: expected a mapping"),
+    ],
+)
+def test_a_damaged_spec_or_plan_is_reported_by_file_and_field_in_every_reader(tmp_path, file, change, expected):
+    import json
+
+    from typer.testing import CliRunner
+
+    from advbench.cli import app
+    from advbench.testing import run_spec, tiny_spec
+
+    spec = tiny_spec(tmp_path, threat_models=[{"norm": "linf", "eps": [0.1]}], attacks=[{"name": "fgsm"}], certifiers=[])
+    run = tmp_path / "run"
+    assert run_spec(spec, run).exit_code == 0
+    (run / file).write_text(json.dumps(change(json.loads((run / file).read_text()))))
+    for command in (
+        ["leaderboard", str(run), "-o", str(tmp_path / "b.md")],
+        ["leaderboard", str(run), "--format", "html", "-o", str(tmp_path / "site")],
+        ["export", str(run), "-o", "-"],
+        ["export", str(run), "-o", "-", "--format", "json"],
+        ["compare", str(run), str(run)],
+    ):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 2 and expected in result.output, (command, result.output)
+
+
+@pytest.mark.parametrize("field, value", [("environment", "abc"), ("evaluations", {"forward": "abc"}), ("seconds", "slow")])
+def test_a_record_of_the_wrong_shape_is_left_out_and_named_not_a_traceback(tmp_path, field, value):
+    import json
+
+    from typer.testing import CliRunner
+
+    from advbench.cli import app
+    from advbench.testing import run_spec, tiny_spec
+
+    spec = tiny_spec(tmp_path, threat_models=[{"norm": "linf", "eps": [0.1]}], attacks=[{"name": "fgsm"}], certifiers=[])
+    run = tmp_path / "run"
+    assert run_spec(spec, run).exit_code == 0
+    record_file = next(run.glob("jobs/*/linf/attack-fgsm.json"))
+    record = json.loads(record_file.read_text())
+    record[field] = value
+    record_file.write_text(json.dumps(record))
+    for command in (["leaderboard", str(run), "-o", str(tmp_path / "b.md")], ["export", str(run), "-o", "-", "--format", "json"]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 0, result.output
+        assert "attack-fgsm.json is damaged" in result.output and field in result.output

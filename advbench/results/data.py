@@ -13,7 +13,6 @@ import numpy as np
 
 from advbench.contract.components import BUDGET_RTOL
 from advbench.core.checks import attack_indicators, clean_flags, indicator_flags, masking_flags
-from advbench.errors import AdvbenchError
 from advbench.runs.jobs import job_id
 from advbench.runs.store import RunStore
 from advbench.text import short_message
@@ -237,10 +236,7 @@ def load_results(run_dir: str | Path) -> Results:
     """Merge the records of a run directory that belong to its current plan."""
     store = RunStore.open(run_dir)
     spec = store.spec()
-    plan_path = store.root / "plan.json"
-    if not plan_path.is_file():
-        raise AdvbenchError(f"{store.root}: no plan.json; run the spec first")
-    plan_record = store.read(plan_path, required=True)
+    plan_record = store.plan()
     plan = plan_record["jobs"]
     records = {}
     for planned, key in plan.items():

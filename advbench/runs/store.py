@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from advbench.errors import AdvbenchError
+from advbench.errors import AdvbenchError, RunDirectoryError
 from advbench.kit.datafiles import file_digest
 
 MARKER = "advbench-run.json"
@@ -218,7 +218,24 @@ class RunStore:
             self._lock = None
 
     def spec(self) -> dict:
-        return self.read(self.root / "spec.json", required=True)
+        """spec.json, checked to have the shape a run writes (else an error naming the field)."""
+        path = self.root / "spec.json"
+        spec = self.read(path, required=True)
+        problem = spec_problem(spec)
+        if problem:
+            raise RunDirectoryError(f"{path}: {problem}; not a run directory advbench wrote (rerun the spec with --fresh)")
+        return spec
+
+    def plan(self) -> dict:
+        """plan.json, checked to have the shape a run writes (else an error naming the field)."""
+        path = self.root / "plan.json"
+        if not path.is_file():
+            raise RunDirectoryError(f"{self.root}: no plan.json; run the spec first")
+        plan = self.read(path, required=True)
+        jobs = plan.get("jobs") if isinstance(plan, dict) else None
+        if not isinstance(jobs, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in jobs.items()):
+            raise RunDirectoryError(f"{path}: jobs: expected a mapping of job ids to keys; rerun the spec with --fresh")
+        return plan
 
     def read(self, path: Path, required: bool = False):
         """A JSON file, or ``None`` (recording it as damaged) when it does not parse."""
@@ -316,6 +333,38 @@ class RunStore:
             return {}
 
 
+def spec_problem(spec) -> str | None:
+    """What makes a run's spec.json unusable (not the shape a run writes), or ``None``."""
+    if not isinstance(spec, dict):
+        return "expected a JSON object"
+    if not isinstance(spec.get("name"), str):
+        return "name: expected a string"
+    if not isinstance(spec.get("seed"), int) or isinstance(spec.get("seed"), bool):
+        return "seed: expected an integer"
+    models = spec.get("models")
+    if not isinstance(models, list) or not all(isinstance(m, dict) and isinstance(m.get("name"), str) for m in models):
+        return "models: expected a list of objects with a name"
+    for k, model in enumerate(models):
+        defense = model.get("defense")
+        parts = defense if isinstance(defense, list) else [defense]
+        if not all(isinstance(d, dict) and isinstance(d.get("name"), str) for d in parts):
+            return f"models[{k}].defense: expected an object with a name, or a list of them"
+    threats = spec.get("threat_models")
+    if not isinstance(threats, list) or not all(
+        isinstance(t, dict)
+        and isinstance(t.get("norm"), str)
+        and isinstance(t.get("eps"), list)
+        and all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in t["eps"])
+        for t in threats
+    ):
+        return "threat_models: expected a list of objects with a norm and a list of numbers eps"
+    for section in ("attacks", "certifiers"):
+        methods = spec.get(section)
+        if not isinstance(methods, list) or not all(isinstance(m, dict) and isinstance(m.get("name"), str) for m in methods):
+            return f"{section}: expected a list of objects with a name"
+    return None
+
+
 def record_problem(record) -> str | None:
     """What makes a job record unusable (it does not have the shape advbench writes), or ``None``."""
     if not isinstance(record, dict):
@@ -323,6 +372,12 @@ def record_problem(record) -> str | None:
     missing = [field for field in ("id", "kind", "key", "status") if not isinstance(record.get(field), str)]
     if missing:
         return f"missing or malformed field(s) {', '.join(missing)}"
+    for field, kind, expected in (("environment", dict, "an object"), ("evaluations", dict, "an object"), ("seconds", (int, float), "a number")):
+        if field in record and (not isinstance(record[field], kind) or isinstance(record[field], bool)):
+            return f"{field} must be {expected}"
+    evaluations = record.get("evaluations") or {}
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in evaluations.values()):
+        return "evaluations must map to numbers"
     if record["status"] != "ok" or record["kind"] == "train":
         return None
     if record["kind"] == "clean":
