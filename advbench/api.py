@@ -366,7 +366,10 @@ def _keras_model(model, x, layout: str):
         from advbench.core.onnx import is_onnx
 
         if not is_onnx(model):
-            raise AdvbenchError(f"{API}: model: a file path is read as ONNX (.onnx or .onnx.gz), got {str(model)!r}")
+            raise AdvbenchError(
+                f"{API}: model: expected a Keras model, a torch.nn.Module or the path of an ONNX file (.onnx, .onnx.gz), "
+                f"got {str(model)!r} (load a .keras file with advbench.load_model first)"
+            )
         from advbench.core.onnx import load_onnx
 
         return load_onnx(model, tuple(x.shape[1:]))
