@@ -54,7 +54,7 @@ def shrink_to_boundary(target, x: np.ndarray, y: np.ndarray, adversarial: np.nda
         best[todo[hit]], high[todo[hit]], broken[todo[hit]] = candidate[hit], 1 + overshoot, True
     low = np.zeros(len(x))
     for _ in range(steps):
-        middle = (low + high) / 2
+        middle = search.midpoint(low, high, geometric=False)
         candidate = np.clip(x + middle[:, None, None, None] * delta, 0, 1).astype(np.float32)
         success = broken & target.adversarial(candidate, y)
         best[success] = candidate[success]
