@@ -76,15 +76,12 @@ def evaluate(
     if not methods:
         raise AdvbenchError(f"{API}: give at least one attack or certifier")
     x, y = _examples(x, y)
-    from advbench.contract.components import box_diameter
+    from advbench.contract.components import budget_beyond_box
 
-    diameter = box_diameter(x.shape[1:], threat.norm)
-    too_large = [e for e in threat.eps if e > diameter * (1 + 1e-9)]
-    if too_large:
-        raise AdvbenchError(
-            f"{API}: eps: {too_large[0]:g} is beyond the largest {threat.norm} distance in [0, 1]^d for these inputs "
-            f"({diameter:.6g}): every point would be in the ball"
-        )
+    for eps in threat.eps:
+        problem = budget_beyond_box(eps, x.shape[1:], threat.norm)
+        if problem:
+            raise AdvbenchError(f"{API}: eps: {problem}")
     keras_model = _keras_model(model, x, layout)
     classes = _classes(keras_model, x, y)
     backend.enable_determinism()
@@ -223,20 +220,9 @@ def load_model(path, input_shape=None, normalization=None):
         what = "is a directory" if Path(path).is_dir() else "not found"
         raise AdvbenchError(f"advbench.load_model: path: {path} {what}; expected a .keras or ONNX file")
     if is_onnx(path):
-        from advbench.core.onnx import load_onnx, read_proto
+        from advbench.core.onnx import load_onnx
 
-        if input_shape is None:
-            proto = read_proto(path)
-            constants = {init.name for init in proto.graph.initializer}
-            (first, *_) = [i for i in proto.graph.input if i.name not in constants] or [None]
-            dims = [d.dim_value for d in first.type.tensor_type.shape.dim] if first is not None else []
-            if len(dims) != 4 or not all(dims[1:]):
-                raise AdvbenchError(
-                    f"{API}: input_shape: {path} does not take NCHW images (its input is {dims}): "
-                    "give the images' (height, width, channels)"
-                )
-            input_shape = (dims[2], dims[3], dims[1])
-        return load_onnx(path, tuple(input_shape), normalization=normalization)
+        return load_onnx(path, None if input_shape is None else tuple(input_shape), normalization=normalization)
     if normalization is not None:
         raise AdvbenchError(f"{API}: normalization: only for an ONNX network (a Keras model holds its own)")
     load_plugins()  # a plugin's layers register themselves when it is imported

@@ -234,9 +234,9 @@ def test_evaluate_refuses_what_a_spec_refuses(mlp):
     import advbench
 
     model, x, y = mlp
-    with pytest.raises(advbench.AdvbenchError, match="eps: 1.5 is beyond the largest linf distance"):
+    with pytest.raises(advbench.AdvbenchError, match="eps: 1.5 exceeds the largest linf distance"):
         advbench.evaluate(model, x, y, norm="linf", eps=[0.1, 1.5], attacks=["fgsm"])
-    with pytest.raises(advbench.AdvbenchError, match="eps: 1e\\+30 is beyond the largest l2 distance"):
+    with pytest.raises(advbench.AdvbenchError, match="eps: 1e\\+30 exceeds the largest l2 distance"):
         advbench.evaluate(model, x, y, norm="l2", eps=[1e30], attacks=["fgsm"])
     single = keras.Sequential([keras.Input(x.shape[1:]), keras.layers.Flatten(), keras.layers.Dense(1)])
     with pytest.raises(advbench.AdvbenchError, match="it has 1 output"):

@@ -58,6 +58,15 @@ def box_diameter(input_shape, p: str) -> float:
     return {"linf": 1.0, "l2": float(np.sqrt(dim)), "l1": float(dim)}[p]
 
 
+def budget_beyond_box(eps: float, input_shape, p: str) -> str | None:
+    """Why ``eps`` is no budget for inputs of ``input_shape`` (every point of [0, 1]^d would
+    be in its ball), or ``None``: the one rule a spec and the Python API apply."""
+    diameter = box_diameter(input_shape, p)
+    if eps > diameter * (1 + 1e-6):
+        return f"{eps:g} exceeds the largest {p} distance between two images in [0, 1]^{tuple(input_shape)} ({diameter:g})"
+    return None
+
+
 def budget_value(value):
     """A budget as a spec may write it: a number, or a fraction ``8/255`` (YAML reads it as
     text), which becomes the number; anything else is left for the number check to refuse."""

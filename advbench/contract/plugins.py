@@ -232,37 +232,47 @@ _SOURCE_DIGESTS: dict[tuple, str] = {}
 def record_code_digest(folder: Path | None = None) -> str:
     """SHA-256 over the files of :data:`RECORD_MAKING` in advbench's package folder (or in
     ``folder``, a copy of it)."""
-    if folder is None:
-        key = ("advbench", RECORD_MAKING)
-        if key not in _SOURCE_DIGESTS:
-            spec = importlib.util.find_spec("advbench")
-            _SOURCE_DIGESTS[key] = record_code_digest(Path(next(iter(spec.submodule_search_locations))))
-        return _SOURCE_DIGESTS[key]
-    digest = hashlib.sha256()
-    for path in sorted(Path(folder).rglob("*.py")):
-        name = path.relative_to(folder).as_posix()
-        if name in RECORD_MAKING or name.startswith(tuple(part for part in RECORD_MAKING if part.endswith("/"))):
-            digest.update(f"advbench:{name}".encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    if folder is not None:
+        return _digest(_package_files("advbench", [Path(folder)], _record_making))
+    key = ("advbench", RECORD_MAKING)
+    if key not in _SOURCE_DIGESTS:
+        _SOURCE_DIGESTS[key] = _digest(_package_files("advbench", keep=_record_making))
+    return _SOURCE_DIGESTS[key]
+
+
+def _record_making(name: str) -> bool:
+    return name in RECORD_MAKING or name.startswith(tuple(part for part in RECORD_MAKING if part.endswith("/")))
 
 
 def _source_digest(packages: list[str]) -> str:
     """SHA-256 over the Python source files of ``packages`` (paths and contents)."""
     key = tuple(packages)
     if key not in _SOURCE_DIGESTS:
-        digest = hashlib.sha256()
-        for package in packages:
-            spec = importlib.util.find_spec(package)
-            folders = list(spec.submodule_search_locations or []) if spec else []
-            files = [(Path(spec.origin), Path(spec.origin).name)] if spec and spec.origin and not folders else []
-            for folder in folders:
-                files += [(path, path.relative_to(folder).as_posix()) for path in sorted(Path(folder).rglob("*.py"))]
-            for path, name in files:  # the path inside the package too: moving a module changes the code
-                digest.update(f"{package}:{name}".encode())
-                digest.update(path.read_bytes())
-        _SOURCE_DIGESTS[key] = digest.hexdigest()[:16]
+        _SOURCE_DIGESTS[key] = _digest(entry for package in packages for entry in _package_files(package))
     return _SOURCE_DIGESTS[key]
+
+
+def _package_files(package: str, folders: list[Path] | None = None, keep=lambda name: True):
+    """``(package, name inside it, path)`` of each Python source file of an installed package
+    (or of the copy in ``folders``) whose name ``keep`` accepts, in a fixed order."""
+    spec = importlib.util.find_spec(package) if folders is None else None
+    if folders is None:
+        folders = [Path(f) for f in (spec.submodule_search_locations or [])] if spec else []
+        if spec and spec.origin and not folders:  # a single-module package
+            yield package, Path(spec.origin).name, Path(spec.origin)
+    for folder in folders:
+        for path in sorted(folder.rglob("*.py")):
+            name = path.relative_to(folder).as_posix()
+            if keep(name):
+                yield package, name, path
+
+
+def _digest(files) -> str:
+    digest = hashlib.sha256()
+    for package, name, path in files:  # the path inside the package too: moving a module changes the code
+        digest.update(f"{package}:{name}".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _builtin_first(entry_point) -> tuple[int, str]:

@@ -96,17 +96,41 @@ class _Tensor:
     order: np.ndarray | None = None
 
 
-def load_onnx(path: str | Path, input_shape: tuple, check_points: int = 64, seed: int = 0, normalization: dict | None = None):
+def load_onnx(
+    path: str | Path, input_shape: tuple | None = None, check_points: int = 64, seed: int = 0, normalization: dict | None = None
+):
     """The ONNX network at ``path`` as a Keras model on NHWC images of ``input_shape`` in
-    [0, 1], checked against onnxruntime on ``check_points`` random images.
-    ``normalization`` (``{"mean": [...], "std": [...]}``, per channel or one value): the
-    network takes ``(x - mean) / std``; the model gets it as its first layer."""
+    [0, 1] (default: read from a network that takes NCHW images), checked against
+    onnxruntime on ``check_points`` random images.  ``normalization`` (``{"mean": [...],
+    "std": [...]}``, per channel or one value): the network takes ``(x - mean) / std``; the
+    model gets it as its first layer."""
     proto = read_proto(path)
+    if input_shape is None:
+        dims = input_dims(proto)
+        if len(dims) != 4 or not all(isinstance(d, int) and d > 0 for d in dims[1:]):
+            raise AdvbenchError(
+                f"{path}: its input is {dims}, not NCHW images: give the images' input_shape (height, width, channels)"
+            )
+        input_shape = (dims[2], dims[3], dims[1])
     shape = tuple(int(d) for d in input_shape)
     scale, offset = _normalization(Path(path), normalization, shape[-1])
     model = _Importer(proto, Path(path), shape, scale, offset).build()
     check_against_onnxruntime(proto, model, Path(path), shape, check_points, seed, scale, offset)
     return model
+
+
+def graph_inputs(proto) -> list:
+    """The graph's real inputs (those that are not initializers, as older exporters list them)."""
+    constants = {init.name for init in proto.graph.initializer}
+    return [value for value in proto.graph.input if value.name not in constants]
+
+
+def input_dims(proto) -> list:
+    """The first real input's dimensions (an int, or None where dynamic)."""
+    inputs = graph_inputs(proto)
+    if not inputs:
+        return []
+    return [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
 
 
 def _normalization(path: Path, normalization: dict | None, channels: int):
@@ -136,7 +160,7 @@ class _Importer:
         for name, array in self.constants.items():
             if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
                 raise AdvbenchError(f"{path}: initializer {name!r} holds NaN or infinite weights")
-        inputs = [i for i in graph.input if i.name not in self.constants]
+        inputs = graph_inputs(proto)
         if len(inputs) != 1:
             raise AdvbenchError(
                 f"{path}: the graph has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); advbench reads networks of one input"
@@ -165,7 +189,7 @@ class _Importer:
         )
 
     def build(self):
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in self.input.type.tensor_type.shape.dim]
+        dims = input_dims(self.proto)
         inputs = keras.Input(self.input_shape, name="image")
         height, width, channels = self.input_shape
         image = inputs
@@ -460,8 +484,7 @@ class _Importer:
 
 def onnx_inputs(proto, images: np.ndarray) -> np.ndarray:
     """NHWC images laid out as the ONNX network's input (NCHW, or flat in its shape)."""
-    inputs = [i for i in proto.graph.input if i.name not in {init.name for init in proto.graph.initializer}]
-    dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim]
+    dims = input_dims(proto)
     if len(dims) == 4 and tuple(dims[1:]) == (images.shape[3], images.shape[1], images.shape[2]):
         return np.ascontiguousarray(np.transpose(images, (0, 3, 1, 2)))
     return images.reshape((len(images),) + tuple(dims[1:]))
@@ -475,10 +498,7 @@ def run_onnxruntime(proto, images: np.ndarray) -> np.ndarray:
 
     free = onnx.ModelProto()
     free.CopyFrom(proto)
-    constants = {init.name for init in free.graph.initializer}
-    for value in [*free.graph.input, *free.graph.output]:
-        if value.name in constants:
-            continue
+    for value in [*graph_inputs(free), *free.graph.output]:
         dims = value.type.tensor_type.shape.dim
         if len(dims):
             dims[0].dim_param = "batch"

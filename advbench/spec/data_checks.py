@@ -16,7 +16,7 @@ def data_problems(spec, locator) -> list[Problem]:
     """Problems of ``spec`` that the data reveals: sizes the dataset cannot provide,
     budgets beyond the input box, pretrained models that do not fit the data or do not
     output logits.  Loads the dataset once and keeps it in ``spec.loaded`` for the run."""
-    from advbench.contract.components import box_diameter
+    from advbench.contract.components import budget_beyond_box
     from advbench.core.data import load_arrays, make_subsets
     from advbench.errors import DataError
 
@@ -44,16 +44,10 @@ def data_problems(spec, locator) -> list[Problem]:
             )
         )
     for index, threat in spec.indexed_threat_models:
-        diameter = box_diameter(arrays.input_shape, threat.norm)
         for k, eps in enumerate(threat.eps):
-            if eps > diameter * (1 + 1e-6):
-                problems.append(
-                    locator.problem(
-                        ("threat_models", index, "eps", k),
-                        f"{eps:g} exceeds the largest {threat.norm} "
-                        f"distance between two images in [0, 1]^{arrays.input_shape} ({diameter:g})",
-                    )
-                )
+            problem = budget_beyond_box(eps, arrays.input_shape, threat.norm)
+            if problem:
+                problems.append(locator.problem(("threat_models", index, "eps", k), problem))
     if problems:
         return problems
     examples = spec.evaluation.examples if spec.evaluation is not None else None
