@@ -45,7 +45,7 @@ _LAZY = {
     "evaluate": "advbench.api",
     "run": "advbench.api",
     "load_model": "advbench.api",
-    "load_dataset": "advbench.core.data",
+    "load_dataset": "advbench.api",
     "Target": "advbench.kit.target",
 }
 

@@ -233,6 +233,26 @@ def load_model(path, input_shape=None, normalization=None):
         raise AdvbenchError(f"advbench.load_model: {path}: not a Keras model file ({first})") from None
 
 
+def load_dataset(name: str, **params):
+    """The full train and test splits of a registered dataset (:func:`advbench.core.data.load_dataset`),
+    its name and parameters checked as a spec's are: a bad one raises :class:`AdvbenchError` naming it."""
+    from pydantic import ValidationError
+
+    from advbench.contract.plugins import load_plugins
+    from advbench.contract.registry import UnknownComponentError
+    from advbench.core.data import load_dataset as load
+
+    _check_type("advbench.load_dataset", "name", name, str, "a dataset's name")
+    try:
+        cls = load_plugins().registry.get("dataset", name)
+        cls.Params(**params)
+    except UnknownComponentError as exc:
+        raise AdvbenchError(f"advbench.load_dataset: name: {exc}") from None
+    except ValidationError as exc:
+        raise AdvbenchError(f"advbench.load_dataset: {name}: " + "; ".join(_describe(err) for err in exc.errors())) from None
+    return load(name, **params)
+
+
 def _check_type(where: str, name: str, value, types, expected: str) -> None:
     """An argument of the wrong type is an :class:`AdvbenchError` naming it; a bool is not
     taken for a number, nor a string like "no" for a bool."""
@@ -403,4 +423,4 @@ def _classes(model, x, y) -> int:
     return classes
 
 
-__all__ = ["RunResults", "evaluate", "load_model", "run"]
+__all__ = ["RunResults", "evaluate", "load_dataset", "load_model", "run"]
