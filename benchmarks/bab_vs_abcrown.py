@@ -67,7 +67,7 @@ def advbench_verdicts(model, x, y, eps, timeout):
     target = Target(model, num_classes=10)
     bab.decide(target, x[:1], y[:1], "linf", np.full(1, eps))  # compile outside the clock
     began = time.perf_counter()
-    status, domains, _, _ = bab.decide(target, x, y, "linf", np.full(len(x), eps))
+    status, domains, _, _, _ = bab.decide(target, x, y, "linf", np.full(len(x), eps))
     seconds = time.perf_counter() - began
     names = np.where(status == YES, VERIFIED, np.where(status == NO, FALSIFIED, UNKNOWN))
     return list(names), seconds, int(np.median(domains))

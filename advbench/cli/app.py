@@ -165,6 +165,85 @@ def run(
 
 
 @app.command()
+def verify(
+    network: Annotated[
+        Path, typer.Argument(metavar="NET.onnx|BENCHMARK_DIR", help="An ONNX network, or a benchmark folder with instances.csv.")
+    ],
+    prop: Annotated[
+        Optional[Path], typer.Argument(metavar="[PROP.vnnlib]", help="The VNN-LIB property (with a network).")
+    ] = None,
+    timeout: Annotated[float, typer.Option("--timeout", metavar="S", help="Seconds for the instance (one instance).")] = 300.0,
+    result: Annotated[
+        Optional[Path],
+        typer.Option("--result", metavar="FILE", help="Write the verdict there (and a sat's counterexample), as VNN-COMP's run_instance."),
+    ] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", metavar="RUN_DIR", help="The run directory (a benchmark; default runs/<benchmark>/).")
+    ] = None,
+    instances: Annotated[
+        Optional[Path], typer.Option("--instances", metavar="FILE", help="Another instances listing (default BENCHMARK_DIR/instances.csv).")
+    ] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", metavar="", help="Delete earlier answers in the run directory first.")] = False,
+    backend: Backend = None,
+) -> None:
+    """Decide VNN-LIB properties on ONNX networks: sat (with a counterexample that
+    reproduces under onnxruntime), unsat, timeout or unknown.
+
+    With a network and a property: one instance, printed and written to --result.  With a
+    benchmark folder (VNN-COMP's layout): every instance, through a run directory that a
+    rerun resumes, and RUN_DIR/results.csv in the competition's columns.
+    """
+    with reported():
+        from advbench.kit.backend import check_environment, select
+
+        if backend:
+            select(backend)
+        if network.is_dir():
+            if prop is not None:
+                raise UsageError(f"{network} is a benchmark folder: give no property (its instances.csv lists them)")
+            check_environment()
+            from advbench.runs.verification import verify_benchmark
+
+            root = out or Path("runs") / network.resolve().name
+            records = verify_benchmark(
+                network, root, instances, fresh, report=lambda line: errors.print(line, highlight=False, markup=False)
+            )
+            counts = {name: sum(r["result"] == name for r in records) for name in ("sat", "unsat", "timeout", "unknown", "error")}
+            console.print(
+                ", ".join(f"{n} {name}" for name, n in counts.items() if n) + f"; {root / 'results.csv'}", highlight=False
+            )
+            if counts["error"]:
+                raise typer.Exit(2)
+            return
+        if prop is None:
+            raise UsageError("give a property file after the network (or a benchmark folder alone)")
+        if not timeout > 0:
+            raise UsageError(f"--timeout {timeout}: expected a positive number of seconds")
+        for option in ("out", "instances"):
+            if locals()[option] is not None:
+                raise UsageError(f"--{option}: only with a benchmark folder")
+        check_environment()
+        from advbench.contract.plugins import load_plugins
+        from advbench.core.verification import read_instance
+        from advbench.core.verification import verify as decide
+        from advbench.core.vnnlib import counterexample_text
+
+        net, parsed = read_instance(network, prop)
+        verdict = decide(net, parsed, timeout, load_plugins().registry)
+        text = verdict.result + "\n"
+        if verdict.counterexample is not None:
+            text += counterexample_text(*verdict.counterexample)
+        if result is not None:
+            try:
+                result.write_text(text)
+            except OSError as exc:
+                raise AdvbenchError(f"--result {result}: cannot write ({exc.strerror or exc})") from None
+        console.print(verdict.result, highlight=False)
+        detail = "; ".join(f"{s['stage']} {s['seconds']:.1f} s: {s['outcome']}" for s in verdict.stages)
+        errors.print(f"{verdict.seconds:.1f} s ({detail})" + (f"; {verdict.reason}" if verdict.reason else ""), highlight=False, markup=False)
+
+
+@app.command()
 def validate(
     spec: Annotated[Path, typer.Argument(metavar="SPEC", help="The YAML spec to check.")],
     strict: Strict = False,

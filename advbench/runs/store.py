@@ -130,6 +130,10 @@ class RunStore:
         """:func:`write_json` to a path inside the run directory (see :meth:`inside`)."""
         write_json(self.inside(path), record)
 
+    def write_bytes(self, path: Path, data: bytes) -> None:
+        """:func:`write_atomic` to a path inside the run directory (see :meth:`inside`)."""
+        write_atomic(self.inside(path), data)
+
     @classmethod
     def open(cls, root: str | Path) -> "RunStore":
         """Open an existing run directory (for export and leaderboard)."""
@@ -380,6 +384,9 @@ def record_problem(record) -> str | None:
         return "evaluations must map to numbers"
     if record["status"] != "ok" or record["kind"] == "train":
         return None
+    if record["kind"] == "verify":  # an instance of a verification run
+        ok = record.get("result") in ("sat", "unsat", "timeout", "unknown") and isinstance(record.get("stages"), list)
+        return None if ok else "result must be sat, unsat, timeout or unknown, with its stages"
     if record["kind"] == "clean":
         lengths = {len(record.get(f) or []) if isinstance(record.get(f), list) else -1 for f in ("index", "label", "predicted")}
         return None if len(lengths) == 1 and -1 not in lengths else "index, label and predicted must be lists of one length"

@@ -213,10 +213,11 @@ class BranchAndBound(AlphaCROWN):
         return self.per_target(target, ("bab", norm), build)
 
     def decide(self, target, x, y, norm, eps, domains_left=None, seconds_left=None, seed: int = 0):
-        """Per example at its budget ``eps``: ``(status, subdomains, seconds, counterexample)``,
+        """Per example at its budget ``eps``: ``(status, subdomains, seconds, distance, point)``,
         the status one of :mod:`advbench.kit.bounds.bab`'s VERIFIED, FALSIFIED, UNKNOWN, and
-        the distance of the smallest verified counterexample found (inf where none).  The
-        budgets default to the parameters' ``max_domains`` and ``timeout``."""
+        the distance of the smallest verified counterexample found (inf where none) and that
+        counterexample (``x`` where none).  The budgets default to the parameters'
+        ``max_domains`` and ``timeout``."""
         from advbench.kit import lp
         from advbench.kit.bounds.bab import branch_and_bound
         from advbench.kit.pgd import PGD, PGDParams
@@ -225,6 +226,7 @@ class BranchAndBound(AlphaCROWN):
         compute, neurons, sub_batch = self._splitter(target, norm)
         x, y, eps = np.asarray(x, np.float32), np.asarray(y, np.int32), np.asarray(eps, np.float32)
         found = np.full(len(x), np.inf)
+        closest = x.copy()
         attack = PGD(PGDParams(steps=p.attack_steps, restarts=1)) if p.attack_steps else None
 
         def bound(rows, signs):
@@ -243,13 +245,14 @@ class BranchAndBound(AlphaCROWN):
                 points = attack.perturb(target, x[rows], y[rows], eps[rows], norm, seed=seed)
             hit = target.adversarial(points, y[rows])
             distance = lp.numpy_norm(points.astype(np.float64) - x[rows], norm)
-            found[rows[hit]] = np.minimum(found[rows[hit]], distance[hit])
+            order = np.argsort(-distance, kind="stable")  # a row repeats (several subdomains): the smallest written last
+            search.keep_smaller_rows(rows[order], hit[order], distance[order], points[order], found, closest)
             return hit
 
         domains_left = np.full(len(x), p.max_domains) if domains_left is None else domains_left
         seconds_left = np.full(len(x), p.timeout) if seconds_left is None else seconds_left
         status, domains, seconds = branch_and_bound(bound, neurons, len(x), falsify, domains_left, seconds_left, p.batch)
-        return status, domains, seconds, found
+        return status, domains, seconds, found, closest
 
     def certify(self, target, x, y, norm):
         from advbench.kit.bounds.bab import UNKNOWN, VERIFIED
@@ -264,7 +267,7 @@ class BranchAndBound(AlphaCROWN):
         calls = [0]
 
         def step(index, middle):
-            status, bounded, spent, found = self.decide(
+            status, bounded, spent, found, _ = self.decide(
                 target,
                 x[index],
                 y[index],
