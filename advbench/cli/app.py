@@ -228,7 +228,11 @@ def verify(
         from advbench.core.verification import verify as decide
         from advbench.core.vnnlib import counterexample_text
 
-        net, parsed = read_instance(network, prop)
+        try:
+            net, parsed = read_instance(network, prop)
+        except AdvbenchError as exc:  # a missing, corrupt or unsupported file: bad input
+            exc.exit_code = 2
+            raise
         verdict = decide(net, parsed, timeout, load_plugins().registry)
         text = verdict.result + "\n"
         if verdict.counterexample is not None:

@@ -48,6 +48,8 @@ _VARIABLE = re.compile(r"^([XY])_(\d+)$")
 class VnnlibError(AdvbenchError):
     """A property file that cannot be read, or one outside the subset advbench decides."""
 
+    exit_code = 2
+
 
 @dataclass
 class Case:
