@@ -41,6 +41,10 @@ ATTACK_STARTS = 64
 ATTACK_STEPS = 100
 """PGD steps of each start."""
 
+BAB_BATCH = 1024
+"""Subdomains bounded in one call of branch and bound (on 2 cores, 420 a second on mnist_fc's
+256x4 network against 350 with 256)."""
+
 
 @dataclass
 class Network:
@@ -149,8 +153,8 @@ def verify(network: Network, prop: Property, timeout: float, registry, seed: int
             if left <= 0:
                 return Verdict(TIMEOUT, stages=stages, reason=f"the time limit ran out before {stage}", seconds=time.perf_counter() - began)
             start = time.perf_counter()
-            outcome, point = _STAGES[stage](model, left, registry, seed)
-            record = {"stage": stage, "case": index, "seconds": round(time.perf_counter() - start, 3), "outcome": outcome}
+            outcome, point, details = _STAGES[stage](model, left, registry, seed)
+            record = {"stage": stage, "case": index, "seconds": round(time.perf_counter() - start, 3), "outcome": outcome, **details}
             stages.append(record)
             if point is not None:
                 reproduced = reproduce(network, case, point)
@@ -208,8 +212,8 @@ def _attack(model, left, registry, seed):
     points = attack.perturb(target, starts, np.repeat(y, ATTACK_STARTS), np.repeat(eps, ATTACK_STARTS), "linf", seed=seed)
     hit = np.flatnonzero(target.adversarial(points, np.repeat(y, ATTACK_STARTS)))
     if len(hit):
-        return SAT, points[hit[0]]
-    return UNKNOWN, None
+        return SAT, points[hit[0]], {}
+    return UNKNOWN, None, {}
 
 
 def _bound(kind):
@@ -220,23 +224,34 @@ def _bound(kind):
         nodes = read_graph(model)
         engine = Crown(nodes) if kind == "crown" else AlphaCrown(nodes, iterations=100)
         margins = keras.ops.convert_to_numpy(engine.margins(x, margin_matrix(y, int(model.output.shape[-1])), eps, "linf"))
-        return (UNSAT if np.all(margins > 0) else UNKNOWN), None
+        return (UNSAT if np.all(margins > 0) else UNKNOWN), None, {"worst_margin": float(np.min(margins))}
 
     return run
 
 
 def _bab(model, left, registry, seed):
+    """Branch and bound on each clause apart (one margin per problem, all in one batch, as
+    the clauses are proved independently), every problem stopped at the time limit."""
     from advbench.kit.bounds.bab import FALSIFIED, VERIFIED
 
     x, y, eps = _ball(model)
+    clauses = int(model.output.shape[-1]) - 1
+    spec = np.zeros((clauses, 1, clauses + 1), np.float32)
+    spec[:, 0, 0] = 1.0
+    spec[np.arange(clauses), 0, np.arange(1, clauses + 1)] = -1.0
     cls = registry.get("certifier", "bab")
-    bab = cls(cls.Params(timeout=max(left, 1e-3), max_domains=2**40))
-    status, _, seconds, _, point = bab.decide(_target(model), x, y, "linf", eps, seed=seed)
-    if status[0] == VERIFIED:
-        return UNSAT, None
-    if status[0] == FALSIFIED:
-        return SAT, point[0]
-    return (TIMEOUT if seconds[0] >= left else UNKNOWN), None
+    bab = cls(cls.Params(timeout=max(left, 1e-3), max_domains=2**40, batch=BAB_BATCH))
+    deadline = time.perf_counter() + left
+    rows = np.zeros(clauses, np.int64)
+    status, domains, _, _, point = bab.decide(
+        _target(model), x[rows], y[rows], "linf", eps[rows], seed=seed, spec=spec, deadline=deadline
+    )
+    details = {"subdomains": int(domains.sum()), "clauses_proved": int(np.sum(status == VERIFIED))}
+    if np.all(status == VERIFIED):
+        return UNSAT, None, details
+    if np.any(status == FALSIFIED):
+        return SAT, point[int(np.flatnonzero(status == FALSIFIED)[0])], details
+    return (TIMEOUT if time.perf_counter() >= deadline else UNKNOWN), None, details
 
 
 _STAGES = {"attack": _attack, "crown": _bound("crown"), "alpha_crown": _bound("alpha_crown"), "bab": _bab}

@@ -192,7 +192,7 @@ class BranchAndBound(AlphaCROWN):
 
     def _splitter(self, target, norm):
         def build():
-            from advbench.kit.bounds import SplitCrown, bytes_per_example, margin_matrix, read_graph, require_memory
+            from advbench.kit.bounds import SplitCrown, bytes_per_example, read_graph, require_memory
 
             p = self.params
             nodes = read_graph(target.model)
@@ -201,23 +201,30 @@ class BranchAndBound(AlphaCROWN):
             )
             classes = target.num_classes
 
-            def compute(x, y, eps, signs):
-                return engine.bound(x, margin_matrix(y, classes), eps, norm, signs)
+            def compute(x, C, eps, signs):
+                return engine.bound(x, C, eps, norm, signs)
+
+            def compute_child(x, C, eps, signs, lower, upper):
+                return engine.bound(x, C, eps, norm, signs, lower, upper)
 
             per_example = bytes_per_example(nodes, classes, p.max_neurons, optimized=True)
             require_memory(per_example, self.name or "bab")
             fits = max(1, int(p.memory_mb * 2**20 // max(1, per_example)))
             sub_batch = min(p.batch, 2 ** (fits.bit_length() - 1))
-            return target.compile(compute, batch_args=(0, 1, 2, 3), smallest_batch=1), engine.neurons, sub_batch
+            compiled = target.compile(compute, batch_args=(0, 1, 2, 3), smallest_batch=1)
+            child = target.compile(compute_child, batch_args=(0, 1, 2, 3, 4, 5), smallest_batch=1)
+            return (compiled, child), engine.neurons, sub_batch
 
         return self.per_target(target, ("bab", norm), build)
 
-    def decide(self, target, x, y, norm, eps, domains_left=None, seconds_left=None, seed: int = 0):
+    def decide(self, target, x, y, norm, eps, domains_left=None, seconds_left=None, seed: int = 0, spec=None, deadline=None):
         """Per example at its budget ``eps``: ``(status, subdomains, seconds, distance, point)``,
         the status one of :mod:`advbench.kit.bounds.bab`'s VERIFIED, FALSIFIED, UNKNOWN, and
         the distance of the smallest verified counterexample found (inf where none) and that
         counterexample (``x`` where none).  The budgets default to the parameters'
-        ``max_domains`` and ``timeout``."""
+        ``max_domains`` and ``timeout``; ``deadline`` (a :func:`time.perf_counter` time) ends
+        every example's search.  ``spec`` (N, S, classes): the margins to prove per example
+        (default: every ``f_y - f_j``); a counterexample is any point the target misclassifies."""
         from advbench.kit import lp
         from advbench.kit.bounds.bab import branch_and_bound
         from advbench.kit.pgd import PGD, PGDParams
@@ -225,17 +232,24 @@ class BranchAndBound(AlphaCROWN):
         p = self.params
         compute, neurons, sub_batch = self._splitter(target, norm)
         x, y, eps = np.asarray(x, np.float32), np.asarray(y, np.int32), np.asarray(eps, np.float32)
+        if spec is None:
+            from advbench.kit.bounds import margin_matrix
+
+            spec = backend.to_numpy(margin_matrix(y, target.num_classes))
+        C = np.asarray(spec, np.float32)
         found = np.full(len(x), np.inf)
         closest = x.copy()
         attack = PGD(PGDParams(steps=p.attack_steps, restarts=1)) if p.attack_steps else None
 
-        def bound(rows, signs):
+        def bound(rows, signs, parents):
             parts = []
             for start in range(0, len(rows), sub_batch):
-                chunk = rows[start : start + sub_batch]
-                parts.append(
-                    [backend.to_numpy(t) for t in compute(x[chunk], y[chunk], eps[chunk], signs[start : start + sub_batch])]
-                )
+                chunk, part = rows[start : start + sub_batch], slice(start, start + sub_batch)
+                if parents is None:
+                    out = compute[0](x[chunk], C[chunk], eps[chunk], signs[part])
+                else:
+                    out = compute[1](x[chunk], C[chunk], eps[chunk], signs[part], parents[0][part], parents[1][part])
+                parts.append([backend.to_numpy(t) for t in out])
             return [np.concatenate(columns) for columns in zip(*parts)]
 
         def falsify(rows, points):
@@ -251,7 +265,9 @@ class BranchAndBound(AlphaCROWN):
 
         domains_left = np.full(len(x), p.max_domains) if domains_left is None else domains_left
         seconds_left = np.full(len(x), p.timeout) if seconds_left is None else seconds_left
-        status, domains, seconds = branch_and_bound(bound, neurons, len(x), falsify, domains_left, seconds_left, p.batch)
+        status, domains, seconds = branch_and_bound(
+            bound, neurons, len(x), falsify, domains_left, seconds_left, p.batch, deadline=deadline
+        )
         return status, domains, seconds, found, closest
 
     def certify(self, target, x, y, norm):

@@ -62,11 +62,16 @@ class SplitCrown(AlphaCrown):
         self.signs = {}  # input node of a ReLU -> its neurons' signs, (B, *shape)
         self.recorded = None  # ReLU node -> lam of the last backward pass, when recording
 
-    def bound(self, x, C, eps, norm, signs):
+    def bound(self, x, C, eps, norm, signs, lower=None, upper=None):
         """``signs`` (B, :attr:`neurons`) in {-1, 0, 1}.  Returns ``(margins, lower, upper,
         score, point)``: the margins' lower bounds (B, S), +inf where the subdomain is
         empty; per neuron (B, :attr:`neurons`) its pre-activation bounds on the subdomain
-        and its branching score (0 for stable or split neurons); and :meth:`own_point`."""
+        and its branching score (0 for stable or split neurons); and :meth:`own_point`.
+
+        ``lower`` and ``upper`` (B, :attr:`neurons`): the parent subdomain's pre-activation
+        bounds, reused as they are (valid on any part of the parent's set) with the split
+        neurons clamped to their side, as beta-CROWN does: only the margins' bound is
+        computed anew.  None: every intermediate bound computed for this subdomain."""
         ops = keras.ops
         self.prepare(x, C, eps, norm)
         batch = ops.shape(x)[0]
@@ -75,6 +80,15 @@ class SplitCrown(AlphaCrown):
             offset = self.offsets[k]
             part = signs[:, offset : offset + self.sizes[source]]
             self.signs[source] = ops.reshape(part, (batch,) + self.shape(source))
+            if lower is not None:
+                shape = (batch,) + self.shape(source)
+                low = ops.reshape(lower[:, offset : offset + self.sizes[source]], shape)
+                high = ops.reshape(upper[:, offset : offset + self.sizes[source]], shape)
+                signed = self.signs[source]
+                low = ops.where(signed > 0, ops.maximum(low, 0.0), low)
+                high = ops.where(signed < 0, ops.minimum(high, 0.0), high)
+                self.bounds[source] = (low, high)
+                self.tightened.add(source)
         start = self.start_slopes()
         scales = self.slope_scales(start)
         ceilings = {k: 1.0 for k in start}
@@ -199,19 +213,24 @@ def choose_neurons(lower: np.ndarray, upper: np.ndarray, score: np.ndarray) -> n
 VERIFIED, UNKNOWN, FALSIFIED = 1, 0, -1
 
 
-def branch_and_bound(bound, neurons: int, count: int, falsify, domains_left: np.ndarray, seconds_left: np.ndarray, batch: int):
+def branch_and_bound(
+    bound, neurons: int, count: int, falsify, domains_left: np.ndarray, seconds_left: np.ndarray, batch: int, deadline=None
+):
     """Decide, for ``count`` examples, whether every margin is positive on the whole input
     set: ``VERIFIED``, ``FALSIFIED`` (``falsify`` found a real counterexample) or
     ``UNKNOWN`` (an example's subdomain or time budget ran out, or a subdomain has no
     unstable neuron left to split and is still not proven).
 
-    :param bound: ``bound(rows, signs)`` -> NumPy ``(margins, lower, upper, score)`` of
-        :meth:`SplitCrown.bound` for subdomains of the examples ``rows`` (indices).
+    :param bound: ``bound(rows, signs, parents)`` -> NumPy ``(margins, lower, upper,
+        score, point)`` of :meth:`SplitCrown.bound` for subdomains of the examples ``rows``
+        (indices); ``parents``, None at the root, else the parents' ``(lower, upper)`` to reuse.
     :param falsify: ``falsify(rows, points)`` -> boolean per row: a counterexample was
         found, by an attack on the example (``points`` None) or at ``points`` (the
         subdomains' own points, checked as they are).
     :param domains_left, seconds_left: per example, what it may still spend.
     :param batch: subdomains bounded in one call at most.
+    :param deadline: a :func:`time.perf_counter` time after which every example still open
+        is given up (UNKNOWN), whatever its own budget.
     :return: ``(status, domains, seconds)`` per example: the verdict, the subdomains
         bounded and the seconds spent (each call's time shared among its rows).
     """
@@ -227,9 +246,10 @@ def branch_and_bound(bound, neurons: int, count: int, falsify, domains_left: np.
         np.add.at(spent, rows, (time.perf_counter() - began) / max(1, len(rows)))
         return result
 
-    def evaluate(rows, signs):
-        """Bound the subdomains; falsified where an unproven one's own point is a counterexample."""
-        margins, lower, upper, score, points = timed(rows, bound, rows, signs)
+    def evaluate(rows, signs, parents=None):
+        """Bound the subdomains (``parents``: their parents' bounds, to reuse); falsified
+        where an unproven one's own point is a counterexample."""
+        margins, lower, upper, score, points = timed(rows, bound, rows, signs, parents)
         np.add.at(bounded, rows, 1)
         unproven = np.flatnonzero((margins.min(axis=1) <= 0) & (status[rows] == UNKNOWN))
         if len(unproven):
@@ -258,6 +278,8 @@ def branch_and_bound(bound, neurons: int, count: int, falsify, domains_left: np.
         rows = queue["row"]
         neuron = choose_neurons(queue["lower"], queue["upper"], queue["score"])
         out = (bounded[rows] >= domains_left[rows]) | (spent[rows] >= seconds_left[rows]) | (neuron < 0)
+        if deadline is not None and time.perf_counter() >= deadline:
+            out[:] = True
         given_up[rows[out]] = True
         alive = ~given_up[rows] & (status[rows] == UNKNOWN)
         queue = {name: values[alive] for name, values in queue.items()}
@@ -272,7 +294,8 @@ def branch_and_bound(bound, neurons: int, count: int, falsify, domains_left: np.
         signs[np.arange(half), neuron[pick]] = 1.0
         signs[half + np.arange(half), neuron[pick]] = -1.0
         rows = np.concatenate([parents["row"], parents["row"]])
-        margins, lower, upper, score = evaluate(rows, signs)
+        reuse = (np.concatenate([parents["lower"], parents["lower"]]), np.concatenate([parents["upper"], parents["upper"]]))
+        margins, lower, upper, score = evaluate(rows, signs, reuse)
         margins = np.maximum(margins, np.concatenate([parents["margins"], parents["margins"]]))  # within a proven parent bound
         pending = margins.min(axis=1) <= 0
         children = {"row": rows, "signs": signs, "margins": margins, "lower": lower, "upper": upper, "score": score}
