@@ -1,0 +1,233 @@
+"""A VNN-COMP benchmark run through the run store: every instance of ``instances.csv``
+decided once (:func:`advbench.core.verification.verify`), its record written when it
+ends, so a killed run resumes where it stopped with the same answers for the instances
+it finished; nothing is reused that was computed from other code, files or settings
+(each instance's key covers advbench's record-making code, the ``bab`` plugin's code, the
+backend, both files' digests, the time limit and the verifier's settings).
+
+Layout of the run directory::
+
+    RUN_DIR/
+      advbench-run.json            the marker, kind "verification"
+      spec.json                    the benchmark folder and its instances as read
+      jobs/<instance>.json         one record per decided instance
+      counterexamples/<onnx>_<vnnlib>.counterexample   every sat's counterexample
+      results.csv                  VNN-COMP's columns: benchmark, onnx, vnnlib, prepare time, result, run time
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from advbench.errors import AdvbenchError, UsageError
+from advbench.runs.store import MARKER, RunStore
+
+KIND = "verification"
+RESULTS = ("sat", "unsat", "timeout", "unknown", "error")
+
+
+@dataclass
+class Instance:
+    """One row of instances.csv: the paths as written there, the files found for them, and
+    what is wrong with the row (then it is answered ``error`` and the others still run)."""
+
+    row: int
+    onnx: str
+    vnnlib: str
+    timeout: float
+    onnx_file: Path | None = None
+    vnnlib_file: Path | None = None
+    problem: str | None = None
+
+    @property
+    def id(self) -> str:
+        stem = f"{_stem(self.onnx)}_{_stem(self.vnnlib)}"
+        return re.sub(r"[^A-Za-z0-9_.=-]", "_", stem)[:150] or f"row{self.row}"
+
+
+def _stem(path: str) -> str:
+    name = Path(path).name
+    for suffix in (".gz", ".onnx", ".vnnlib"):
+        name = name[: -len(suffix)] if name.endswith(suffix) else name
+    return name
+
+
+def _find(folder: Path, written: str) -> Path | None:
+    """The file a row names, relative to the benchmark folder, or its ``.gz`` as VNN-COMP ships it."""
+    for candidate in (folder / written, folder / (written + ".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_instances(benchmark: Path, instances: Path | None = None) -> list[Instance]:
+    """The rows of ``instances`` (default ``benchmark/instances.csv``): onnx, vnnlib and time
+    limit in seconds, paths relative to ``benchmark``.  A missing or unreadable file is an
+    error; a bad row is an instance answered ``error`` with its problem named."""
+    listing = instances or benchmark / "instances.csv"
+    if not benchmark.is_dir():
+        raise UsageError(f"{benchmark}: not a folder; give a benchmark folder with instances.csv (or a network and a property)")
+    try:
+        text = listing.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AdvbenchError(f"{listing}: cannot read the instances ({exc.__class__.__name__}: {exc})") from None
+    rows = []
+    for number, fields in enumerate(csv.reader(io.StringIO(text)), start=1):
+        if not fields or all(not f.strip() for f in fields):
+            continue
+        fields = [f.strip() for f in fields]
+        instance = Instance(number, *(fields + ["", "", ""])[:2], timeout=math.nan)
+        where = f"{listing}, row {number}"
+        if len(fields) < 3:
+            instance.problem = f"{where}: {len(fields)} field(s); expected 3: onnx, vnnlib, timeout"
+        else:
+            try:
+                instance.timeout = float(fields[2])
+            except ValueError:
+                instance.problem = f"{where}: timeout {fields[2]!r} is not a number of seconds"
+            else:
+                if not math.isfinite(instance.timeout) or instance.timeout <= 0:
+                    instance.problem = f"{where}: timeout {fields[2]!r}; expected a positive number of seconds"
+        if instance.problem is None:
+            for kind in ("onnx", "vnnlib"):
+                found = _find(benchmark, getattr(instance, kind))
+                if found is None:
+                    instance.problem = f"{where}: {kind} file {getattr(instance, kind)!r} not found in {benchmark}"
+                    break
+                setattr(instance, f"{kind}_file", found)
+        rows.append(instance)
+    if not rows:
+        raise AdvbenchError(f"{listing}: no instances")
+    return rows
+
+
+def instance_key(instance: Instance, identity: dict) -> str:
+    """What the instance's answer is a function of (module docstring)."""
+    from advbench.core import verification
+    from advbench.kit.datafiles import file_digest
+    from advbench.spec.resolved import stable_hash
+
+    settings = {"attack_starts": verification.ATTACK_STARTS, "attack_steps": verification.ATTACK_STEPS}
+    files = [file_digest(instance.onnx_file), file_digest(instance.vnnlib_file)] if instance.problem is None else []
+    return stable_hash([identity, files, instance.timeout, settings, instance.problem])
+
+
+def job_id(instance: Instance, ids: set[str]) -> str:
+    base = instance.id
+    return base if base not in ids else f"{base}-row{instance.row}"
+
+
+def verify_benchmark(benchmark: Path, out: Path, instances: Path | None = None, fresh: bool = False, report=print):
+    """Decide every instance not already decided in ``out``; returns the records in the
+    listing's order (:func:`write_results` has written results.csv)."""
+    from advbench.contract.plugins import load_plugins, record_fingerprint
+    from advbench.kit import backend
+
+    rows = read_instances(benchmark, instances)
+    host = load_plugins()
+    plugin = host.registry.plugin_of("certifier", "bab")
+    identity = {
+        "advbench": record_fingerprint(),
+        "bab": host.plugins[plugin].fingerprint if plugin in host.plugins else plugin,
+        **backend.identity(),
+    }
+    store = RunStore(out)
+    name = benchmark.resolve().name
+    described = {
+        "kind": KIND,
+        "name": name,
+        "benchmark": str(benchmark),
+        "instances": [[i.row, i.onnx, i.vnnlib, i.timeout, i.problem] for i in rows],
+    }
+    from advbench.spec.resolved import stable_hash
+
+    if (out / MARKER).is_file() and not fresh:
+        marker = store.read(out / MARKER) or {}
+        if marker.get("kind") != KIND:
+            raise AdvbenchError(f"{out}: holds a run of a spec, not a verification run; choose another --out")
+    store.prepare(name, stable_hash(described), described, fresh)
+    store.write_json(out / MARKER, {"name": name, "kind": KIND, "spec_hash": stable_hash(described)})
+    records, ids = [], set()
+    for instance in rows:
+        jid = job_id(instance, ids)
+        ids.add(jid)
+        key = instance_key(instance, identity)
+        record = store.job_record(jid, key)
+        if record is not None:
+            report(f"{jid}: {record['result']} (decided before)")
+        else:
+            record = solve(instance, host.registry, store, jid, key, identity)
+            report(f"{jid}: {record['result']} in {record['seconds']:.1f} s" + (f" ({record['reason']})" if record.get("reason") else ""))
+        records.append(record)
+        write_results(store, name, records)
+    return records
+
+
+_NETWORKS: dict[str, object] = {}
+
+
+def solve(instance: Instance, registry, store: RunStore, jid: str, key: str, identity: dict) -> dict:
+    """Decide one instance and save its record (and its counterexample file)."""
+    from advbench.core.verification import Network, verify
+    from advbench.core.vnnlib import counterexample_text, read_vnnlib
+    from advbench.kit.datafiles import file_digest
+
+    record = {
+        "id": jid,
+        "kind": "verify",
+        "key": key,
+        "row": instance.row,
+        "onnx": instance.onnx,
+        "vnnlib": instance.vnnlib,
+        "timeout": instance.timeout,
+        "code": identity,
+        "status": "ok",
+    }
+    began = time.perf_counter()
+    try:
+        if instance.problem:
+            raise AdvbenchError(instance.problem)
+        digest = file_digest(instance.onnx_file)
+        if digest not in _NETWORKS:
+            _NETWORKS[digest] = Network.load(instance.onnx_file)
+        network = _NETWORKS[digest]
+        prop = read_vnnlib(instance.vnnlib_file, network.inputs, network.outputs)
+        prepared = time.perf_counter() - began
+        verdict = verify(network, prop, instance.timeout, registry)
+    except AdvbenchError as exc:
+        record.update(status="error", result="error", reason=str(exc), seconds=time.perf_counter() - began, prepare_seconds=0.0)
+        store.save_job(record)
+        return record
+    from advbench.kit import backend
+
+    record.update(
+        environment=backend.describe(),
+        result=verdict.result,
+        reason=verdict.reason,
+        stages=verdict.stages,
+        seconds=round(verdict.seconds, 3),
+        prepare_seconds=round(prepared, 3),
+    )
+    if verdict.counterexample is not None:
+        name = f"{_stem(instance.onnx)}_{_stem(instance.vnnlib)}.counterexample"
+        path = store.root / "counterexamples" / name
+        path.parent.mkdir(exist_ok=True)
+        store.write_bytes(path, counterexample_text(*verdict.counterexample).encode())
+        record["counterexample"] = f"counterexamples/{name}"
+    store.save_job(record)
+    return record
+
+
+def write_results(store: RunStore, benchmark: str, records: list[dict]) -> None:
+    """results.csv in VNN-COMP's column order (times in seconds)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    for r in records:
+        writer.writerow([benchmark, r["onnx"], r["vnnlib"], f"{r.get('prepare_seconds', 0.0):.3f}", r["result"], f"{r['seconds']:.3f}"])
+    store.write_bytes(store.root / "results.csv", buffer.getvalue().encode())
