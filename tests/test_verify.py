@@ -202,3 +202,34 @@ def test_no_unsat_where_a_published_counterexample_reproduces():
         inputs, _ = read_counterexample(published)
         assert prop.cases[0].inside(inputs[None])[0] and prop.cases[0].violated(net.run(inputs[None]))[0]
         assert verify(net, prop, 120, registry).result == "sat"
+
+
+def test_the_report_sets_other_tools_beside_and_says_who_was_wrong(tmp_path):
+    folder = benchmark(tmp_path, GOOD)
+    out = tmp_path / "run"
+    assert CliRunner().invoke(app, ["verify", str(folder), "--out", str(out)]).exit_code == 0
+    answers = {line.split(",")[2]: line.split(",")[4] for line in (out / "results.csv").read_text().splitlines()}
+    assert set(answers.values()) == {"sat", "unsat"}, answers
+    flipped = {"sat": "unsat", "unsat": "sat"}
+    other = tmp_path / "other"
+    other.mkdir()
+    rows = [f"bench,./benchmarks/bench/onnx/mlp.onnx,./benchmarks/bench/{v},1.0,{flipped[r]},2.5" for v, r in answers.items()]
+    (other / "results.csv").write_text("\n".join(rows + ["bench,./benchmarks/test/test_nano.onnx,./benchmarks/test/test_nano.vnnlib,1,unsat,1"]) + "\n")
+    unsat = next(v for v, r in answers.items() if r == "unsat")
+    # the other tool's "counterexample" for an instance advbench proved: the box's centre, which is no counterexample
+    from advbench.core.vnnlib import counterexample_text, read_vnnlib
+
+    case = read_vnnlib(folder / unsat).cases[0]
+    centre = ((case.lower + case.upper) / 2).astype(np.float32)
+    (other / f"mlp_{Path(unsat).stem}.counterexample").write_text(counterexample_text(centre, np.zeros(3)))
+    outcome = CliRunner().invoke(app, ["leaderboard", str(out), "--compare", f"rival={other / 'results.csv'}"])
+    assert outcome.exit_code == 0, outcome.output
+    report = (out / "leaderboard.md").read_text()
+    assert f"Contradictions (sat against unsat): {len(answers)}." in report
+    proved = list(answers.values()).count("unsat")
+    assert report.count("wrong: rival") == len(answers) - proved + 1 and "wrong: advbench" not in report
+    assert report.count("wrong: undecided (no counterexample published)") == proved - 1
+    assert (out / "leaderboard-cactus.png").is_file()
+    assert "| rival | " in report and "test_nano" not in report
+    bad = CliRunner().invoke(app, ["leaderboard", str(out), "--compare", "rival"])
+    assert bad.exit_code != 0 and "expected NAME=results.csv" in bad.output

@@ -360,11 +360,32 @@ def leaderboard(
         str, typer.Option("--figure-format", help="png, pdf or svg (a site: png or svg).", metavar="<png|pdf|svg>")
     ] = "png",
     rank_by: RankBy = "certified",
+    compare_with: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--compare",
+            metavar="NAME=results.csv",
+            help="A verification run: another tool's results.csv beside advbench's, instance by instance (repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """Render the leaderboard of a run: a markdown page with its figures, or a static HTML
     site (one page per run, with an index for several, and a page per model) that opens
-    from disk."""
+    from disk.  A verification run (`advbench verify BENCHMARK_DIR`) gets its report:
+    counts and times per network, the cactus plot, and other tools' answers with --compare."""
     with reported():
+        from advbench.results.verification import is_verification_run
+
+        if len(run_dirs) == 1 and is_verification_run(run_dirs[0]):
+            from advbench.results.verification import parse_compare, write_report
+
+            if format_ != "markdown":
+                raise UsageError(f"--format {format_}: a verification run's report is markdown")
+            path = write_report(run_dirs[0], output, parse_compare(compare_with or []), figure_format)
+            console.print(f"Report: [bold]{escape(str(path))}[/]", highlight=False)
+            return
+        if compare_with:
+            raise UsageError("--compare: only for a verification run (advbench verify BENCHMARK_DIR)")
         from advbench.results.plots import FIGURE_FORMATS
         from advbench.results.renderers import RenderOptions
 
