@@ -288,3 +288,38 @@ def test_crown_ibp_training_gradient_is_the_same_bits_on_every_call():
     step = backend.compile(gradient, state=[model, defense], batch_args=(0, 1))
     calls = {b"".join(backend.to_numpy(g).tobytes() for g in step(x, y)) for _ in range(40)}
     assert len(calls) == 1, f"{len(calls)} different gradients in 40 calls"
+
+
+def test_crown_ibp_training_leaves_the_crown_bound_out_once_beta_is_0_with_the_same_weights(digits, monkeypatch):
+    """After the ramp (beta_end 0) a CROWN-IBP step is compiled without the CROWN bound (it
+    would count 0 times): no CROWN pass is traced for those steps, and the trained weights
+    are those of a training that computed it and multiplied it by 0."""
+    from advbench.kit.bounds import crown as crown_module
+
+    backend.enable_determinism()
+    traced = []
+    original = crown_module.Crown.margins
+    monkeypatch.setattr(crown_module.Crown, "margins", lambda self, *a: traced.append(1) or original(self, *a))
+    weights, phases = {}, {}
+    for forced in (False, True):
+        keras.utils.set_random_seed(0)
+        model = build("architecture", "cnn", filters=[4], hidden=16).build((8, 8, 1), 10)
+        defense = build("defense", "crown_ibp_training", eps=0.1, warmup_epochs=0, ramp_epochs=1)
+        if forced:  # the CROWN bound throughout, as before phases
+            monkeypatch.setattr(defense, "training_phase", lambda step: None)
+        traced.clear()
+        train_model(model, defense, TrainingSpec(epochs=3, batch_size=128), digits.x_train, digits.y_train, seed=0)
+        weights[forced], phases[forced] = model.get_weights(), len(traced)
+    assert phases[False] >= 1 and phases[True] >= 1
+    traced.clear()  # no ramp: every step after it, none traces a CROWN pass
+    model = build("architecture", "cnn", filters=[4], hidden=16).build((8, 8, 1), 10)
+    defense = build("defense", "crown_ibp_training", eps=0.1, warmup_epochs=0, ramp_epochs=0)
+    train_model(model, defense, TrainingSpec(epochs=1, batch_size=128), digits.x_train, digits.y_train, seed=0)
+    assert not traced
+    assert all(np.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(weights[False], weights[True]))
+    defense = build("defense", "crown_ibp_training", warmup_epochs=1, ramp_epochs=2)
+    defense.on_train_begin(epochs=5, steps_per_epoch=10)
+    assert [defense.training_phase(s) for s in (0, 29, 30, 49)] == ["crown", "crown", "ibp", "ibp"]
+    kept = build("defense", "crown_ibp_training", warmup_epochs=1, ramp_epochs=2, beta_end=0.5)
+    kept.on_train_begin(epochs=5, steps_per_epoch=10)
+    assert kept.training_phase(49) == "crown"

@@ -256,6 +256,13 @@ class Defense(Component):
         training there (e.g. early stopping).  Default: nothing."""
         return None
 
+    def training_phase(self, step: int):
+        """A hashable name for the kind of training step number ``step`` (from 0) is, or None
+        (default: one kind throughout).  Training compiles one step per phase and calls this
+        (outside compiled code) before each step, so a defense whose later steps need less
+        work (CROWN-IBP once its CROWN weight is 0) can leave that work out of their graph."""
+        return None
+
     def training_batch(self, model, x, y):
         """Return the ``(x, y)`` batch to train on (default: unchanged).  Runs inside compiled code."""
         return x, y
@@ -313,6 +320,10 @@ class DefenseStack(Defense):
         for defense in self.defenses:
             logs.update(defense.on_epoch_end(model, epoch, epochs, probe) or {})
         return logs or None
+
+    def training_phase(self, step: int):
+        phases = tuple(defense.training_phase(step) for defense in self.defenses)
+        return None if all(phase is None for phase in phases) else phases
 
     def training_batch(self, model, x, y):
         for defense in self.defenses:

@@ -136,19 +136,24 @@ def train_model(
         correct = keras.ops.sum(keras.ops.cast(keras.ops.argmax(logits, axis=1) == keras.ops.cast(y, "int32"), "float32"))
         return total, correct
 
-    step = backend.compile(step, state=state, mutable=state)
+    compiled: dict = {}  # one compiled step per training phase (Defense.training_phase)
     rng = np.random.default_rng(seed)
     probe_index = np.random.default_rng([seed, 1]).permutation(len(x))[:PROBE]
     probe = (x[probe_index], y[probe_index])
     history = {"loss": [], "accuracy": []}
     started = time.perf_counter()
+    taken = 0  # training steps so far
     for epoch in range(training.epochs):
         defense.on_epoch_start(epoch, training.epochs)
         order = rng.permutation(len(x))
         loss_sum, correct_sum = 0.0, 0.0
         for start in range(0, len(x), training.batch_size):
             batch = order[start : start + training.batch_size]
-            loss, correct = step(x[batch], y[batch])
+            phase = defense.training_phase(taken)
+            if phase not in compiled:
+                compiled[phase] = backend.compile(step, state=state, mutable=state)
+            loss, correct = compiled[phase](x[batch], y[batch])
+            taken += 1
             loss_sum += float(backend.to_numpy(loss)) * len(batch)
             correct_sum += float(backend.to_numpy(correct))
         logs = {"loss": loss_sum / len(x), "accuracy": correct_sum / len(x)}

@@ -137,12 +137,13 @@ class CrownIBPTraining(IBPTraining):
     """Zhang et al. 2020: worst-case logits from CROWN-IBP bounds, blended into IBP bounds (beta) as eps ramps up."""
 
     Params = CrownIBPTrainingParams
+    _phase = "crown"
 
     def lower_margins(self, model, x, C, eps, t):
         from advbench.kit.bounds import Crown
 
         p = self.params
-        if p.beta_start == p.beta_end == 0.0:
+        if p.beta_start == p.beta_end == 0.0 or self._phase == "ibp":  # beta 0: CROWN's bound would count 0 times
             return super().lower_margins(model, x, C, eps, t)
         crown = Crown(self.graph_of(model), max_neurons=0, differentiable=True)  # max_neurons=0: CROWN-IBP
         crown_ibp = crown.margins(x, C, eps, p.norm)
@@ -150,6 +151,14 @@ class CrownIBPTraining(IBPTraining):
             return crown_ibp
         beta = p.beta_start + (p.beta_end - p.beta_start) * t
         return beta * crown_ibp + (1.0 - beta) * crown.ibp_margins()  # the IBP bounds CROWN-IBP computed already
+
+    def training_phase(self, step: int):
+        """"ibp" once beta has reached a ``beta_end`` of 0 (after the ramp): those steps are
+        compiled without the CROWN bound and cost what an IBP step costs; "crown" before."""
+        warmup, ramp = self._schedule
+        done = self.params.beta_end == 0.0 and step >= warmup + max(ramp, 0.0)
+        self._phase = "ibp" if done else "crown"
+        return self._phase
 
     def settings(self):
         return {**super().settings(), "cost": "one backward bound pass per class per batch (CROWN-IBP), plus interval bounds"}
