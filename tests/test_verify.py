@@ -230,6 +230,18 @@ def test_the_report_sets_other_tools_beside_and_says_who_was_wrong(tmp_path):
     assert report.count("wrong: rival") == len(answers) - proved + 1 and "wrong: advbench" not in report
     assert report.count("wrong: undecided (no counterexample published)") == proved - 1
     assert (out / "leaderboard-cactus.png").is_file()
+    assert "How far each instance is from the other answer" in report
+    import json
+
+    for path in (out / "jobs").glob("*.json"):
+        record = json.loads(path.read_text())
+        d = record["radii"]
+        empirical = np.inf if d["empirical"] is None else d["empirical"]
+        assert d["certified"] <= empirical
+        if record["result"] == "sat":
+            assert d["certified"] <= 1 and empirical <= 1 + 1e-6
+        else:
+            assert empirical > 1
     assert "| rival | " in report and "test_nano" not in report
     bad = CliRunner().invoke(app, ["leaderboard", str(out), "--compare", "rival"])
     assert bad.exit_code != 0 and "expected NAME=results.csv" in bad.output

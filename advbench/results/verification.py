@@ -15,7 +15,7 @@ from pathlib import Path
 
 from advbench.errors import AdvbenchError
 from advbench.runs.store import RunStore
-from advbench.runs.verification import KIND, _find, _stem
+from advbench.runs.verification import KIND, RADIUS_SPAN, _find, _stem
 
 DECIDED = ("sat", "unsat")
 
@@ -204,6 +204,30 @@ def markdown(report: Report, figure: str | None) -> str:
             lines.append(f"| {key[0]} | {key[1]} | {mine.result} {mine.seconds:.1f} | " + " | ".join(cells) + " |")
     if figure:
         lines += ["", f"![instances decided against time]({figure})"]
+    measured = [r for r in report.records if isinstance(r.get("radii"), dict)]
+    if measured:
+        lines += [
+            "",
+            "## How far each instance is from the other answer",
+            "",
+            "Beyond the competition: around each robustness instance's box centre, the largest box alpha-CROWN "
+            "proves (certified) and the smallest in which PGD finds a counterexample (empirical), in multiples of "
+            "the instance's box (1: the instance); certified <= empirical always.",
+            "",
+            "| network | property | answer | certified | empirical | linf certified | linf empirical |",
+            "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+        ]
+        for r in measured:
+            d = r["radii"]
+            empirical = d["empirical"] if d["empirical"] is not None else float("inf")
+            flag = " (certified above empirical!)" if d["certified"] > empirical else ""
+            far = d["empirical"] is None  # no counterexample up to RADIUS_SPAN times the box
+            lines.append(
+                f"| {_stem(r['onnx'])} | {_stem(r['vnnlib'])} | {r['result']}{flag} | {d['certified']:.3f} | "
+                + (f"> {RADIUS_SPAN:g} | " if far else f"{d['empirical']:.3f} | ")
+                + f"{d['linf']['certified']:.4f} | "
+                + ("- |" if far else f"{d['linf']['empirical']:.4f} |")
+            )
     unknown = [r for r in report.records if r["result"] not in DECIDED]
     if unknown:
         lines += ["", "## Undecided", ""]

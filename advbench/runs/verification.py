@@ -214,6 +214,8 @@ def solve(instance: Instance, registry, store: RunStore, jid: str, key: str, ide
         seconds=round(verdict.seconds, 3),
         prepare_seconds=round(prepared, 3),
     )
+    if len(prop.cases) == 1 and prop.cases[0].robustness() is not None:
+        record["radii"] = radii(network, prop.cases[0], registry, verdict.counterexample)
     if verdict.counterexample is not None:
         name = f"{_stem(instance.onnx)}_{_stem(instance.vnnlib)}.counterexample"
         path = store.root / "counterexamples" / name
@@ -222,6 +224,52 @@ def solve(instance: Instance, registry, store: RunStore, jid: str, key: str, ide
         record["counterexample"] = f"counterexamples/{name}"
     store.save_job(record)
     return record
+
+
+RADIUS_SPAN = 2.0
+"""How far the radius search looks: boxes up to this many times the instance's around its centre."""
+
+
+def radii(network, case, registry, counterexample=None, seed: int = 0) -> dict:
+    """Beyond the competition, for a robustness instance: how far from being decided the
+    other way it is.  Around the box's centre, the boxes ``centre +- s * half-widths``
+    (``s = 1``: the instance's own box) are searched for the largest ``s`` alpha-CROWN
+    proves (``certified``) and the smallest ``s`` at which PGD finds a counterexample
+    (``empirical``, or the verdict's own ``counterexample`` where nearer; None where none up
+    to :data:`RADIUS_SPAN`).  ``certified <= empirical``
+    always; ``certified >= 1`` is an unsat proved without branching, ``empirical <= 1`` a
+    sat.  ``linf``: the same radii in input units (``s`` times the largest half-width)."""
+    import numpy as np
+
+    from advbench.core.vnnlib import Case
+    from advbench.kit.target import Target
+    from advbench.runs.harness import attack_radii, certified_radii
+
+    began = time.perf_counter()
+    centre, half = (case.lower + case.upper) / 2, (case.upper - case.lower) / 2
+    wide = Case(centre - RADIUS_SPAN * half, centre + RADIUS_SPAN * half, case.clauses)
+    model = network.case_model(wide)
+    target = Target(model, num_classes=int(model.output.shape[-1]))
+    x = np.full((1,) + tuple(model.input_shape[1:]), 0.5, np.float32)
+    y = np.zeros(1, np.int64)
+    predicted = target.predict(x)
+    certifier = registry.get("certifier", "alpha_crown")
+    certified, _ = certified_radii(certifier(certifier.Params(tolerance=0.01)), target, x, y, predicted, "linf", 1)
+    attack = registry.get("attack", "pgd")
+    outcome = attack_radii(attack(attack.Params(steps=50, restarts=2)), target, x, y, predicted, "linf", [0.5], 0.01, seed, 1)
+    scale = 2 * RADIUS_SPAN  # the wide box is the u-ball of radius 1/2
+    empirical = float(outcome.radius[0] * scale)
+    if counterexample is not None:
+        wide_half = np.where(half > 0, half, np.inf)
+        empirical = min(empirical, float(np.max(np.abs(counterexample[0] - centre) / wide_half, initial=0.0)))
+    values = {"certified": float(certified[0] * scale), "empirical": empirical if np.isfinite(empirical) else None}
+    widest = float(half.max())
+    return {
+        **values,
+        "linf": {k: None if v is None else v * widest for k, v in values.items()},
+        "unit": "the instance's box half-widths (1: the instance's box)",
+        "seconds": round(time.perf_counter() - began, 3),
+    }
 
 
 def write_results(store: RunStore, benchmark: str, records: list[dict]) -> None:
