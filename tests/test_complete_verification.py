@@ -192,3 +192,30 @@ def test_bab_is_not_fooled_by_rounding_in_nearly_constant_neurons():
     upper = np.array([[1.8457273244857788, -0.5, -1e-9, 0.3]], np.float32)
     signs = np.array([[0.0, 1.0, 1.0, -1.0]], np.float32)
     np.testing.assert_array_equal(np.asarray(contradicted(lower, upper, signs)), [[False, True, False, True]])
+
+
+def test_optimized_intermediate_bounds_are_sound_and_tighter_on_a_deeper_network():
+    """alpha-CROWN with its intermediate layers' bounds optimized too: never looser than with
+    CROWN's intermediate bounds, tighter on most examples of a 3-hidden-layer ReLU MLP, and
+    never above the exact radius (MILP)."""
+    import keras
+
+    from advbench import load_dataset
+
+    keras.utils.set_random_seed(1)
+    data = load_dataset("digits")
+    inputs = keras.Input(data.input_shape)
+    h = keras.layers.Flatten()(inputs)
+    for _ in range(3):
+        h = keras.layers.Dense(10, activation="relu")(h)
+    model = keras.Model(inputs, keras.layers.Dense(10)(h))
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(data.x_train, data.y_train, epochs=10, batch_size=128, verbose=0)
+    target = Target(model, num_classes=10)
+    x = data.x_test[:4]
+    y = target.predict(x)
+    plain = certified_radii(certifier("alpha_crown", tolerance=0.005), target, x, y, y, "linf", 64)[0]
+    tight = certified_radii(certifier("alpha_crown", tolerance=0.005, intermediate_iterations=20), target, x, y, y, "linf", 64)[0]
+    exact = np.array([exact_linf_radius_relu(model, x[i], y[i]) for i in range(len(x))])
+    assert np.all(tight >= plain * (1 - 0.006)) and np.mean(tight > plain * 1.01) >= 0.5, (plain, tight)
+    assert np.all(tight <= exact * (1 + 1e-5)), (tight, exact)

@@ -41,6 +41,9 @@ ATTACK_STARTS = 64
 ATTACK_STEPS = 100
 """PGD steps of each start."""
 
+INTERMEDIATE_ITERATIONS = 20
+"""alpha-CROWN's steps on the intermediate bounds, at the root (every subdomain reuses them)."""
+
 BAB_BATCH = 1024
 """Subdomains bounded in one call of branch and bound (on 2 cores, 420 a second on mnist_fc's
 256x4 network against 350 with 256)."""
@@ -222,7 +225,7 @@ def _bound(kind):
 
         x, y, eps = _ball(model)
         nodes = read_graph(model)
-        engine = Crown(nodes) if kind == "crown" else AlphaCrown(nodes, iterations=100)
+        engine = Crown(nodes) if kind == "crown" else AlphaCrown(nodes, iterations=100, intermediate_iterations=INTERMEDIATE_ITERATIONS)
         margins = keras.ops.convert_to_numpy(engine.margins(x, margin_matrix(y, int(model.output.shape[-1])), eps, "linf"))
         return (UNSAT if np.all(margins > 0) else UNKNOWN), None, {"worst_margin": float(np.min(margins))}
 
@@ -240,7 +243,7 @@ def _bab(model, left, registry, seed):
     spec[:, 0, 0] = 1.0
     spec[np.arange(clauses), 0, np.arange(1, clauses + 1)] = -1.0
     cls = registry.get("certifier", "bab")
-    bab = cls(cls.Params(timeout=max(left, 1e-3), max_domains=2**40, batch=BAB_BATCH))
+    bab = cls(cls.Params(timeout=max(left, 1e-3), max_domains=2**40, batch=BAB_BATCH, intermediate_iterations=INTERMEDIATE_ITERATIONS))
     deadline = time.perf_counter() + left
     rows = np.zeros(clauses, np.int64)
     status, domains, _, _, point = bab.decide(

@@ -44,6 +44,12 @@ class AlphaCrownParams(CrownParams):
         "at 0.5 on a trained digits CNN no step beat CROWN's choice; 0.05 gained most over linf and l2 budgets.",
     )
     lr_decay: float = Field(0.98, gt=0, le=1, description="Step size factor per step (auto_LiRPA's default: 0.98).")
+    intermediate_iterations: int = Field(
+        0,
+        ge=0,
+        description="Adam steps optimizing the intermediate layers' bounds too, layer by layer (0: CROWN's, as "
+        "auto_LiRPA's fix_interm_bounds; branch and bound's subdomains reuse the root's). Tighter on deep networks.",
+    )
 
 
 class _Propagation(BisectionCertifier):
@@ -130,7 +136,9 @@ class AlphaCROWN(CROWN):
         from advbench.kit.bounds import AlphaCrown
 
         p = self.params
-        crown = AlphaCrown(nodes, p.max_neurons, p.iterations, p.learning_rate, p.lr_decay, p.pool_learning_rate)
+        crown = AlphaCrown(
+            nodes, p.max_neurons, p.iterations, p.learning_rate, p.lr_decay, p.pool_learning_rate, p.intermediate_iterations
+        )
         return lambda x, C, eps: crown.margins(x, C, eps, norm)
 
 
@@ -197,7 +205,14 @@ class BranchAndBound(AlphaCROWN):
             p = self.params
             nodes = read_graph(target.model)
             engine = SplitCrown(
-                nodes, p.max_neurons, p.iterations, p.learning_rate, p.lr_decay, p.pool_learning_rate, p.beta_learning_rate
+                nodes,
+                p.max_neurons,
+                p.iterations,
+                p.learning_rate,
+                p.lr_decay,
+                p.pool_learning_rate,
+                p.beta_learning_rate,
+                p.intermediate_iterations,
             )
             classes = target.num_classes
 

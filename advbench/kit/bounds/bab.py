@@ -49,8 +49,9 @@ class SplitCrown(AlphaCrown):
         decay: float = 0.98,
         pool_learning_rate: float = 0.05,
         beta_learning_rate: float = 0.05,
+        intermediate_iterations: int = 0,
     ):
-        super().__init__(nodes, max_neurons, iterations, learning_rate, decay, pool_learning_rate)
+        super().__init__(nodes, max_neurons, iterations, learning_rate, decay, pool_learning_rate, intermediate_iterations)
         self.beta_learning_rate = beta_learning_rate
         self.relus = [k for k, node in enumerate(nodes) if isinstance(node, ReLU)]
         self.offsets = {}
@@ -89,6 +90,8 @@ class SplitCrown(AlphaCrown):
                 high = ops.where(signed < 0, ops.minimum(high, 0.0), high)
                 self.bounds[source] = (low, high)
                 self.tightened.add(source)
+        if lower is None:  # the root: its intermediate bounds, optimized where asked, serve every subdomain below
+            self.optimize_intermediate()
         start = self.start_slopes()
         scales = self.slope_scales(start)
         ceilings = {k: 1.0 for k in start}

@@ -144,14 +144,17 @@ class AlphaCrown(Crown):
         learning_rate: float = 0.5,
         decay: float = 0.98,
         pool_learning_rate: float = 0.05,
+        intermediate_iterations: int = 0,
     ):
         # differentiable: the slopes' gradient passes the transposes and max-pool routings
         super().__init__(nodes, max_neurons, differentiable=True)
         self.iterations, self.learning_rate, self.decay = iterations, learning_rate, decay
         self.pool_learning_rate = pool_learning_rate
+        self.intermediate_iterations = intermediate_iterations
 
     def margins(self, x, C, eps, norm):
         self.prepare(x, C, eps, norm)
+        self.optimize_intermediate()
         start = self.start_slopes()
         if not start:  # nothing to optimize: CROWN
             return self.lower_bound(len(self.nodes) - 1, C)
@@ -178,19 +181,60 @@ class AlphaCrown(Crown):
                 start[k] = node.lines(self, k)[0]
         return {k: ops.broadcast_to(a[:, None], rows + tuple(a.shape[1:])) for k, a in start.items()}
 
-    def ascend(self, start: dict, scales: dict, ceilings: dict):
-        """Projected gradient ascent (Adam) of the margins' lower bounds over the variables
+    def optimize_intermediate(self) -> None:
+        """alpha-CROWN on the intermediate bounds too (auto_LiRPA without
+        ``fix_interm_bounds``): layer by layer, the pre-activation bounds of each ReLU whose
+        input gets CROWN bounds are tightened by optimizing the earlier ReLUs' lower slopes,
+        one set per neuron and side, for ``intermediate_iterations`` steps, keeping the best
+        iterate and never looser than CROWN's.  Later layers' bounds then start from the
+        tightened ones; branch and bound's children reuse them all."""
+        if not self.intermediate_iterations:
+            return
+        ops = keras.ops
+        batch = ops.shape(self.x)[0]
+        earlier = []
+        for k, node in enumerate(self.nodes):
+            if not isinstance(node, ReLU):
+                continue
+            source = node.inputs[0]
+            lower, upper = self.pre_bounds(source)  # CROWN's, from the tightened earlier layers
+            if earlier and self.crown_bounded(source):
+                shape = self.shape(source)
+                n = self.sizes[source]
+                eye = np.eye(n, dtype=np.float32).reshape((1, n) + shape)
+                spec = ops.broadcast_to(ops.convert_to_tensor(np.concatenate([eye, -eye], axis=1)), (batch, 2 * n) + shape)
+                start = {}
+                for j in earlier:
+                    slope = self.nodes[j].relaxation(self, j)[1]
+                    start[j] = ops.broadcast_to(slope[:, None], (batch, 2 * n) + tuple(slope.shape[1:]))
+                best, _ = self.ascend(
+                    start, {j: 1.0 for j in start}, {j: 1.0 for j in start}, node=source, spec=spec,
+                    iterations=self.intermediate_iterations,
+                )
+                lower = ops.maximum(lower, ops.reshape(best[:, :n], ops.shape(lower)))
+                upper = ops.minimum(upper, -ops.reshape(best[:, n:], ops.shape(upper)))
+                self.bounds[source] = (lower, upper)
+                self.tightened.add(source)
+            earlier.append(k)
+
+    def ascend(self, start: dict, scales: dict, ceilings: dict, node=None, spec=None, iterations=None):
+        """Projected gradient ascent (Adam) of the lower bounds of ``spec`` (default: the
+        margins) over the output of ``node`` (default: the last) over the variables
         ``start`` (keys as :meth:`lower_bound`'s ``slopes``), each with its step scale and
-        kept in [0, ceiling] (``None``: no ceiling).  Returns the best margins of all
-        iterates (each is a sound bound) and the last iterate."""
+        kept in [0, ceiling] (``None``: no ceiling), for ``iterations`` steps (default
+        :attr:`iterations`; the margins' ascent stops early once all are positive).  Returns
+        the best bounds of all iterates (each is a sound bound) and the last iterate."""
         ops = keras.ops
         keys = list(start)
-        final = len(self.nodes) - 1
-        rows = (ops.shape(self.x)[0], self.C.shape[1])
+        margins_wanted = node is None
+        final = len(self.nodes) - 1 if node is None else node
+        spec = self.C if spec is None else spec
+        steps = self.iterations if iterations is None else iterations
+        rows = (ops.shape(self.x)[0], spec.shape[1])
         dtype = self.x.dtype
 
         def bound(values):
-            margins = self.lower_bound(final, self.C, dict(zip(keys, values)))
+            margins = self.lower_bound(final, spec, dict(zip(keys, values)))
             return ops.sum(margins), margins
 
         def body(i, values, first, second, best):
@@ -208,7 +252,9 @@ class AlphaCrown(Crown):
             return i + 1, values, first, second, best
 
         def going(i, values, first, second, best):
-            return ops.logical_and(i < self.iterations, ops.any(ops.min(best, axis=1) <= 0))
+            if not margins_wanted:
+                return i < steps
+            return ops.logical_and(i < steps, ops.any(ops.min(best, axis=1) <= 0))
 
         values = [start[k] for k in keys]
         zeros = [ops.zeros_like(a) for a in values]
