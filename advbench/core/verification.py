@@ -149,6 +149,7 @@ def verify(network: Network, prop: Property, timeout: float, registry, seed: int
             return Verdict(UNKNOWN, stages=stages, reason=str(exc), seconds=time.perf_counter() - began)
         open_cases.append((index, case, model))
     undecided = []
+    memos: dict[int, dict] = {index: {} for index, _, _ in open_cases}  # what a case's stages hand on
     for stage in ("attack", "crown", "alpha_crown", "bab"):
         still = []
         for index, case, model in open_cases:
@@ -156,7 +157,7 @@ def verify(network: Network, prop: Property, timeout: float, registry, seed: int
             if left <= 0:
                 return Verdict(TIMEOUT, stages=stages, reason=f"the time limit ran out before {stage}", seconds=time.perf_counter() - began)
             start = time.perf_counter()
-            outcome, point, details = _STAGES[stage](model, left, registry, seed)
+            outcome, point, details = _STAGES[stage](model, left, registry, seed, memos[index])
             record = {"stage": stage, "case": index, "seconds": round(time.perf_counter() - start, 3), "outcome": outcome, **details}
             stages.append(record)
             if point is not None:
@@ -199,17 +200,28 @@ def _ball(model):
     return np.full(shape, 0.5, np.float32), np.zeros(1, np.int32), np.full(1, 0.5, np.float32)
 
 
-def _target(model):
+def _target(model, memo):
     from advbench.kit.target import Target
 
-    return Target(model, num_classes=int(model.output.shape[-1]))
+    if "target" not in memo:  # one per case: the stages share its compiled functions
+        memo["target"] = Target(model, num_classes=int(model.output.shape[-1]))
+    return memo["target"]
 
 
-def _attack(model, left, registry, seed):
+def _bab_certifier(registry, memo):
+    if "bab" not in memo:
+        cls = registry.get("certifier", "bab")
+        memo["bab"] = cls(
+            cls.Params(max_domains=2**40, batch=BAB_BATCH, intermediate_iterations=INTERMEDIATE_ITERATIONS)
+        )
+    return memo["bab"]
+
+
+def _attack(model, left, registry, seed, memo):
     from advbench.kit.pgd import PGD, PGDParams
 
     x, y, eps = _ball(model)
-    target = _target(model)
+    target = _target(model, memo)
     starts = np.repeat(x, ATTACK_STARTS, axis=0)
     attack = PGD(PGDParams(steps=ATTACK_STEPS, restarts=1, loss="cw"))
     points = attack.perturb(target, starts, np.repeat(y, ATTACK_STARTS), np.repeat(eps, ATTACK_STARTS), "linf", seed=seed)
@@ -219,35 +231,49 @@ def _attack(model, left, registry, seed):
     return UNKNOWN, None, {}
 
 
-def _bound(kind):
-    def run(model, left, registry, seed):
-        from advbench.kit.bounds import AlphaCrown, Crown, margin_matrix, read_graph
+def _crown(model, left, registry, seed, memo):
+    from advbench.kit.bounds import Crown, margin_matrix, read_graph
 
-        x, y, eps = _ball(model)
-        nodes = read_graph(model)
-        engine = Crown(nodes) if kind == "crown" else AlphaCrown(nodes, iterations=100, intermediate_iterations=INTERMEDIATE_ITERATIONS)
-        margins = keras.ops.convert_to_numpy(engine.margins(x, margin_matrix(y, int(model.output.shape[-1])), eps, "linf"))
-        return (UNSAT if np.all(margins > 0) else UNKNOWN), None, {"worst_margin": float(np.min(margins))}
-
-    return run
+    x, y, eps = _ball(model)
+    margins = keras.ops.convert_to_numpy(Crown(read_graph(model)).margins(x, margin_matrix(y, int(model.output.shape[-1])), eps, "linf"))
+    return (UNSAT if np.all(margins > 0) else UNKNOWN), None, {"worst_margin": float(np.min(margins))}
 
 
-def _bab(model, left, registry, seed):
+def _clause_spec(clauses: int) -> np.ndarray:
+    """One margin row per clause, ``z_0 - z_d`` (clauses, 1, clauses + 1)."""
+    spec = np.zeros((clauses, 1, clauses + 1), np.float32)
+    spec[:, 0, 0] = 1.0
+    spec[np.arange(clauses), 0, np.arange(1, clauses + 1)] = -1.0
+    return spec
+
+
+def _alpha_crown(model, left, registry, seed, memo):
+    """alpha-CROWN with optimized intermediate bounds, as branch and bound's root: the
+    intermediate bounds are kept for the clauses' searches."""
+    x, y, eps = _ball(model)
+    clauses = int(model.output.shape[-1]) - 1
+    spec = _clause_spec(clauses)[:, 0][None]  # every clause's margin, one example
+    margins, lower, upper = _bab_certifier(registry, memo).root_bounds(_target(model, memo), x, spec, eps, "linf")
+    memo["root"] = (lower, upper)
+    return (UNSAT if np.all(margins > 0) else UNKNOWN), None, {"worst_margin": float(np.min(margins))}
+
+
+def _bab(model, left, registry, seed, memo):
     """Branch and bound on each clause apart (one margin per problem, all in one batch, as
-    the clauses are proved independently), every problem stopped at the time limit."""
+    the clauses are proved independently), every problem stopped at the time limit, all
+    starting from the root's intermediate bounds."""
     from advbench.kit.bounds.bab import FALSIFIED, VERIFIED
 
     x, y, eps = _ball(model)
     clauses = int(model.output.shape[-1]) - 1
-    spec = np.zeros((clauses, 1, clauses + 1), np.float32)
-    spec[:, 0, 0] = 1.0
-    spec[np.arange(clauses), 0, np.arange(1, clauses + 1)] = -1.0
-    cls = registry.get("certifier", "bab")
-    bab = cls(cls.Params(timeout=max(left, 1e-3), max_domains=2**40, batch=BAB_BATCH, intermediate_iterations=INTERMEDIATE_ITERATIONS))
+    bab = _bab_certifier(registry, memo)
     deadline = time.perf_counter() + left
     rows = np.zeros(clauses, np.int64)
+    root = memo.get("root")
+    root = None if root is None else (root[0][rows], root[1][rows])
     status, domains, _, _, point = bab.decide(
-        _target(model), x[rows], y[rows], "linf", eps[rows], seed=seed, spec=spec, deadline=deadline
+        _target(model, memo), x[rows], y[rows], "linf", eps[rows], seed=seed, spec=_clause_spec(clauses), deadline=deadline,
+        seconds_left=np.full(clauses, max(left, 1e-3)), root=root,
     )
     details = {"subdomains": int(domains.sum()), "clauses_proved": int(np.sum(status == VERIFIED))}
     if np.all(status == VERIFIED):
@@ -257,7 +283,7 @@ def _bab(model, left, registry, seed):
     return (TIMEOUT if time.perf_counter() >= deadline else UNKNOWN), None, details
 
 
-_STAGES = {"attack": _attack, "crown": _bound("crown"), "alpha_crown": _bound("alpha_crown"), "bab": _bab}
+_STAGES = {"attack": _attack, "crown": _crown, "alpha_crown": _alpha_crown, "bab": _bab}
 
 
 def read_instance(onnx_path, vnnlib_path) -> tuple[Network, Property]:

@@ -232,14 +232,27 @@ class BranchAndBound(AlphaCROWN):
 
         return self.per_target(target, ("bab", norm), build)
 
-    def decide(self, target, x, y, norm, eps, domains_left=None, seconds_left=None, seed: int = 0, spec=None, deadline=None):
+    def root_bounds(self, target, x, spec, eps, norm):
+        """alpha-CROWN's bounds on the whole input sets, as branch and bound starts: the
+        margins' lower bounds (rows of ``spec``, (N, S, classes)) and every ReLU input's
+        bounds (N, neurons), to hand to :meth:`decide` as ``root``."""
+        compute, neurons, _ = self._splitter(target, norm)
+        out = compute[0](np.asarray(x, np.float32), np.asarray(spec, np.float32), np.asarray(eps, np.float32),
+                         np.zeros((len(x), neurons), np.float32))
+        margins, lower, upper = (backend.to_numpy(t) for t in out[:3])
+        return margins, lower, upper
+
+    def decide(
+        self, target, x, y, norm, eps, domains_left=None, seconds_left=None, seed: int = 0, spec=None, deadline=None, root=None
+    ):
         """Per example at its budget ``eps``: ``(status, subdomains, seconds, distance, point)``,
         the status one of :mod:`advbench.kit.bounds.bab`'s VERIFIED, FALSIFIED, UNKNOWN, and
         the distance of the smallest verified counterexample found (inf where none) and that
         counterexample (``x`` where none).  The budgets default to the parameters'
         ``max_domains`` and ``timeout``; ``deadline`` (a :func:`time.perf_counter` time) ends
         every example's search.  ``spec`` (N, S, classes): the margins to prove per example
-        (default: every ``f_y - f_j``); a counterexample is any point the target misclassifies."""
+        (default: every ``f_y - f_j``); a counterexample is any point the target misclassifies.
+        ``root``: the examples' intermediate bounds from :meth:`root_bounds`, reused."""
         from advbench.kit import lp
         from advbench.kit.bounds.bab import branch_and_bound
         from advbench.kit.pgd import PGD, PGDParams
@@ -281,7 +294,7 @@ class BranchAndBound(AlphaCROWN):
         domains_left = np.full(len(x), p.max_domains) if domains_left is None else domains_left
         seconds_left = np.full(len(x), p.timeout) if seconds_left is None else seconds_left
         status, domains, seconds = branch_and_bound(
-            bound, neurons, len(x), falsify, domains_left, seconds_left, p.batch, deadline=deadline
+            bound, neurons, len(x), falsify, domains_left, seconds_left, p.batch, deadline=deadline, root=root
         )
         return status, domains, seconds, found, closest
 

@@ -217,7 +217,15 @@ VERIFIED, UNKNOWN, FALSIFIED = 1, 0, -1
 
 
 def branch_and_bound(
-    bound, neurons: int, count: int, falsify, domains_left: np.ndarray, seconds_left: np.ndarray, batch: int, deadline=None
+    bound,
+    neurons: int,
+    count: int,
+    falsify,
+    domains_left: np.ndarray,
+    seconds_left: np.ndarray,
+    batch: int,
+    deadline=None,
+    root=None,
 ):
     """Decide, for ``count`` examples, whether every margin is positive on the whole input
     set: ``VERIFIED``, ``FALSIFIED`` (``falsify`` found a real counterexample) or
@@ -234,6 +242,8 @@ def branch_and_bound(
     :param batch: subdomains bounded in one call at most.
     :param deadline: a :func:`time.perf_counter` time after which every example still open
         is given up (UNKNOWN), whatever its own budget.
+    :param root: per example, the intermediate bounds ``(lower, upper)`` (count, neurons)
+        already computed for its whole input set (reused as a parent's), or None.
     :return: ``(status, domains, seconds)`` per example: the verdict, the subdomains
         bounded and the seconds spent (each call's time shared among its rows).
     """
@@ -261,7 +271,7 @@ def branch_and_bound(
         return margins, lower, upper, score
 
     everyone = np.arange(count)
-    margins, lower, upper, score = evaluate(everyone, np.zeros((count, neurons), np.float32))
+    margins, lower, upper, score = evaluate(everyone, np.zeros((count, neurons), np.float32), root)
     status[(margins.min(axis=1) > 0) & (status == UNKNOWN)] = VERIFIED
     open_ = np.flatnonzero(status == UNKNOWN)
     if len(open_):
