@@ -245,3 +245,15 @@ def test_the_report_sets_other_tools_beside_and_says_who_was_wrong(tmp_path):
     assert "| rival | " in report and "test_nano" not in report
     bad = CliRunner().invoke(app, ["leaderboard", str(out), "--compare", "rival"])
     assert bad.exit_code != 0 and "expected NAME=results.csv" in bad.output
+
+
+def test_a_benchmark_on_ray_gives_the_answers_of_a_local_run(tmp_path):
+    pytest.importorskip("ray")
+    folder = benchmark(tmp_path, GOOD[:2])
+    local, parallel = tmp_path / "local", tmp_path / "ray"
+    assert CliRunner().invoke(app, ["verify", str(folder), "--out", str(local)]).exit_code == 0
+    outcome = CliRunner().invoke(app, ["verify", str(folder), "--out", str(parallel), "--executor", "ray"])
+    assert outcome.exit_code == 0, outcome.output
+    verdicts = [[line.split(",")[:3] + [line.split(",")[4]] for line in (d / "results.csv").read_text().splitlines()] for d in (local, parallel)]
+    assert verdicts[0] == verdicts[1]
+    assert CliRunner().invoke(app, ["verify", str(folder), "--out", str(parallel), "--executor", "ray"]).output.count("decided before") == 2

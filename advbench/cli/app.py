@@ -184,6 +184,13 @@ def verify(
         Optional[Path], typer.Option("--instances", metavar="FILE", help="Another instances listing (default BENCHMARK_DIR/instances.csv).")
     ] = None,
     fresh: Annotated[bool, typer.Option("--fresh", metavar="", help="Delete earlier answers in the run directory first.")] = False,
+    executor: Annotated[
+        str,
+        typer.Option("--executor", metavar="<local|ray>", help="A benchmark's instances one after another, or in parallel on Ray."),
+    ] = "local",
+    address: Annotated[
+        Optional[str], typer.Option("--address", metavar="HOST:PORT", help="With --executor ray: the Ray cluster to join.")
+    ] = None,
     backend: Backend = None,
 ) -> None:
     """Decide VNN-LIB properties on ONNX networks: sat (with a counterexample that
@@ -205,8 +212,22 @@ def verify(
             from advbench.runs.verification import verify_benchmark
 
             root = out or Path("runs") / network.resolve().name
+            if executor not in ("local", "ray"):
+                raise UsageError(f"--executor: expected local or ray, got {executor!r}")
+            if address is not None and executor != "ray":
+                raise UsageError("--address: only with --executor ray")
+            if executor == "ray":
+                from advbench.runs.executors.ray import import_ray
+
+                import_ray()  # a missing extra: before any work
             records = verify_benchmark(
-                network, root, instances, fresh, report=lambda line: errors.print(line, highlight=False, markup=False)
+                network,
+                root,
+                instances,
+                fresh,
+                report=lambda line: errors.print(line, highlight=False, markup=False),
+                executor=executor,
+                address=address,
             )
             counts = {name: sum(r["result"] == name for r in records) for name in ("sat", "unsat", "timeout", "unknown", "error")}
             console.print(
@@ -219,9 +240,11 @@ def verify(
             raise UsageError("give a property file after the network (or a benchmark folder alone)")
         if not timeout > 0:
             raise UsageError(f"--timeout {timeout}: expected a positive number of seconds")
-        for option in ("out", "instances"):
-            if locals()[option] is not None:
+        for option, given in (("out", out), ("instances", instances), ("address", address)):
+            if given is not None:
                 raise UsageError(f"--{option}: only with a benchmark folder")
+        if executor != "local":
+            raise UsageError("--executor: only with a benchmark folder")
         check_environment()
         from advbench.contract.plugins import load_plugins
         from advbench.core.verification import read_instance

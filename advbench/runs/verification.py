@@ -123,9 +123,20 @@ def job_id(instance: Instance, ids: set[str]) -> str:
     return base if base not in ids else f"{base}-row{instance.row}"
 
 
-def verify_benchmark(benchmark: Path, out: Path, instances: Path | None = None, fresh: bool = False, report=print):
+def verify_benchmark(
+    benchmark: Path,
+    out: Path,
+    instances: Path | None = None,
+    fresh: bool = False,
+    report=print,
+    executor: str = "local",
+    address: str | None = None,
+):
     """Decide every instance not already decided in ``out``; returns the records in the
-    listing's order (:func:`write_results` has written results.csv)."""
+    listing's order (:func:`write_results` has written results.csv).  ``executor`` "ray":
+    the instances in parallel as Ray tasks of one CPU each (on this machine, or the cluster
+    at ``address``; the run directory on a filesystem every node mounts), each writing its
+    own record; their times then include what the others take from the machine."""
     from advbench.contract.plugins import load_plugins, record_fingerprint
     from advbench.kit import backend
 
@@ -153,20 +164,64 @@ def verify_benchmark(benchmark: Path, out: Path, instances: Path | None = None, 
             raise AdvbenchError(f"{out}: holds a run of a spec, not a verification run; choose another --out")
     store.prepare(name, stable_hash(described), described, fresh)
     store.write_json(out / MARKER, {"name": name, "kind": KIND, "spec_hash": stable_hash(described)})
-    records, ids = [], set()
-    for instance in rows:
+    records: list = [None] * len(rows)
+    todo, ids = [], set()
+    for position, instance in enumerate(rows):
         jid = job_id(instance, ids)
         ids.add(jid)
         key = instance_key(instance, identity)
         record = store.job_record(jid, key)
         if record is not None:
             report(f"{jid}: {record['result']} (decided before)")
+            records[position] = record
         else:
-            record = solve(instance, host.registry, store, jid, key, identity)
-            report(f"{jid}: {record['result']} in {record['seconds']:.1f} s" + (f" ({record['reason']})" if record.get("reason") else ""))
-        records.append(record)
-        write_results(store, name, records)
+            todo.append((position, instance, jid, key))
+
+    def finished(position, record):
+        records[position] = record
+        report(f"{record['id']}: {record['result']} in {record['seconds']:.1f} s" + (f" ({record['reason']})" if record.get("reason") else ""))
+        write_results(store, name, [r for r in records if r is not None])
+
+    if executor == "ray" and todo:
+        _on_ray(todo, store, identity, address, finished)
+    else:
+        for position, instance, jid, key in todo:
+            finished(position, solve(instance, host.registry, store, jid, key, identity))
+    write_results(store, name, [r for r in records if r is not None])
     return records
+
+
+def _solve_in_worker(instance, root, jid, key, identity):
+    """One instance in a Ray worker: the plugins loaded there, the record written there."""
+    from advbench.contract.plugins import load_plugins
+
+    return solve(instance, load_plugins().registry, RunStore(root), jid, key, identity)
+
+
+def _on_ray(todo, store, identity, address, finished) -> None:
+    import os
+
+    from advbench.runs.executors.ray import FORWARDED_ENVIRONMENT, import_ray
+
+    ray = import_ray()
+    environment = {name: os.environ[name] for name in FORWARDED_ENVIRONMENT if name in os.environ}
+    try:
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": environment})
+    except Exception as exc:  # noqa: BLE001 (Ray raises ConnectionError, RuntimeError, ValueError...)
+        raise AdvbenchError(f"--executor ray: could not start or join Ray: {exc.__class__.__name__}: {exc}") from None
+    try:
+        task = ray.remote(num_cpus=1, max_retries=1)(_solve_in_worker)
+        pending = {
+            task.remote(instance, str(store.root.resolve()), jid, key, identity): position
+            for position, instance, jid, key in todo
+        }
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                finished(pending.pop(ref), ray.get(ref))
+    finally:
+        ray.shutdown()
 
 
 _NETWORKS: dict[str, object] = {}
