@@ -179,7 +179,7 @@ def test_bab_is_not_fooled_by_rounding_in_nearly_constant_neurons():
     y = target.predict(x)
 
     engine = SplitCrown(read_graph(model), 512, 5)
-    _, lower, upper, _, _ = engine.bound(
+    _, lower, upper, _, _, _, _ = engine.bound(
         x, margin_matrix(y, 10), np.full(len(x), 0.05, np.float32), "linf", np.zeros((len(x), engine.neurons), np.float32)
     )
     assert np.any(np.asarray(lower) > np.asarray(upper))  # the rounding this test is about happens

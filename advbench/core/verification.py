@@ -253,8 +253,8 @@ def _alpha_crown(model, left, registry, seed, memo):
     x, y, eps = _ball(model)
     clauses = int(model.output.shape[-1]) - 1
     spec = _clause_spec(clauses)[:, 0][None]  # every clause's margin, one example
-    margins, lower, upper = _bab_certifier(registry, memo).root_bounds(_target(model, memo), x, spec, eps, "linf")
-    memo["root"] = (lower, upper)
+    margins, lower, upper, alphas = _bab_certifier(registry, memo).root_bounds(_target(model, memo), x, spec, eps, "linf")
+    memo["root"] = (lower, upper, alphas)
     return (UNSAT if np.all(margins > 0) else UNKNOWN), None, {"worst_margin": float(np.min(margins))}
 
 
@@ -270,7 +270,9 @@ def _bab(model, left, registry, seed, memo):
     deadline = time.perf_counter() + left
     rows = np.zeros(clauses, np.int64)
     root = memo.get("root")
-    root = None if root is None else (root[0][rows], root[1][rows])
+    if root is not None:  # clause d starts from the root's bounds and its row of the root's slopes
+        alphas = np.transpose(root[2], (1, 0, 2))  # (clauses, 1, neurons)
+        root = (root[0][rows], root[1][rows], alphas, np.zeros_like(alphas))
     status, domains, _, _, point = bab.decide(
         _target(model, memo), x[rows], y[rows], "linf", eps[rows], seed=seed, spec=_clause_spec(clauses), deadline=deadline,
         seconds_left=np.full(clauses, max(left, 1e-3)), root=root,

@@ -219,28 +219,29 @@ class BranchAndBound(AlphaCROWN):
             def compute(x, C, eps, signs):
                 return engine.bound(x, C, eps, norm, signs)
 
-            def compute_child(x, C, eps, signs, lower, upper):
-                return engine.bound(x, C, eps, norm, signs, lower, upper)
+            def compute_child(x, C, eps, signs, lower, upper, alphas, betas):
+                return engine.bound(x, C, eps, norm, signs, lower, upper, alphas, betas)
 
             per_example = bytes_per_example(nodes, classes, p.max_neurons, optimized=True)
             require_memory(per_example, self.name or "bab")
             fits = max(1, int(p.memory_mb * 2**20 // max(1, per_example)))
             sub_batch = min(p.batch, 2 ** (fits.bit_length() - 1))
             compiled = target.compile(compute, batch_args=(0, 1, 2, 3), smallest_batch=1)
-            child = target.compile(compute_child, batch_args=(0, 1, 2, 3, 4, 5), smallest_batch=1)
+            child = target.compile(compute_child, batch_args=(0, 1, 2, 3, 4, 5, 6, 7), smallest_batch=1)
             return (compiled, child), engine.neurons, sub_batch
 
         return self.per_target(target, ("bab", norm), build)
 
     def root_bounds(self, target, x, spec, eps, norm):
         """alpha-CROWN's bounds on the whole input sets, as branch and bound starts: the
-        margins' lower bounds (rows of ``spec``, (N, S, classes)) and every ReLU input's
-        bounds (N, neurons), to hand to :meth:`decide` as ``root``."""
+        margins' lower bounds (rows of ``spec``, (N, S, classes)), every ReLU input's bounds
+        (N, neurons) and the slopes (N, S, neurons), to hand to :meth:`decide` as ``root``
+        (with zero split multipliers)."""
         compute, neurons, _ = self._splitter(target, norm)
         out = compute[0](np.asarray(x, np.float32), np.asarray(spec, np.float32), np.asarray(eps, np.float32),
                          np.zeros((len(x), neurons), np.float32))
         margins, lower, upper = (backend.to_numpy(t) for t in out[:3])
-        return margins, lower, upper
+        return margins, lower, upper, backend.to_numpy(out[5])
 
     def decide(
         self, target, x, y, norm, eps, domains_left=None, seconds_left=None, seed: int = 0, spec=None, deadline=None, root=None
@@ -276,7 +277,7 @@ class BranchAndBound(AlphaCROWN):
                 if parents is None:
                     out = compute[0](x[chunk], C[chunk], eps[chunk], signs[part])
                 else:
-                    out = compute[1](x[chunk], C[chunk], eps[chunk], signs[part], parents[0][part], parents[1][part])
+                    out = compute[1](x[chunk], C[chunk], eps[chunk], signs[part], *(p[part] for p in parents))
                 parts.append([backend.to_numpy(t) for t in out])
             return [np.concatenate(columns) for columns in zip(*parts)]
 

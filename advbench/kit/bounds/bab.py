@@ -63,11 +63,14 @@ class SplitCrown(AlphaCrown):
         self.signs = {}  # input node of a ReLU -> its neurons' signs, (B, *shape)
         self.recorded = None  # ReLU node -> lam of the last backward pass, when recording
 
-    def bound(self, x, C, eps, norm, signs, lower=None, upper=None):
+    def bound(self, x, C, eps, norm, signs, lower=None, upper=None, alphas=None, betas=None):
         """``signs`` (B, :attr:`neurons`) in {-1, 0, 1}.  Returns ``(margins, lower, upper,
-        score, point)``: the margins' lower bounds (B, S), +inf where the subdomain is
-        empty; per neuron (B, :attr:`neurons`) its pre-activation bounds on the subdomain
-        and its branching score (0 for stable or split neurons); and :meth:`own_point`.
+        score, point, alphas, betas)``: the margins' lower bounds (B, S), +inf where the
+        subdomain is empty; per neuron (B, :attr:`neurons`) its pre-activation bounds on the
+        subdomain and its branching score (0 for stable or split neurons); :meth:`own_point`;
+        and the last iterate's ReLU slopes and split multipliers (B, S, :attr:`neurons`).
+        ``alphas`` and ``betas`` given (a parent's): the ascent starts from them (warm start,
+        as beta-CROWN), else from CROWN's slopes and zero multipliers.
 
         ``lower`` and ``upper`` (B, :attr:`neurons`): the parent subdomain's pre-activation
         bounds, reused as they are (valid on any part of the parent's set) with the split
@@ -98,9 +101,14 @@ class SplitCrown(AlphaCrown):
         rows = (batch, C.shape[1])
         for k in self.relus:
             key = ("beta", k)
-            start[key] = ops.zeros(rows + self.shape(self.nodes[k].inputs[0]))
+            shape = rows + self.shape(self.nodes[k].inputs[0])
+            start[key] = ops.zeros(shape)
             scales[key] = self.beta_learning_rate / self.learning_rate
             ceilings[key] = None
+            if alphas is not None:
+                part = slice(self.offsets[k], self.offsets[k] + self.sizes[self.nodes[k].inputs[0]])
+                start[k] = ops.reshape(alphas[:, :, part], shape)
+                start[key] = ops.reshape(betas[:, :, part], shape)
         if start:
             margins, last = self.ascend(start, scales, ceilings)
         else:  # nothing to optimize (no ReLU, no max-pool): CROWN's bound, computed below
@@ -126,7 +134,11 @@ class SplitCrown(AlphaCrown):
             uppers.append(flat_upper)
         margins = ops.where(empty[:, None], np.float32(np.inf), margins)
         join = (lambda parts: ops.concatenate(parts, axis=1)) if self.relus else (lambda parts: ops.zeros((batch, 0)))
-        return margins, join(lowers), join(uppers), join(scores), point
+        carried = []
+        for name in ("alpha", "beta"):
+            parts = [ops.reshape(last[k if name == "alpha" else ("beta", k)], rows + (-1,)) for k in self.relus] if last else []
+            carried.append(ops.concatenate(parts, axis=2) if parts else ops.zeros(rows + (0,)))
+        return margins, join(lowers), join(uppers), join(scores), point, *carried
 
     def pre_bounds(self, index):
         if index in self.bounds or index not in self.signs:
@@ -233,8 +245,9 @@ def branch_and_bound(
     unstable neuron left to split and is still not proven).
 
     :param bound: ``bound(rows, signs, parents)`` -> NumPy ``(margins, lower, upper,
-        score, point)`` of :meth:`SplitCrown.bound` for subdomains of the examples ``rows``
-        (indices); ``parents``, None at the root, else the parents' ``(lower, upper)`` to reuse.
+        score, point, alphas, betas)`` of :meth:`SplitCrown.bound` for subdomains of the
+        examples ``rows`` (indices); ``parents``, None at the root, else the parents'
+        ``(lower, upper, alphas, betas)`` to reuse.
     :param falsify: ``falsify(rows, points)`` -> boolean per row: a counterexample was
         found, by an attack on the example (``points`` None) or at ``points`` (the
         subdomains' own points, checked as they are).
@@ -242,8 +255,8 @@ def branch_and_bound(
     :param batch: subdomains bounded in one call at most.
     :param deadline: a :func:`time.perf_counter` time after which every example still open
         is given up (UNKNOWN), whatever its own budget.
-    :param root: per example, the intermediate bounds ``(lower, upper)`` (count, neurons)
-        already computed for its whole input set (reused as a parent's), or None.
+    :param root: per example, ``(lower, upper, alphas, betas)`` already computed for its
+        whole input set (reused as a parent's), or None.
     :return: ``(status, domains, seconds)`` per example: the verdict, the subdomains
         bounded and the seconds spent (each call's time shared among its rows).
     """
@@ -262,16 +275,16 @@ def branch_and_bound(
     def evaluate(rows, signs, parents=None):
         """Bound the subdomains (``parents``: their parents' bounds, to reuse); falsified
         where an unproven one's own point is a counterexample."""
-        margins, lower, upper, score, points = timed(rows, bound, rows, signs, parents)
+        margins, lower, upper, score, points, alpha, beta = timed(rows, bound, rows, signs, parents)
         np.add.at(bounded, rows, 1)
         unproven = np.flatnonzero((margins.min(axis=1) <= 0) & (status[rows] == UNKNOWN))
         if len(unproven):
             hit = np.asarray(timed(rows[unproven], falsify, rows[unproven], points[unproven]), bool)
             status[rows[unproven[hit]]] = FALSIFIED
-        return margins, lower, upper, score
+        return margins, lower, upper, score, alpha, beta
 
     everyone = np.arange(count)
-    margins, lower, upper, score = evaluate(everyone, np.zeros((count, neurons), np.float32), root)
+    margins, lower, upper, score, alpha, beta = evaluate(everyone, np.zeros((count, neurons), np.float32), root)
     status[(margins.min(axis=1) > 0) & (status == UNKNOWN)] = VERIFIED
     open_ = np.flatnonzero(status == UNKNOWN)
     if len(open_):
@@ -285,6 +298,8 @@ def branch_and_bound(
         "lower": lower[keep],
         "upper": upper[keep],
         "score": score[keep],
+        "alpha": alpha[keep],
+        "beta": beta[keep],
     }
     given_up = np.zeros(count, bool)
     while len(queue["row"]):
@@ -307,11 +322,13 @@ def branch_and_bound(
         signs[np.arange(half), neuron[pick]] = 1.0
         signs[half + np.arange(half), neuron[pick]] = -1.0
         rows = np.concatenate([parents["row"], parents["row"]])
-        reuse = (np.concatenate([parents["lower"], parents["lower"]]), np.concatenate([parents["upper"], parents["upper"]]))
-        margins, lower, upper, score = evaluate(rows, signs, reuse)
+        reuse = tuple(np.concatenate([parents[name], parents[name]]) for name in ("lower", "upper", "alpha", "beta"))
+        margins, lower, upper, score, alpha, beta = evaluate(rows, signs, reuse)
         margins = np.maximum(margins, np.concatenate([parents["margins"], parents["margins"]]))  # within a proven parent bound
         pending = margins.min(axis=1) <= 0
-        children = {"row": rows, "signs": signs, "margins": margins, "lower": lower, "upper": upper, "score": score}
+        children = {
+            "row": rows, "signs": signs, "margins": margins, "lower": lower, "upper": upper, "score": score, "alpha": alpha, "beta": beta
+        }
         queue = {name: np.concatenate([queue[name][rest], values[pending]]) for name, values in children.items()}
     status[(status == UNKNOWN) & ~given_up] = VERIFIED
     return status, bounded, spent
