@@ -149,9 +149,16 @@ GOOD = [f"onnx/mlp.onnx,vnnlib/p{k}.vnnlib,60" for k in range(4)]
 
 def test_a_benchmark_folder_reports_bad_rows_by_number_and_still_decides_the_others(tmp_path):
     (tmp_path / "bench").mkdir()
-    rows = GOOD[:2] + ["onnx/mlp.onnx,vnnlib/p2.vnnlib", "onnx/mlp.onnx,vnnlib/p2.vnnlib,-5", "onnx/absent.onnx,vnnlib/p2.vnnlib,60", "onnx/mlp.onnx,vnnlib/bad.vnnlib,60"]
+    rows = GOOD[:2] + [
+        "onnx/mlp.onnx,vnnlib/p2.vnnlib",
+        "onnx/mlp.onnx,vnnlib/p2.vnnlib,-5",
+        "onnx/absent.onnx,vnnlib/p2.vnnlib,60",
+        "onnx/mlp.onnx,vnnlib/bad.vnnlib,60",
+        "onnx/corrupt.onnx,vnnlib/p2.vnnlib,60",
+    ]
     folder = benchmark(tmp_path, rows)
     (folder / "vnnlib" / "bad.vnnlib").write_text("(declare-const X_0 Real)\n(declare-const Y_9 Real)\n")
+    (folder / "onnx" / "corrupt.onnx").write_bytes(b"not a protobuf")
     out = tmp_path / "run"
     outcome = CliRunner().invoke(app, ["verify", str(folder), "--out", str(out)])
     assert outcome.exit_code == 2, outcome.output
@@ -159,12 +166,13 @@ def test_a_benchmark_folder_reports_bad_rows_by_number_and_still_decides_the_oth
     assert "row 3: 2 field(s); expected 3: onnx, vnnlib, timeout" in text
     assert "row 4: timeout '-5'; expected a positive number of seconds" in text
     assert "row 5: onnx file 'onnx/absent.onnx' not found" in text
-    assert "bad.vnnlib: X_0 declared" in text or "bad.vnnlib" in text
+    assert "bad.vnnlib: 1 inputs declared, but the network has 6" in text
+    assert "corrupt.onnx: not an ONNX model" in text
     with open(out / "results.csv") as handle:
         results = list(csv.reader(handle))
-    assert [r[4] for r in results][2:] == ["error"] * 4
+    assert [r[4] for r in results][2:] == ["error"] * 5
     assert all(r[4] in ("sat", "unsat") for r in results[:2])
-    assert [r[0] for r in results] == ["bench"] * 6 and [r[2] for r in results][:2] == ["vnnlib/p0.vnnlib", "vnnlib/p1.vnnlib"]
+    assert [r[0] for r in results] == ["bench"] * 7 and [r[2] for r in results][:2] == ["vnnlib/p0.vnnlib", "vnnlib/p1.vnnlib"]
 
 
 def test_a_killed_benchmark_run_resumes_with_the_same_answers(tmp_path):
