@@ -224,3 +224,14 @@ def test_a_broken_dist_info_is_one_plugins_failure_not_every_commands(tmp_path, 
     assert (
         "builtin" in CliRunner().invoke(app, ["plugins"]).output.lower() or "fgsm" in CliRunner().invoke(app, ["plugins"]).output
     )
+
+
+def test_escape_sequences_in_a_plugins_metadata_are_shown_not_obeyed(tmp_path, clean_sys_path):
+    """A distribution's name and version come from files anyone can write: `advbench plugins`
+    shows their control characters as codes instead of sending them to the terminal."""
+    site = tmp_path / "site"
+    entry_point_plugin(site, "osc_plugin", "", distribution="evil\x1b[31m-dist", version="1.0\x1b]0;owned\x07")
+    result = CliRunner().invoke(app, ["plugins"])
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\x07" not in result.output
+    assert "\\x1b" in result.output

@@ -504,10 +504,11 @@ def plugins(
             for column in ("plugin", "from", "version", "registers"):
                 table.add_column(column)
             for info in host.plugins.values():
-                registers = escape(", ".join(f"{kind} {component}" for kind, component in info.components))
+                shown = lambda text: escape(terminal(text))  # noqa: E731 (metadata anyone can write)
+                registers = shown(", ".join(f"{kind} {component}" for kind, component in info.components))
                 if info.error:
-                    registers = f"[red]not loaded: {escape(info.error)}[/]"
-                table.add_row(escape(info.name), escape(info.source), escape(info.version), registers)
+                    registers = f"[red]not loaded: {shown(info.error)}[/]"
+                table.add_row(shown(info.name), shown(info.source), shown(info.version), registers)
             console.print(table)
             return
         entries = host.registry.entries()
@@ -519,7 +520,8 @@ def plugins(
             raise UsageError(f"no plugin or component is named {name!r}{hint}")
         for entry in chosen:
             console.print(
-                f"[bold]{escape(entry.kind)} {escape(entry.name)}[/] (plugin {escape(entry.plugin)}): {escape(entry.cls.summary())}",
+                f"[bold]{escape(terminal(entry.kind))} {escape(terminal(entry.name))}[/] (plugin {escape(terminal(entry.plugin))}): "
+                f"{escape(terminal(entry.cls.summary()))}",
                 highlight=False,
             )
             rows = entry.cls.parameters()
@@ -530,7 +532,7 @@ def plugins(
             for column in ("parameter", "type", "default", "description"):
                 table.add_column(column, overflow="fold")
             for row in rows:
-                table.add_row(*(escape(cell) for cell in row))
+                table.add_row(*(escape(terminal(cell)) for cell in row))
             console.print(table)
 
 
