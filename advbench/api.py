@@ -359,6 +359,8 @@ def _examples(x, y):
         raise AdvbenchError(f"{API}: y: expected {len(x)} integer labels, got {y.dtype} of shape {y.shape}")
     if y.min() < 0:
         raise AdvbenchError(f"{API}: y: labels must be >= 0 (got {y.min()})")
+    if int(y.max()) > np.iinfo(np.int64).max:  # compared as Python ints: a uint64 2**63 would wrap to a negative label
+        raise AdvbenchError(f"{API}: y: label {int(y.max())} is beyond any model's outputs")
     return x.astype(np.float32), y.astype(np.int64)
 
 

@@ -122,6 +122,8 @@ def test_evaluate_and_run_on_the_same_saved_model_agree(mlp, tmp_path):
         ({"x": np.zeros((4, 64), np.float32)}, "x: expected a NumPy float array of images"),
         ({"y": np.zeros(3, np.int64)}, "y: expected 4 integer labels"),
         ({"y": np.full(4, 12)}, "y: label 12 but the model has 10 outputs"),
+        ({"y": np.array([0, 1, 2**63, 0], np.uint64)}, "y: label 9223372036854775808 is beyond"),
+        ({"y": np.array([0, 1, 2**64 - 1, 0], np.uint64)}, "y: label 18446744073709551615 is beyond"),
         ({"model": "model.keras"}, "model: expected a Keras model"),
     ],
 )
