@@ -64,11 +64,10 @@ def network(tmp_path_factory):
 
 
 def test_verdicts_agree_with_milp_and_every_sat_reproduces_under_onnxruntime(network, tmp_path):
-    from helpers import exact_linf_radius_relu
-
     from advbench.contract.plugins import load_plugins
     from advbench.core import onnx as onnx_import
     from advbench.core.verification import read_instance, verify
+    from helpers import exact_linf_radius_relu
 
     path, net = network
     keras_model = onnx_import.load_onnx(path, input_shape=(1, 6, 1))
@@ -81,7 +80,9 @@ def test_verdicts_agree_with_milp_and_every_sat_reproduces_under_onnxruntime(net
         radius = exact_linf_radius_relu(keras_model, x.reshape(1, 6, 1), label)
         for factor, expected in ((0.8, "unsat"), (1.25, "sat")):
             eps = factor * radius
-            prop_path = robustness_vnnlib(tmp_path / f"p{k}{factor}.vnnlib", np.clip(x - eps, 0, 1), np.clip(x + eps, 0, 1), label, 3)
+            prop_path = robustness_vnnlib(
+                tmp_path / f"p{k}{factor}.vnnlib", np.clip(x - eps, 0, 1), np.clip(x + eps, 0, 1), label, 3
+            )
             _, prop = read_instance(path, prop_path)
             verdict = verify(net, prop, 60, registry)
             verdicts.append(verdict.result)
@@ -96,13 +97,15 @@ def test_verdicts_agree_with_milp_and_every_sat_reproduces_under_onnxruntime(net
 
 def test_a_property_over_several_boxes_is_sat_when_one_box_holds_a_counterexample(network, tmp_path):
     from advbench.contract.plugins import load_plugins
-    from advbench.core.vnnlib import parse_vnnlib
     from advbench.core.verification import verify
+    from advbench.core.vnnlib import parse_vnnlib
 
     path, net = network
     x = np.full(6, 0.5, np.float32)
     label = int(np.argmax(net.run(x[None])[0]))
-    declare = "".join(f"(declare-const X_{i} Real)\n" for i in range(6)) + "".join(f"(declare-const Y_{j} Real)\n" for j in range(3))
+    declare = "".join(f"(declare-const X_{i} Real)\n" for i in range(6)) + "".join(
+        f"(declare-const Y_{j} Real)\n" for j in range(3)
+    )
     tiny = " ".join(f"(>= X_{i} 0.4999) (<= X_{i} 0.5001)" for i in range(6))
     whole = " ".join(f"(>= X_{i} 0) (<= X_{i} 1)" for i in range(6))
     outputs = " ".join(f"(and (>= Y_{j} Y_{label}))" for j in range(3) if j != label)
@@ -222,7 +225,9 @@ def test_the_report_sets_other_tools_beside_and_says_who_was_wrong(tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     rows = [f"bench,./benchmarks/bench/onnx/mlp.onnx,./benchmarks/bench/{v},1.0,{flipped[r]},2.5" for v, r in answers.items()]
-    (other / "results.csv").write_text("\n".join(rows + ["bench,./benchmarks/test/test_nano.onnx,./benchmarks/test/test_nano.vnnlib,1,unsat,1"]) + "\n")
+    (other / "results.csv").write_text(
+        "\n".join(rows + ["bench,./benchmarks/test/test_nano.onnx,./benchmarks/test/test_nano.vnnlib,1,unsat,1"]) + "\n"
+    )
     unsat = next(v for v, r in answers.items() if r == "unsat")
     # the other tool's "counterexample" for an instance advbench proved: the box's centre, which is no counterexample
     from advbench.core.vnnlib import counterexample_text, read_vnnlib
@@ -262,6 +267,14 @@ def test_a_benchmark_on_ray_gives_the_answers_of_a_local_run(tmp_path):
     assert CliRunner().invoke(app, ["verify", str(folder), "--out", str(local)]).exit_code == 0
     outcome = CliRunner().invoke(app, ["verify", str(folder), "--out", str(parallel), "--executor", "ray"])
     assert outcome.exit_code == 0, outcome.output
-    verdicts = [[line.split(",")[:3] + [line.split(",")[4]] for line in (d / "results.csv").read_text().splitlines()] for d in (local, parallel)]
+    verdicts = [
+        [line.split(",")[:3] + [line.split(",")[4]] for line in (d / "results.csv").read_text().splitlines()]
+        for d in (local, parallel)
+    ]
     assert verdicts[0] == verdicts[1]
-    assert CliRunner().invoke(app, ["verify", str(folder), "--out", str(parallel), "--executor", "ray"]).output.count("decided before") == 2
+    assert (
+        CliRunner()
+        .invoke(app, ["verify", str(folder), "--out", str(parallel), "--executor", "ray"])
+        .output.count("decided before")
+        == 2
+    )

@@ -18,7 +18,11 @@ def box(lower, upper):
     return "".join(f"(assert (>= X_{i} {lo}))\n(assert (<= X_{i} {hi}))\n" for i, (lo, hi) in enumerate(zip(lower, upper)))
 
 
-ROBUST = declare(2, 3) + box([0.1, -2.0], [0.3, 1e-3]) + "; the label 1 stays on top\n(assert (or (and (>= Y_0 Y_1)) (and (<= Y_1 Y_2))))\n"
+ROBUST = (
+    declare(2, 3)
+    + box([0.1, -2.0], [0.3, 1e-3])
+    + "; the label 1 stays on top\n(assert (or (and (>= Y_0 Y_1)) (and (<= Y_1 Y_2))))\n"
+)
 
 
 def test_a_robustness_property_is_a_box_and_one_row_per_other_class(tmp_path):
@@ -33,10 +37,13 @@ def test_a_robustness_property_is_a_box_and_one_row_per_other_class(tmp_path):
 
 
 def test_linear_terms_conjunctions_and_several_boxes():
-    text = declare(1, 2) + """
+    text = (
+        declare(1, 2)
+        + """
 (assert (or (and (>= X_0 0) (<= X_0 0.5) (<= (+ Y_0 (* 2 Y_1)) (- 3 1)) (>= (- Y_0) -4))
             (and (>= X_0 0.5) (<= X_0 1) (<= Y_0 Y_1))))
 """
+    )
     prop = parse_vnnlib(text)
     assert [(c.lower.tolist(), c.upper.tolist()) for c in prop.cases] == [([0.0], [0.5]), ([0.5], [1.0])]
     A, b = prop.cases[0].clauses[0]

@@ -175,18 +175,26 @@ def verify(
     timeout: Annotated[float, typer.Option("--timeout", metavar="S", help="Seconds for the instance (one instance).")] = 300.0,
     result: Annotated[
         Optional[Path],
-        typer.Option("--result", metavar="FILE", help="Write the verdict there (and a sat's counterexample), as VNN-COMP's run_instance."),
+        typer.Option(
+            "--result", metavar="FILE", help="Write the verdict there (and a sat's counterexample), as VNN-COMP's run_instance."
+        ),
     ] = None,
     out: Annotated[
-        Optional[Path], typer.Option("--out", "-o", metavar="RUN_DIR", help="The run directory (a benchmark; default runs/<benchmark>/).")
+        Optional[Path],
+        typer.Option("--out", "-o", metavar="RUN_DIR", help="The run directory (a benchmark; default runs/<benchmark>/)."),
     ] = None,
     instances: Annotated[
-        Optional[Path], typer.Option("--instances", metavar="FILE", help="Another instances listing (default BENCHMARK_DIR/instances.csv).")
+        Optional[Path],
+        typer.Option("--instances", metavar="FILE", help="Another instances listing (default BENCHMARK_DIR/instances.csv)."),
     ] = None,
-    fresh: Annotated[bool, typer.Option("--fresh", metavar="", help="Delete earlier answers in the run directory first.")] = False,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", metavar="", help="Delete earlier answers in the run directory first.")
+    ] = False,
     executor: Annotated[
         str,
-        typer.Option("--executor", metavar="<local|ray>", help="A benchmark's instances one after another, or in parallel on Ray."),
+        typer.Option(
+            "--executor", metavar="<local|ray>", help="A benchmark's instances one after another, or in parallel on Ray."
+        ),
     ] = "local",
     address: Annotated[
         Optional[str], typer.Option("--address", metavar="HOST:PORT", help="With --executor ray: the Ray cluster to join.")
@@ -267,7 +275,11 @@ def verify(
                 raise AdvbenchError(f"--result {result}: cannot write ({exc.strerror or exc})") from None
         console.print(verdict.result, highlight=False)
         detail = "; ".join(f"{s['stage']} {s['seconds']:.1f} s: {s['outcome']}" for s in verdict.stages)
-        errors.print(f"{verdict.seconds:.1f} s ({detail})" + (f"; {verdict.reason}" if verdict.reason else ""), highlight=False, markup=False)
+        errors.print(
+            f"{verdict.seconds:.1f} s ({detail})" + (f"; {verdict.reason}" if verdict.reason else ""),
+            highlight=False,
+            markup=False,
+        )
 
 
 @app.command()

@@ -155,10 +155,18 @@ def verify(network: Network, prop: Property, timeout: float, registry, seed: int
         for index, case, model in open_cases:
             left = timeout - (time.perf_counter() - began)
             if left <= 0:
-                return Verdict(TIMEOUT, stages=stages, reason=f"the time limit ran out before {stage}", seconds=time.perf_counter() - began)
+                return Verdict(
+                    TIMEOUT, stages=stages, reason=f"the time limit ran out before {stage}", seconds=time.perf_counter() - began
+                )
             start = time.perf_counter()
             outcome, point, details = _STAGES[stage](model, left, registry, seed, memos[index])
-            record = {"stage": stage, "case": index, "seconds": round(time.perf_counter() - start, 3), "outcome": outcome, **details}
+            record = {
+                "stage": stage,
+                "case": index,
+                "seconds": round(time.perf_counter() - start, 3),
+                "outcome": outcome,
+                **details,
+            }
             stages.append(record)
             if point is not None:
                 reproduced = reproduce(network, case, point)
@@ -211,9 +219,7 @@ def _target(model, memo):
 def _bab_certifier(registry, memo):
     if "bab" not in memo:
         cls = registry.get("certifier", "bab")
-        memo["bab"] = cls(
-            cls.Params(max_domains=2**40, batch=BAB_BATCH, intermediate_iterations=INTERMEDIATE_ITERATIONS)
-        )
+        memo["bab"] = cls(cls.Params(max_domains=2**40, batch=BAB_BATCH, intermediate_iterations=INTERMEDIATE_ITERATIONS))
     return memo["bab"]
 
 
@@ -235,7 +241,9 @@ def _crown(model, left, registry, seed, memo):
     from advbench.kit.bounds import Crown, margin_matrix, read_graph
 
     x, y, eps = _ball(model)
-    margins = keras.ops.convert_to_numpy(Crown(read_graph(model)).margins(x, margin_matrix(y, int(model.output.shape[-1])), eps, "linf"))
+    margins = keras.ops.convert_to_numpy(
+        Crown(read_graph(model)).margins(x, margin_matrix(y, int(model.output.shape[-1])), eps, "linf")
+    )
     return (UNSAT if np.all(margins > 0) else UNKNOWN), None, {"worst_margin": float(np.min(margins))}
 
 
@@ -274,8 +282,16 @@ def _bab(model, left, registry, seed, memo):
         alphas = np.transpose(root[2], (1, 0, 2))  # (clauses, 1, neurons)
         root = (root[0][rows], root[1][rows], alphas, np.zeros_like(alphas))
     status, domains, _, _, point = bab.decide(
-        _target(model, memo), x[rows], y[rows], "linf", eps[rows], seed=seed, spec=_clause_spec(clauses), deadline=deadline,
-        seconds_left=np.full(clauses, max(left, 1e-3)), root=root,
+        _target(model, memo),
+        x[rows],
+        y[rows],
+        "linf",
+        eps[rows],
+        seed=seed,
+        spec=_clause_spec(clauses),
+        deadline=deadline,
+        seconds_left=np.full(clauses, max(left, 1e-3)),
+        root=root,
     )
     details = {"subdomains": int(domains.sum()), "clauses_proved": int(np.sum(status == VERIFIED))}
     if np.all(status == VERIFIED):

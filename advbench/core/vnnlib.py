@@ -319,8 +319,10 @@ class _Builder:
             self.reader.fail(position, "a constraint without variables (read: constraints on inputs or outputs)")
         if kinds == {"X"}:
             if len(coefficients) != 1:
-                self.reader.fail(position, f"a constraint joining several inputs; only bounds on single inputs are read ({SUBSET})")
-            ((_, i), c), = coefficients.items()
+                self.reader.fail(
+                    position, f"a constraint joining several inputs; only bounds on single inputs are read ({SUBSET})"
+                )
+            (((_, i), c),) = coefficients.items()
             value = bound / c
             if not np.isfinite(value):
                 self.reader.fail(position, f"the bound of X_{i} is {value!r}; expected a finite number")

@@ -53,7 +53,9 @@ def read_results(path: Path, benchmark: str | None = None) -> dict[tuple[str, st
         if not row:
             continue
         if len(row) < 6:
-            raise AdvbenchError(f"{path}, row {number}: {len(row)} field(s); expected benchmark, onnx, vnnlib, prepare time, result, run time")
+            raise AdvbenchError(
+                f"{path}, row {number}: {len(row)} field(s); expected benchmark, onnx, vnnlib, prepare time, result, run time"
+            )
         if (benchmark is not None and row[0].strip() != benchmark) or "/test/test_" in row[1]:
             continue  # another benchmark, or the competition's overhead probe (test_nano)
         try:
@@ -61,7 +63,9 @@ def read_results(path: Path, benchmark: str | None = None) -> dict[tuple[str, st
         except ValueError:
             raise AdvbenchError(f"{path}, row {number}: run time {row[5]!r} is not a number") from None
         result = row[4].strip()
-        answers[instance_name(row[1].strip(), row[2].strip())] = Answer(result if result in DECIDED else _undecided(result), seconds)
+        answers[instance_name(row[1].strip(), row[2].strip())] = Answer(
+            result if result in DECIDED else _undecided(result), seconds
+        )
     return answers
 
 
@@ -192,13 +196,21 @@ def markdown(report: Report, figure: str | None) -> str:
         lines.insert(len(lines) - 2, f"On the {len(ours)} instances of this run:\n")
         for tool, answers in {"advbench": ours, **report.others}.items():
             c = _counts(a for key, a in answers.items() if key in ours)
-            lines.append(f"| {tool} | {c['unsat']} | {c['sat']} | {c['timeout'] + c['unknown'] + c['error']} | {c['unsat'] + c['sat']} |")
+            lines.append(
+                f"| {tool} | {c['unsat']} | {c['sat']} | {c['timeout'] + c['unknown'] + c['error']} | {c['unsat'] + c['sat']} |"
+            )
         contradictions = report.contradictions()
         lines += ["", f"Contradictions (sat against unsat): {len(contradictions)}."]
         for c in contradictions:
-            lines.append(f"- {c['instance'][0]} {c['instance'][1]}: advbench {c['advbench']}, {c['tool']} {c['other']}: wrong: {c['wrong']}")
+            lines.append(
+                f"- {c['instance'][0]} {c['instance'][1]}: advbench {c['advbench']}, {c['tool']} {c['other']}: wrong: {c['wrong']}"
+            )
         ours = report.ours()
-        lines += ["", "| network | property | advbench | " + " | ".join(report.others) + " |", "| --- | --- | --- |" + " --- |" * len(report.others)]
+        lines += [
+            "",
+            "| network | property | advbench | " + " | ".join(report.others) + " |",
+            "| --- | --- | --- |" + " --- |" * len(report.others),
+        ]
         for key, mine in ours.items():
             cells = [f"{a.result} {a.seconds:.1f}" if (a := answers.get(key)) else "-" for answers in report.others.values()]
             lines.append(f"| {key[0]} | {key[1]} | {mine.result} {mine.seconds:.1f} | " + " | ".join(cells) + " |")
@@ -233,8 +245,10 @@ def markdown(report: Report, figure: str | None) -> str:
         lines += ["", "## Undecided", ""]
         for r in unknown:
             last = (r.get("stages") or [{}])[-1]
-            lines.append(f"- {_stem(r['onnx'])} {_stem(r['vnnlib'])}: {r['result']} ({r.get('reason', '')}; last stage {last.get('stage', '-')}, "
-                         f"{last.get('subdomains', 0)} subdomains)")
+            lines.append(
+                f"- {_stem(r['onnx'])} {_stem(r['vnnlib'])}: {r['result']} ({r.get('reason', '')}; last stage {last.get('stage', '-')}, "
+                f"{last.get('subdomains', 0)} subdomains)"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -243,7 +257,9 @@ def _deciding_stage(record: dict) -> str:
     return stages[-1]["stage"] if stages else "-"
 
 
-def write_report(root: Path, output: Path | None = None, compare: dict[str, Path] | None = None, figure_format: str = "png") -> Path:
+def write_report(
+    root: Path, output: Path | None = None, compare: dict[str, Path] | None = None, figure_format: str = "png"
+) -> Path:
     report = Report(root, compare)
     path = output or root / "leaderboard.md"
     figure = path.with_name(f"{path.stem}-cactus.{figure_format}")

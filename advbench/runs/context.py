@@ -5,9 +5,9 @@ and the ``context`` an attack's ``prepare`` receives: another model of the spec
 
 from __future__ import annotations
 
-from advbench.errors import AdvbenchError
 from advbench.core.checks import observed_randomness
 from advbench.core.models import load_keras_model, pretrained_model
+from advbench.errors import AdvbenchError
 from advbench.kit.target import Target
 
 

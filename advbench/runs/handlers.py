@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from advbench.core.checks import gradient_check, near_chance, unstable_predictions
-from advbench.kit.datafiles import file_digest
 from advbench.core.training import initialize, train_model
+from advbench.kit.datafiles import file_digest
 from advbench.runs.context import build_model, make_target, pretrained
 from advbench.runs.harness import KEEP_ADVERSARIAL, attack_radii, certified_radii
 
@@ -231,5 +231,7 @@ def method_record(
     }
 
 
-HANDLERS: dict[str, type[Handler]] = {handler.kind: handler for handler in (TrainHandler, CleanHandler, AttackHandler, CertifyHandler)}
+HANDLERS: dict[str, type[Handler]] = {
+    handler.kind: handler for handler in (TrainHandler, CleanHandler, AttackHandler, CertifyHandler)
+}
 """The handler of each job kind."""

@@ -139,7 +139,9 @@ class _RadiusSearch:
                 if k == len(eps_list) - 1:
                     self._keep_evidence(everyone)
         # Grow the budget for examples still unbroken, up to the box diameter.
-        search.grow(lambda index, eps: self._attempt(index, eps, lower), lambda: np.isinf(self.best_norm), max(eps_list), self.cap)
+        search.grow(
+            lambda index, eps: self._attempt(index, eps, lower), lambda: np.isinf(self.best_norm), max(eps_list), self.cap
+        )
 
         # Bisect each finite bracket [lower, best_norm] to the relative tolerance, or until
         # float32 (what attacks receive) cannot split it, or a step does not shrink it.

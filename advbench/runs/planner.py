@@ -15,8 +15,8 @@ from importlib import metadata
 
 import advbench
 from advbench.contract.plugins import record_fingerprint
-from advbench.kit import backend
 from advbench.core.data import Subsets, load_arrays, make_subsets
+from advbench.kit import backend
 from advbench.kit.datafiles import file_digest
 from advbench.runs.jobs import Job, job_id
 from advbench.spec.resolved import ModelPlan, Spec, stable_hash

@@ -122,8 +122,10 @@ class RunStore:
         for part in full.relative_to(root).parts:
             current = current / part
             if current.is_symlink():
-                raise UnsafeRunDirectory(f"{current} is a symbolic link; a run directory holds none (advbench writes only "
-                                         "inside it): remove it, or rerun with --fresh")
+                raise UnsafeRunDirectory(
+                    f"{current} is a symbolic link; a run directory holds none (advbench writes only "
+                    "inside it): remove it, or rerun with --fresh"
+                )
         return path
 
     def write_json(self, path: Path, record: Any) -> None:
@@ -173,9 +175,11 @@ class RunStore:
         if not fresh:
             links = symbolic_links(self.root) if self.root.is_dir() else []
             if links:
-                raise UnsafeRunDirectory(f"{links[0]} is a symbolic link; a run directory holds none (advbench writes "
-                                         "only inside it): remove it, or rerun with --fresh (which removes links, not "
-                                         "what they point to)")
+                raise UnsafeRunDirectory(
+                    f"{links[0]} is a symbolic link; a run directory holds none (advbench writes "
+                    "only inside it): remove it, or rerun with --fresh (which removes links, not "
+                    "what they point to)"
+                )
         if fresh and (self.root / LOCK).is_symlink():
             (self.root / LOCK).unlink()  # the link goes, what it points to stays
         self.lock()
@@ -193,9 +197,12 @@ class RunStore:
             descriptor = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise UnsafeRunDirectory(f"{self.root / LOCK} is a symbolic link; remove it (a run directory holds none)") from None
-            raise UnsafeRunDirectory(f"{self.root}: cannot write the run directory ({exc.strerror or exc}); choose "
-                                     "another --out") from None
+                raise UnsafeRunDirectory(
+                    f"{self.root / LOCK} is a symbolic link; remove it (a run directory holds none)"
+                ) from None
+            raise UnsafeRunDirectory(
+                f"{self.root}: cannot write the run directory ({exc.strerror or exc}); choose another --out"
+            ) from None
         handle = os.fdopen(descriptor, "r+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -376,7 +383,11 @@ def record_problem(record) -> str | None:
     missing = [field for field in ("id", "kind", "key", "status") if not isinstance(record.get(field), str)]
     if missing:
         return f"missing or malformed field(s) {', '.join(missing)}"
-    for field, kind, expected in (("environment", dict, "an object"), ("evaluations", dict, "an object"), ("seconds", (int, float), "a number")):
+    for field, kind, expected in (
+        ("environment", dict, "an object"),
+        ("evaluations", dict, "an object"),
+        ("seconds", (int, float), "a number"),
+    ):
         if field in record and (not isinstance(record[field], kind) or isinstance(record[field], bool)):
             return f"{field} must be {expected}"
     evaluations = record.get("evaluations") or {}

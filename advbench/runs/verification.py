@@ -179,7 +179,10 @@ def verify_benchmark(
 
     def finished(position, record):
         records[position] = record
-        report(f"{record['id']}: {record['result']} in {record['seconds']:.1f} s" + (f" ({record['reason']})" if record.get("reason") else ""))
+        report(
+            f"{record['id']}: {record['result']} in {record['seconds']:.1f} s"
+            + (f" ({record['reason']})" if record.get("reason") else "")
+        )
         write_results(store, name, [r for r in records if r is not None])
 
     if executor == "ray" and todo:
@@ -206,8 +209,13 @@ def _on_ray(todo, store, identity, address, finished) -> None:
     ray = import_ray()
     environment = {name: os.environ[name] for name in FORWARDED_ENVIRONMENT if name in os.environ}
     try:
-        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 runtime_env={"env_vars": environment})
+        ray.init(
+            address=address or "local",
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            runtime_env={"env_vars": environment},
+        )
     except Exception as exc:  # noqa: BLE001 (Ray raises ConnectionError, RuntimeError, ValueError...)
         raise AdvbenchError(f"--executor ray: could not start or join Ray: {exc.__class__.__name__}: {exc}") from None
     try:
@@ -332,5 +340,7 @@ def write_results(store: RunStore, benchmark: str, records: list[dict]) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     for r in records:
-        writer.writerow([benchmark, r["onnx"], r["vnnlib"], f"{r.get('prepare_seconds', 0.0):.3f}", r["result"], f"{r['seconds']:.3f}"])
+        writer.writerow(
+            [benchmark, r["onnx"], r["vnnlib"], f"{r.get('prepare_seconds', 0.0):.3f}", r["result"], f"{r['seconds']:.3f}"]
+        )
     store.write_bytes(store.root / "results.csv", buffer.getvalue().encode())

@@ -238,8 +238,12 @@ class BranchAndBound(AlphaCROWN):
         (N, neurons) and the slopes (N, S, neurons), to hand to :meth:`decide` as ``root``
         (with zero split multipliers)."""
         compute, neurons, _ = self._splitter(target, norm)
-        out = compute[0](np.asarray(x, np.float32), np.asarray(spec, np.float32), np.asarray(eps, np.float32),
-                         np.zeros((len(x), neurons), np.float32))
+        out = compute[0](
+            np.asarray(x, np.float32),
+            np.asarray(spec, np.float32),
+            np.asarray(eps, np.float32),
+            np.zeros((len(x), neurons), np.float32),
+        )
         margins, lower, upper = (backend.to_numpy(t) for t in out[:3])
         return margins, lower, upper, backend.to_numpy(out[5])
 

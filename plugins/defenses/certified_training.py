@@ -153,7 +153,7 @@ class CrownIBPTraining(IBPTraining):
         return beta * crown_ibp + (1.0 - beta) * crown.ibp_margins()  # the IBP bounds CROWN-IBP computed already
 
     def training_phase(self, step: int):
-        """"ibp" once beta has reached a ``beta_end`` of 0 (after the ramp): those steps are
+        """ "ibp" once beta has reached a ``beta_end`` of 0 (after the ramp): those steps are
         compiled without the CROWN bound and cost what an IBP step costs; "crown" before."""
         warmup, ramp = self._schedule
         done = self.params.beta_end == 0.0 and step >= warmup + max(ramp, 0.0)

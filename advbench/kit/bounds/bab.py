@@ -327,7 +327,14 @@ def branch_and_bound(
         margins = np.maximum(margins, np.concatenate([parents["margins"], parents["margins"]]))  # within a proven parent bound
         pending = margins.min(axis=1) <= 0
         children = {
-            "row": rows, "signs": signs, "margins": margins, "lower": lower, "upper": upper, "score": score, "alpha": alpha, "beta": beta
+            "row": rows,
+            "signs": signs,
+            "margins": margins,
+            "lower": lower,
+            "upper": upper,
+            "score": score,
+            "alpha": alpha,
+            "beta": beta,
         }
         queue = {name: np.concatenate([queue[name][rest], values[pending]]) for name, values in children.items()}
     status[(status == UNKNOWN) & ~given_up] = VERIFIED

@@ -208,7 +208,11 @@ class AlphaCrown(Crown):
                     slope = self.nodes[j].relaxation(self, j)[1]
                     start[j] = ops.broadcast_to(slope[:, None], (batch, 2 * n) + tuple(slope.shape[1:]))
                 best, _ = self.ascend(
-                    start, {j: 1.0 for j in start}, {j: 1.0 for j in start}, node=source, spec=spec,
+                    start,
+                    {j: 1.0 for j in start},
+                    {j: 1.0 for j in start},
+                    node=source,
+                    spec=spec,
                     iterations=self.intermediate_iterations,
                 )
                 lower = ops.maximum(lower, ops.reshape(best[:, :n], ops.shape(lower)))
