@@ -151,16 +151,20 @@ def read_vnnlib(path: str | Path, inputs: int | None = None, outputs: int | None
     ``outputs``: the network's sizes, checked against the declared variables (default: as
     many as declared).  Raises :class:`VnnlibError` naming the file and line."""
     path = Path(path)
+    return parse_vnnlib(_read_text(path, "property file", "VNN-LIB text"), str(path), inputs, outputs)
+
+
+def _read_text(path: Path, kind: str, what: str) -> str:
+    """The text of ``path``, gunzipped where it is gzip-compressed."""
     try:
         raw = path.read_bytes()
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except FileNotFoundError:
-        raise VnnlibError(f"{path}: no such property file") from None
+        raise VnnlibError(f"{path}: no such {kind}") from None
     except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
-        raise VnnlibError(f"{path}: cannot be read as VNN-LIB text ({exc})") from None
-    return parse_vnnlib(text, str(path), inputs, outputs)
+        raise VnnlibError(f"{path}: cannot be read as {what} ({exc})") from None
 
 
 def parse_vnnlib(text: str, path: str = "<property>", inputs: int | None = None, outputs: int | None = None) -> Property:
@@ -391,13 +395,7 @@ def read_counterexample(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """The inputs and outputs of a counterexample file in VNN-COMP's format (``sat`` on
     its first line optional; gzip-compressed read as it is)."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-        text = raw.decode("utf-8")
-    except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
-        raise VnnlibError(f"{path}: cannot be read as a counterexample ({exc})") from None
+    text = _read_text(path, "counterexample file", "a counterexample")
     text = re.sub(r"^\s*(sat|unsat|unknown|timeout)\s*", "", text)
     reader = _Reader(text, str(path))
     values: dict[str, dict[int, float]] = {"X": {}, "Y": {}}
