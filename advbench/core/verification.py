@@ -219,7 +219,8 @@ def _target(model, memo):
 def _bab_certifier(registry, memo):
     if "bab" not in memo:
         cls = registry.get("certifier", "bab")
-        memo["bab"] = cls(cls.Params(max_domains=2**40, batch=BAB_BATCH, intermediate_iterations=INTERMEDIATE_ITERATIONS))
+        memo["bab"] = cls(cls.Params(max_domains=2**40, batch=BAB_BATCH))
+        memo["bab"].intermediate_iterations = INTERMEDIATE_ITERATIONS
     return memo["bab"]
 
 

@@ -113,7 +113,9 @@ def instance_key(instance: Instance, identity: dict) -> str:
     from advbench.kit.datafiles import file_digest
     from advbench.spec.resolved import stable_hash
 
-    settings = {"attack_starts": verification.ATTACK_STARTS, "attack_steps": verification.ATTACK_STEPS}
+    settings = {
+        name: getattr(verification, name) for name in ("ATTACK_STARTS", "ATTACK_STEPS", "INTERMEDIATE_ITERATIONS", "BAB_BATCH")
+    }
     files = [file_digest(instance.onnx_file), file_digest(instance.vnnlib_file)] if instance.problem is None else []
     return stable_hash([identity, files, instance.timeout, settings, instance.problem])
 
