@@ -101,9 +101,12 @@ def test_a_file_of_thousands_of_lines_parses_in_well_under_a_second(tmp_path):
     n = 3072
     text = declare(n, 10) + box(np.linspace(-2, 0, n), np.linspace(0, 2, n))
     text += "(assert (or " + " ".join(f"(and (<= Y_3 Y_{j}))" for j in range(10) if j != 3) + "))\n"
-    began = time.perf_counter()
-    prop = parse_vnnlib(text)
-    assert time.perf_counter() - began < 0.5
+    best = np.inf
+    for _ in range(3):  # the best of three: a busy machine (the suite beside other work) slows one parse
+        began = time.perf_counter()
+        prop = parse_vnnlib(text)
+        best = min(best, time.perf_counter() - began)
+    assert best < 0.5
     assert prop.cases[0].robustness() == (3, [0, 1, 2, 4, 5, 6, 7, 8, 9])
 
 

@@ -220,14 +220,9 @@ def verify(
             from advbench.runs.verification import verify_benchmark
 
             root = out or Path("runs") / network.resolve().name
-            if executor not in ("local", "ray"):
-                raise UsageError(f"--executor: expected local or ray, got {executor!r}")
-            if address is not None and executor != "ray":
-                raise UsageError("--address: only with --executor ray")
-            if executor == "ray":
-                from advbench.runs.executors.ray import import_ray
+            from advbench.runs.executors import executor as make_executor
 
-                import_ray()  # a missing extra: before any work
+            make_executor(executor, address)  # an unknown executor, a stray --address or a missing extra: before any work
             records = verify_benchmark(
                 network,
                 root,

@@ -114,8 +114,14 @@ def load_onnx(
         input_shape = (dims[2], dims[3], dims[1])
     shape = tuple(int(d) for d in input_shape)
     scale, offset = _normalization(Path(path), normalization, shape[-1])
-    model = _Importer(proto, Path(path), shape, scale, offset).build()
-    check_against_onnxruntime(proto, model, Path(path), shape, check_points, seed, scale, offset)
+    return import_checked(proto, Path(path), shape, check_points, seed, scale, offset)
+
+
+def import_checked(proto, path: Path, input_shape: tuple, check_points: int, seed: int = 0, scale=None, offset=None):
+    """``proto`` imported as a Keras model on NHWC images of ``input_shape`` (with the
+    Rescaling ``scale``, ``offset`` first, where given) and checked against onnxruntime."""
+    model = _Importer(proto, path, input_shape, scale, offset).build()
+    check_against_onnxruntime(proto, model, path, input_shape, check_points, seed, scale, offset)
     return model
 
 

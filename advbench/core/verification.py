@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from advbench.core.onnx import _Importer, check_against_onnxruntime, input_dims, onnx_inputs, read_proto, run_onnxruntime
+from advbench.core.onnx import _Importer, import_checked, input_dims, onnx_inputs, read_proto, run_onnxruntime
 from advbench.core.vnnlib import Case, Property, VnnlibError, read_vnnlib
 from advbench.errors import AdvbenchError
 from advbench.lazy import keras
@@ -59,21 +59,17 @@ class Network:
     input_shape: tuple
     inputs: int
     outputs: int
-    prepare_seconds: float
 
     @classmethod
     def load(cls, path: str | Path) -> "Network":
-        began = time.perf_counter()
         path = Path(path)
         proto = read_proto(path)
         dims = input_dims(proto)
         if any(d is None or d <= 0 for d in dims[1:]) or len(dims) < 2:
             raise AdvbenchError(f"{path}: input of shape {dims}; advbench needs a batch dimension and fixed sizes")
         shape = (dims[2], dims[3], dims[1]) if len(dims) == 4 else (1, int(np.prod(dims[1:])), 1)
-        model = _Importer(proto, path, shape).build()
-        check_against_onnxruntime(proto, model, path, shape, 16, 0)
-        outputs = int(model.output.shape[-1])
-        return cls(path, proto, shape, int(np.prod(shape)), outputs, time.perf_counter() - began)
+        model = import_checked(proto, path, shape, check_points=16)
+        return cls(path, proto, shape, int(np.prod(shape)), int(model.output.shape[-1]))
 
     def images(self, flat: np.ndarray) -> np.ndarray:
         """VNN-LIB's input vectors (N, inputs), ordered as the ONNX input flattened, as the
@@ -147,19 +143,18 @@ def verify(network: Network, prop: Property, timeout: float, registry, seed: int
             model = network.case_model(case)
         except UnsupportedProperty as exc:
             return Verdict(UNKNOWN, stages=stages, reason=str(exc), seconds=time.perf_counter() - began)
-        open_cases.append((index, case, model))
+        open_cases.append((index, case, model, {}))  # the dict: what the case's stages hand on
     undecided = []
-    memos: dict[int, dict] = {index: {} for index, _, _ in open_cases}  # what a case's stages hand on
     for stage in ("attack", "crown", "alpha_crown", "bab"):
         still = []
-        for index, case, model in open_cases:
+        for index, case, model, memo in open_cases:
             left = timeout - (time.perf_counter() - began)
             if left <= 0:
                 return Verdict(
                     TIMEOUT, stages=stages, reason=f"the time limit ran out before {stage}", seconds=time.perf_counter() - began
                 )
             start = time.perf_counter()
-            outcome, point, details = _STAGES[stage](model, left, registry, seed, memos[index])
+            outcome, point, details = _STAGES[stage](model, left, registry, seed, memo)
             record = {
                 "stage": stage,
                 "case": index,
@@ -176,7 +171,7 @@ def verify(network: Network, prop: Property, timeout: float, registry, seed: int
                 outcome = UNKNOWN
             if outcome == UNSAT:
                 continue
-            still.append((index, case, model))
+            still.append((index, case, model, memo))
             if stage == "bab":
                 undecided.append(outcome)
         open_cases = still

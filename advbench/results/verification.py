@@ -15,7 +15,7 @@ from pathlib import Path
 
 from advbench.errors import AdvbenchError
 from advbench.runs.store import RunStore
-from advbench.runs.verification import KIND, RADIUS_SPAN, _find, _stem
+from advbench.runs.verification import KIND, RADIUS_SPAN, file_stem, find_file, instance_stem
 
 DECIDED = ("sat", "unsat")
 
@@ -38,7 +38,7 @@ class Answer:
 
 def instance_name(onnx: str, vnnlib: str) -> tuple[str, str]:
     """How two tools' rows are matched: the files' stems (paths and .gz differ between listings)."""
-    return _stem(onnx), _stem(vnnlib)
+    return file_stem(onnx), file_stem(vnnlib)
 
 
 def read_results(path: Path, benchmark: str | None = None) -> dict[tuple[str, str], Answer]:
@@ -94,7 +94,7 @@ class Report:
         return {instance_name(r["onnx"], r["vnnlib"]): Answer(r["result"], float(r.get("seconds", 0.0))) for r in self.records}
 
     def networks(self) -> list[str]:
-        return list(dict.fromkeys(_stem(r["onnx"]) for r in self.records))
+        return list(dict.fromkeys(file_stem(r["onnx"]) for r in self.records))
 
     def contradictions(self) -> list[dict]:
         """Every instance where one answer is sat and another unsat, with the counterexample's
@@ -127,14 +127,15 @@ class Report:
         from advbench.core.verification import read_instance
         from advbench.core.vnnlib import read_counterexample
 
-        network, prop = read_instance(_find(self.benchmark, onnx), _find(self.benchmark, vnnlib))
+        network, prop = read_instance(find_file(self.benchmark, onnx), find_file(self.benchmark, vnnlib))
         inputs, _ = read_counterexample(file)
         outputs = network.run(inputs[None])
         return any(bool(case.inside(inputs[None])[0] and case.violated(outputs)[0]) for case in prop.cases)
 
 
 def _counterexample_file(folder: Path, key: tuple[str, str]) -> Path | None:
-    for name in (f"{key[0]}_{key[1]}.counterexample", f"{key[0]}_{key[1]}.counterexample.gz"):
+    stem = instance_stem(*key)  # a key holds the stems already
+    for name in (f"{stem}.counterexample", f"{stem}.counterexample.gz"):
         if (folder / name).is_file():
             return folder / name
     return None
@@ -178,7 +179,7 @@ def markdown(report: Report, figure: str | None) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for network in report.networks() + ["all"]:
-        rows = [r for r in report.records if network == "all" or _stem(r["onnx"]) == network]
+        rows = [r for r in report.records if network == "all" or file_stem(r["onnx"]) == network]
         counts = Counter(r["result"] for r in rows)
         decided = sorted(float(r["seconds"]) for r in rows if r["result"] in DECIDED)
         median = f"{decided[len(decided) // 2]:.1f}" if decided else "-"
@@ -235,7 +236,7 @@ def markdown(report: Report, figure: str | None) -> str:
             flag = " (certified above empirical!)" if d["certified"] > empirical else ""
             far = d["empirical"] is None  # no counterexample up to RADIUS_SPAN times the box
             lines.append(
-                f"| {_stem(r['onnx'])} | {_stem(r['vnnlib'])} | {r['result']}{flag} | {d['certified']:.3f} | "
+                f"| {file_stem(r['onnx'])} | {file_stem(r['vnnlib'])} | {r['result']}{flag} | {d['certified']:.3f} | "
                 + (f"> {RADIUS_SPAN:g} | " if far else f"{d['empirical']:.3f} | ")
                 + f"{d['linf']['certified']:.4f} | "
                 + ("- |" if far else f"{d['linf']['empirical']:.4f} |")
@@ -246,7 +247,7 @@ def markdown(report: Report, figure: str | None) -> str:
         for r in unknown:
             last = (r.get("stages") or [{}])[-1]
             lines.append(
-                f"- {_stem(r['onnx'])} {_stem(r['vnnlib'])}: {r['result']} ({r.get('reason', '')}; last stage {last.get('stage', '-')}, "
+                f"- {file_stem(r['onnx'])} {file_stem(r['vnnlib'])}: {r['result']} ({r.get('reason', '')}; last stage {last.get('stage', '-')}, "
                 f"{last.get('subdomains', 0)} subdomains)"
             )
     return "\n".join(lines) + "\n"

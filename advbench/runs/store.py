@@ -146,7 +146,7 @@ class RunStore:
             raise AdvbenchError(f"{store.root}: not an advbench run directory (no {MARKER})")
         return store
 
-    def prepare(self, spec_name: str, spec_hash: str, resolved: dict, fresh: bool) -> None:
+    def prepare(self, spec_name: str, spec_hash: str, resolved: dict, fresh: bool, kind: str | None = None) -> None:
         """Create the directory, or reuse it; ``fresh`` deletes an earlier run first.
         Takes the directory's lock (see :meth:`lock`) before touching anything in it."""
         if self.root.exists() and not self.root.is_dir():
@@ -162,7 +162,8 @@ class RunStore:
                     child.unlink()  # a link goes, what it points to stays
                 else:
                     shutil.rmtree(child)  # does not follow links inside
-        self.write_json(self.root / MARKER, {"name": spec_name, "spec_hash": spec_hash})
+        marker = {"name": spec_name, "spec_hash": spec_hash, **({"kind": kind} if kind else {})}  # kind: a spec's run has none
+        self.write_json(self.root / MARKER, marker)
         self.write_json(self.root / "spec.json", resolved)
 
     # -- the lock ---------------------------------------------------------------------

@@ -47,18 +47,22 @@ class Instance:
 
     @property
     def id(self) -> str:
-        stem = f"{_stem(self.onnx)}_{_stem(self.vnnlib)}"
-        return re.sub(r"[^A-Za-z0-9_.=-]", "_", stem)[:150] or f"row{self.row}"
+        return re.sub(r"[^A-Za-z0-9_.=-]", "_", instance_stem(self.onnx, self.vnnlib))[:150] or f"row{self.row}"
 
 
-def _stem(path: str) -> str:
+def instance_stem(onnx: str, vnnlib: str) -> str:
+    """``<network>_<property>``: how the competition names an instance's counterexample file."""
+    return f"{file_stem(onnx)}_{file_stem(vnnlib)}"
+
+
+def file_stem(path: str) -> str:
     name = Path(path).name
     for suffix in (".gz", ".onnx", ".vnnlib"):
         name = name[: -len(suffix)] if name.endswith(suffix) else name
     return name
 
 
-def _find(folder: Path, written: str) -> Path | None:
+def find_file(folder: Path, written: str) -> Path | None:
     """The file a row names, relative to the benchmark folder, or its ``.gz`` as VNN-COMP ships it."""
     for candidate in (folder / written, folder / (written + ".gz")):
         if candidate.is_file():
@@ -96,7 +100,7 @@ def read_instances(benchmark: Path, instances: Path | None = None) -> list[Insta
                     instance.problem = f"{where}: timeout {fields[2]!r}; expected a positive number of seconds"
         if instance.problem is None:
             for kind in ("onnx", "vnnlib"):
-                found = _find(benchmark, getattr(instance, kind))
+                found = find_file(benchmark, getattr(instance, kind))
                 if found is None:
                     instance.problem = f"{where}: {kind} file {getattr(instance, kind)!r} not found in {benchmark}"
                     break
@@ -164,8 +168,7 @@ def verify_benchmark(
         marker = store.read(out / MARKER) or {}
         if marker.get("kind") != KIND:
             raise AdvbenchError(f"{out}: holds a run of a spec, not a verification run; choose another --out")
-    store.prepare(name, stable_hash(described), described, fresh)
-    store.write_json(out / MARKER, {"name": name, "kind": KIND, "spec_hash": stable_hash(described)})
+    store.prepare(name, stable_hash(described), described, fresh, kind=KIND)
     records: list = [None] * len(rows)
     todo, ids = [], set()
     for position, instance in enumerate(rows):
@@ -282,7 +285,7 @@ def solve(instance: Instance, registry, store: RunStore, jid: str, key: str, ide
     if len(prop.cases) == 1 and prop.cases[0].robustness() is not None:
         record["radii"] = radii(network, prop.cases[0], registry, verdict.counterexample)
     if verdict.counterexample is not None:
-        name = f"{_stem(instance.onnx)}_{_stem(instance.vnnlib)}.counterexample"
+        name = f"{instance_stem(instance.onnx, instance.vnnlib)}.counterexample"
         path = store.root / "counterexamples" / name
         path.parent.mkdir(exist_ok=True)
         store.write_bytes(path, counterexample_text(*verdict.counterexample).encode())
